@@ -1,0 +1,5 @@
+"""``python -m mqtier`` runs the CLI."""
+
+from mqtier.cli import main
+
+main()

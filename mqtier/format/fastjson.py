@@ -1,0 +1,70 @@
+"""RocketMQ's ``config/*.json`` files, as fastjson's pretty printer writes them.
+
+fastjson indents with tabs and writes non-string map keys unquoted (``{0:250,1:250}``), which is
+not JSON. Reading quotes those keys first; writing reproduces the printer byte for byte, so a
+file mqtier rewrites stays readable by a broker and diffs cleanly against the original.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+# A JSON string literal (kept as is) or a bare integer map key after '{' or ','.
+_TOKEN: Final = re.compile(r'"(?:[^"\\]|\\.)*"|(?<=[{,])(\s*)(-?\d+)(\s*)(?=:)')
+
+
+def _int_keys(obj: dict[str, Any]) -> dict[Any, Any]:
+    # Keys that were bare integers come back as ints; quoted digit strings cannot be told apart
+    # after the pre-pass, which is harmless because RocketMQ never quotes numeric keys.
+    return {int(k) if k.lstrip("-").isdigit() else k: v for k, v in obj.items()}
+
+
+def loads(text: str) -> Any:
+    """Parse fastjson output (or plain JSON). Numeric map keys become ``int``."""
+
+    def quote(m: re.Match[str]) -> str:
+        if m.group(2) is None:
+            return m.group(0)
+        return f'{m.group(1)}"{m.group(2)}"{m.group(3)}'
+
+    return json.loads(_TOKEN.sub(quote, text), object_hook=_int_keys)
+
+
+def dumps(value: Any) -> str:
+    """Serialise like ``JSON.toJSONString(obj, prettyFormat=true)``."""
+    out: list[str] = []
+    _dump(value, 0, out)
+    return "".join(out)
+
+
+def _dump(value: Any, level: int, out: list[str]) -> None:
+    if isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                out.append(",")
+            if isinstance(key, str):
+                out.append("\n" + "\t" * (level + 1) + json.dumps(key, ensure_ascii=False))
+            else:  # fastjson writes non-string keys bare and without a line break before them
+                out.append(str(key))
+            out.append(":")
+            _dump(item, level + 1, out)
+        out.append("\n" + "\t" * level + "}")
+    elif isinstance(value, list | tuple):
+        if not value:
+            out.append("[]")
+            return
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            out.append("\n" + "\t" * (level + 1))
+            _dump(item, level + 1, out)
+        out.append("\n" + "\t" * level + "]")
+    else:
+        out.append(json.dumps(value, ensure_ascii=False))

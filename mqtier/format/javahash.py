@@ -1,0 +1,51 @@
+"""Java ``String.hashCode`` and the RocketMQ hashes built on it (tag codes, index keys)."""
+
+from __future__ import annotations
+
+import operator
+from functools import lru_cache
+from typing import Final
+
+_MASK32: Final = 0xFFFFFFFF
+_POWERS_LEN: Final = 1024
+# _POWERS[n] holds 31**(n-1), 31**(n-2), ..., 31**0 modulo 2**32, so a string of n code units
+# hashes as one C-level sum(map(mul, units, _POWERS[n])) instead of a Python loop per char.
+_POWERS: Final[list[list[int]]] = [[]]
+for _n in range(1, _POWERS_LEN + 1):
+    _POWERS.append([pow(31, _k, 1 << 32) for _k in range(_n - 1, -1, -1)])
+
+
+def _units(s: str) -> bytes | list[int]:
+    if s.isascii():
+        return s.encode("ascii")
+    raw = s.encode("utf-16-be")  # Java strings are UTF-16: hash code units, not code points
+    return [(raw[i] << 8) | raw[i + 1] for i in range(0, len(raw), 2)]
+
+
+def java_string_hash(s: str) -> int:
+    """``String.hashCode()`` of ``s`` as a signed 32-bit int."""
+    units = _units(s)
+    n = len(units)
+    if n <= _POWERS_LEN:
+        h: int = sum(map(operator.mul, units, _POWERS[n])) & _MASK32
+    else:
+        h = 0
+        for c in units:
+            h = (31 * h + c) & _MASK32
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+@lru_cache(maxsize=4096)
+def tags_code(tags: str | None) -> int:
+    """Consume-queue tags code: ``TAGS.hashCode()``, or 0 without tags."""
+    if not tags:
+        return 0
+    return java_string_hash(tags)
+
+
+def index_key_hash(topic: str, key: str) -> int:
+    """IndexFile key hash: ``abs(hashCode(topic#key))``, with ``Integer.MIN_VALUE`` mapped to 0."""
+    h = java_string_hash(f"{topic}#{key}")
+    if h == -(2**31):
+        return 0
+    return -h if h < 0 else h

@@ -1,0 +1,133 @@
+"""Every on-disk constant and fixed structure of the RocketMQ store, in one place.
+
+Byte-level reference: ``docs/FORMAT.md`` (keep both in step). All integers are big-endian, as
+Java's ``ByteBuffer`` writes them; never use native order here.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+# --- commit log -------------------------------------------------------------------------------
+
+MAGIC_V1: Final = 0xDAA320A7  # MESSAGE_MAGIC_CODE: 1-byte topic length
+MAGIC_V2: Final = 0xDAA320AB  # MESSAGE_MAGIC_CODE_V2: 2-byte topic length (topics > 127 bytes)
+BLANK_MAGIC: Final = 0xCBD43194  # BLANK_MAGIC_CODE: end-of-file filler; TOTALSIZE = bytes left
+BLANK_MIN_BYTES: Final = 8  # END_FILE_MIN_BLANK_LENGTH: size + magic of the filler
+
+# Record prefix up to the magic: TOTALSIZE i32 | MAGIC u32.
+RECORD_SIZE_MAGIC: Final = struct.Struct(">iI")
+
+# Record header for IPv4 born and store hosts (88 bytes, up to and including BODYLEN).
+#   TOTALSIZE i32 | MAGIC u32 | BODYCRC i32 | QUEUEID i32 | FLAG i32 | QUEUEOFFSET i64 |
+#   PHYSICALOFFSET i64 | SYSFLAG i32 | BORNTIMESTAMP i64 | BORNHOST ip4 + port i32 |
+#   STORETIMESTAMP i64 | STOREHOST ip4 + port i32 | RECONSUMETIMES i32 | PREPAREDTXOFFSET i64 |
+#   BODYLEN i32
+RECORD_HEADER_V4V4: Final = struct.Struct(">iIiiiqqiq4siq4siiqi")
+
+
+def record_header_struct(born_v6: bool, store_v6: bool) -> struct.Struct:
+    """The header struct for the given host widths (IPv6 hosts are 16 bytes, not 4)."""
+    return _HEADERS[(born_v6, store_v6)]
+
+
+_HEADERS: Final = {
+    (b, s): struct.Struct(f">iIiiiqqiq{16 if b else 4}siq{16 if s else 4}siiqi")
+    for b in (False, True)
+    for s in (False, True)
+}
+
+# Field positions that do not depend on host width.
+POS_QUEUE_OFFSET: Final = 20
+POS_PHYSICAL_OFFSET: Final = 28
+POS_SYSFLAG: Final = 36
+TOPIC_LEN_V1: Final = struct.Struct(">b")  # signed: a v1 topic is at most 127 bytes
+TOPIC_LEN_V2: Final = struct.Struct(">h")
+PROPS_LEN: Final = struct.Struct(">h")
+INT64: Final = struct.Struct(">q")
+INT32: Final = struct.Struct(">i")
+
+MAX_TOPIC_BYTES_V1: Final = 127
+MAX_TOPIC_BYTES_V2: Final = 32767
+MAX_PROPERTIES_BYTES: Final = 32767  # Short.MAX_VALUE
+DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024  # maxMessageSize
+
+# SYSFLAG bits (MessageSysFlag).
+SYSFLAG_COMPRESSED: Final = 0x1
+SYSFLAG_MULTI_TAGS: Final = 0x2
+SYSFLAG_TRANSACTION_MASK: Final = 0xC
+SYSFLAG_TRANSACTION_PREPARED: Final = 0x4
+SYSFLAG_TRANSACTION_COMMIT: Final = 0x8
+SYSFLAG_TRANSACTION_ROLLBACK: Final = 0xC
+SYSFLAG_BORNHOST_V6: Final = 0x10
+SYSFLAG_STOREHOST_V6: Final = 0x20
+
+# Properties: name 0x01 value 0x02, repeated.
+NAME_VALUE_SEP: Final = "\x01"
+PROPERTY_SEP: Final = "\x02"
+PROP_KEYS: Final = "KEYS"
+PROP_TAGS: Final = "TAGS"
+PROP_UNIQ_KEY: Final = "UNIQ_KEY"
+KEY_SEPARATOR: Final = " "
+# Optional whole-record CRC entry: "__CRC32#" 0x01 <10 digits, least significant first> 0x02.
+PROP_CRC32: Final = "__CRC32#"
+CRC32_RESERVED_LEN: Final = 20
+
+DEFAULT_COMMITLOG_FILE_BYTES: Final = 1024 * 1024 * 1024
+
+# --- consume queue ----------------------------------------------------------------------------
+
+# commitLogOffset i64 | size i32 | tagsCode i64 = 20 bytes
+CQ_UNIT: Final = struct.Struct(">qiq")
+CQ_UNIT_BYTES: Final = 20
+DEFAULT_CQ_UNITS_PER_FILE: Final = 300_000
+PRE_BLANK_UNIT: Final = (0, 0x7FFFFFFF, 0)  # fills a queue's first file below its first offset
+# A tags code at or below this is a ConsumeQueueExt address (Long.MIN_VALUE + extOffset).
+EXT_ADDR_MAX: Final = -(2**31) - 1
+LONG_MIN: Final = -(2**63)
+# ConsumeQueueExt unit: size i16 | tagsCode i64 | msgStoreTime i64 | bitMapSize i16 | bitmap
+CQ_EXT_UNIT_HEAD: Final = struct.Struct(">hqqh")
+
+# --- index file -------------------------------------------------------------------------------
+
+# beginTimestamp i64 | endTimestamp i64 | beginPhyOffset i64 | endPhyOffset i64 |
+# hashSlotCount i32 | indexCount i32 = 40 bytes
+INDEX_HEADER: Final = struct.Struct(">qqqqii")
+INDEX_SLOT: Final = struct.Struct(">i")  # newest item number in the slot; 0 = empty
+# keyHash i32 | phyOffset i64 | timeDiff i32 (s since beginTimestamp) | prevIndex i32 = 20 bytes
+INDEX_ITEM: Final = struct.Struct(">iqii")
+INDEX_SLOT_BYTES: Final = 4
+INDEX_ITEM_BYTES: Final = 20
+DEFAULT_INDEX_SLOTS: Final = 5_000_000
+DEFAULT_INDEX_ITEMS: Final = 20_000_000
+INDEX_MAX_RESULTS: Final = 64  # maxMsgsNumBatch caps one query
+
+# --- checkpoint -------------------------------------------------------------------------------
+
+# physicMsgTimestamp | logicsMsgTimestamp | indexMsgTimestamp | masterFlushedOffset |
+# confirmPhyOffset, all i64 = 40 bytes, in a 4 KiB file
+CHECKPOINT: Final = struct.Struct(">qqqqq")
+CHECKPOINT_FILE_BYTES: Final = 4096
+
+# --- store root names -------------------------------------------------------------------------
+
+DIR_COMMITLOG: Final = "commitlog"
+DIR_CONSUMEQUEUE: Final = "consumequeue"
+DIR_CONSUMEQUEUE_EXT: Final = "consumequeue_ext"
+DIR_INDEX: Final = "index"
+DIR_CONFIG: Final = "config"
+FILE_CHECKPOINT: Final = "checkpoint"
+FILE_ABORT: Final = "abort"
+FILE_LOCK: Final = "lock"
+LOCK_CONTENT: Final = b"lock"
+# mqtier's own files beside RocketMQ's; a broker ignores them.
+FILE_STORE_CONFIG: Final = "mqtier.json"  # in config/: broker name, file sizes
+FILE_DISPATCH_CHECKPOINT: Final = "mqtier.dispatch"  # in the root: dispatched commit-log offset
+# offset i64 | crc32 of the offset bytes i32 (a torn write is detected, not trusted)
+DISPATCH_CHECKPOINT: Final = struct.Struct(">qI")
+
+
+def offset_file_name(offset: int) -> str:
+    """``UtilAll.offset2FileName``: the start offset, zero-padded to 20 digits."""
+    return f"{offset:020d}"

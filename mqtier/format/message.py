@@ -1,0 +1,473 @@
+"""The commit-log record: encode, decode, verify. See docs/FORMAT.md, "Commit-log record".
+
+Hot paths (``encode_record`` for appends, ``check_record`` for recovery scans) work on bytes and
+precompiled structs only; the friendly ``MessageRecord`` is built when a caller asks for one.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import mmap
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from mqtier.errors import (
+    CorruptRecordError,
+    InvalidTopicError,
+    MessageTooLargeError,
+    PropertiesTooLongError,
+)
+from mqtier.format import layout as L
+
+_HEADER_V4V4: Final = L.RECORD_HEADER_V4V4
+_SIZE_MAGIC: Final = L.RECORD_SIZE_MAGIC
+_V1: Final = L.MAGIC_V1
+_V2: Final = L.MAGIC_V2
+_BLANK: Final = L.BLANK_MAGIC
+
+# Anything struct.unpack_from and slicing accept: bytes, a memoryview, a mapped file.
+Buffer = bytes | bytearray | memoryview | mmap.mmap
+
+
+def body_crc(body: bytes) -> int:
+    """RocketMQ's body CRC: Java ``CRC32`` masked to a non-negative int."""
+    return zlib.crc32(body) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to append. ``queue_id=None`` lets the store choose (key hash or round robin).
+
+    Attributes:
+        topic: the topic name (UTF-8 on disk; at most 127 bytes, or 32767 with ``version=2``).
+        body: opaque bytes.
+        queue_id: the queue within the topic, or None to let the store pick one.
+        keys: business keys; each is indexed and searchable with ``query key``.
+        tags: the tag used for consumer-side filtering.
+        properties: extra user properties (names and values may not contain 0x01 or 0x02).
+        flag: the client's user flag, stored verbatim.
+    """
+
+    topic: str
+    body: bytes
+    queue_id: int | None = None
+    keys: tuple[str, ...] = ()
+    tags: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+    flag: int = 0
+
+
+def encode_properties(props: Mapping[str, str]) -> str:
+    """``name 0x01 value 0x02`` for each entry; entries with an empty value are skipped."""
+    return "".join(f"{k}\x01{v}\x02" for k, v in props.items() if v)
+
+
+def decode_properties(text: str) -> dict[str, str]:
+    """Inverse of :func:`encode_properties`, with RocketMQ's leniency for odd segments."""
+    out: dict[str, str] = {}
+    for seg in text.split(L.PROPERTY_SEP):
+        if len(seg) < 3:
+            continue
+        name, sep, value = seg.partition(L.NAME_VALUE_SEP)
+        if sep and name and value:
+            out[name] = value
+    return out
+
+
+def validate_topic(topic: str, *, allow_v2: bool = False) -> bytes:
+    """Check a topic name and return its UTF-8 bytes.
+
+    Raises:
+        InvalidTopicError: empty, too long for the record version, or unsafe as a directory name.
+    """
+    raw = topic.encode("utf-8")
+    if not raw:
+        raise InvalidTopicError("topic is empty")
+    if topic in (".", "..") or any(c in topic for c in "/\\\x00") or ":" in topic:
+        raise InvalidTopicError(
+            f"topic {topic!r} contains a character that could escape a directory"
+        )
+    limit = L.MAX_TOPIC_BYTES_V2 if allow_v2 else L.MAX_TOPIC_BYTES_V1
+    if len(raw) > limit:
+        raise InvalidTopicError(
+            f"topic {topic[:40]!r}... is {len(raw)} bytes; the limit is {limit}"
+        )
+    return raw
+
+
+def crc32_property_digits(crc: int) -> bytes:
+    """The 10 ASCII digits of a ``__CRC32#`` entry, least significant digit first (as written)."""
+    return bytes(48 + (crc // 10**i) % 10 for i in range(10))
+
+
+def encode_record(
+    *,
+    topic: bytes,
+    queue_id: int,
+    flag: int,
+    queue_offset: int,
+    phy_offset: int,
+    sysflag: int,
+    born_ts: int,
+    born_host: tuple[bytes, int],
+    store_ts: int,
+    store_host: tuple[bytes, int],
+    body: bytes,
+    properties: bytes,
+    reconsume_times: int = 0,
+    prepared_tx_offset: int = 0,
+    crc: int | None = None,
+    append_prop_crc: bool = False,
+) -> bytes:
+    """Build one record exactly as ``MessageExtEncoder`` + ``doAppend`` do.
+
+    ``born_host``/``store_host`` are (packed IP, port); a 16-byte IP sets the v6 SYSFLAG bits.
+    With ``append_prop_crc`` the properties end with a ``__CRC32#`` entry over the whole record.
+    """
+    born_v6 = len(born_host[0]) == 16
+    store_v6 = len(store_host[0]) == 16
+    if born_v6:
+        sysflag |= L.SYSFLAG_BORNHOST_V6
+    if store_v6:
+        sysflag |= L.SYSFLAG_STOREHOST_V6
+    if append_prop_crc:
+        if properties and not properties.endswith(b"\x02"):
+            properties += b"\x02"
+        properties += b"__CRC32#\x01" + b"0" * 10 + b"\x02"
+    if len(properties) > L.MAX_PROPERTIES_BYTES:
+        raise PropertiesTooLongError(
+            f"properties are {len(properties)} bytes; the limit is {L.MAX_PROPERTIES_BYTES}"
+        )
+    v2 = len(topic) > L.MAX_TOPIC_BYTES_V1
+    header = L.record_header_struct(born_v6, store_v6)
+    total = header.size + len(body) + (2 if v2 else 1) + len(topic) + 2 + len(properties)
+    head = header.pack(
+        total,
+        _V2 if v2 else _V1,
+        body_crc(body) if crc is None else crc,
+        queue_id,
+        flag,
+        queue_offset,
+        phy_offset,
+        sysflag,
+        born_ts,
+        born_host[0],
+        born_host[1],
+        store_ts,
+        store_host[0],
+        store_host[1],
+        reconsume_times,
+        prepared_tx_offset,
+        len(body),
+    )
+    tlen = L.TOPIC_LEN_V2.pack(len(topic)) if v2 else L.TOPIC_LEN_V1.pack(len(topic))
+    rec = b"".join((head, body, tlen, topic, L.PROPS_LEN.pack(len(properties)), properties))
+    if append_prop_crc:
+        whole = zlib.crc32(memoryview(rec)[: total - L.CRC32_RESERVED_LEN]) & 0x7FFFFFFF
+        rec = rec[: total - 11] + crc32_property_digits(whole) + b"\x02"
+    return rec
+
+
+def check_max_size(body_len: int, max_bytes: int, where: str) -> None:
+    """Raise :class:`MessageTooLargeError` for a body over the store's limit."""
+    if body_len > max_bytes:
+        raise MessageTooLargeError(
+            f"{where}: body is {body_len} bytes; the maximum message size is {max_bytes}"
+        )
+
+
+# check_record() results besides a positive record size.
+END_OF_DATA: Final = 0  # zero size or unknown magic: nothing more was ever written here
+END_OF_FILE: Final = -1  # BLANK filler: continue with the next file
+
+
+def check_record(buf: Buffer, pos: int, limit: int, *, verify_crc: bool, path: str = "") -> int:
+    """Validate the record at ``buf[pos:]`` and return its size.
+
+    Returns END_OF_FILE for a BLANK record and END_OF_DATA where no record starts (zeros or an
+    unknown magic, the normal end of a store). Raises CorruptRecordError for a record whose magic
+    is right but whose size, length formula or CRC is wrong.
+    """
+    remaining = limit - pos
+    if remaining < 8:
+        return END_OF_DATA
+    size, magic = _SIZE_MAGIC.unpack_from(buf, pos)
+    if magic == _BLANK:
+        return END_OF_FILE
+    if magic != _V1 and magic != _V2:
+        return END_OF_DATA
+    if size <= 0 or size > remaining:
+        raise CorruptRecordError(
+            path, pos, f"record size {size} exceeds the {remaining} bytes left"
+        )
+    sysflag = L.INT32.unpack_from(buf, pos + L.POS_SYSFLAG)[0]
+    born_len = 20 if sysflag & L.SYSFLAG_BORNHOST_V6 else 8
+    store_len = 20 if sysflag & L.SYSFLAG_STOREHOST_V6 else 8
+    body_len_pos = pos + 68 + born_len + store_len  # 84 with IPv4 hosts
+    if body_len_pos + 4 > pos + size:
+        raise CorruptRecordError(path, pos, f"record size {size} is too small for its header")
+    body_len = L.INT32.unpack_from(buf, body_len_pos)[0]
+    topic_len_pos = body_len_pos + 4 + body_len
+    v2 = magic == _V2
+    if body_len < 0 or topic_len_pos + (2 if v2 else 1) > pos + size:
+        raise CorruptRecordError(path, pos, f"body length {body_len} does not fit in size {size}")
+    if v2:
+        topic_len = L.TOPIC_LEN_V2.unpack_from(buf, topic_len_pos)[0]
+        props_len_pos = topic_len_pos + 2 + topic_len
+    else:
+        topic_len = L.TOPIC_LEN_V1.unpack_from(buf, topic_len_pos)[0]
+        props_len_pos = topic_len_pos + 1 + topic_len
+    if topic_len < 0 or props_len_pos + 2 > pos + size:
+        raise CorruptRecordError(path, pos, f"topic length {topic_len} does not fit in size {size}")
+    props_len = L.PROPS_LEN.unpack_from(buf, props_len_pos)[0]
+    if props_len < 0 or props_len_pos + 2 + props_len != pos + size:
+        raise CorruptRecordError(
+            path, pos, f"size {size} does not match the length formula (half-written record?)"
+        )
+    if verify_crc:
+        stored = L.INT32.unpack_from(buf, pos + 8)[0]
+        mv = memoryview(buf)
+        actual = zlib.crc32(mv[body_len_pos + 4 : topic_len_pos]) & 0x7FFFFFFF
+        if stored != actual:
+            raise CorruptRecordError(
+                path,
+                pos,
+                f"body CRC {actual:#010x} does not match stored {stored & 0xFFFFFFFF:#010x}",
+            )
+        if props_len >= L.CRC32_RESERVED_LEN:
+            tail = bytes(mv[pos + size - L.CRC32_RESERVED_LEN : pos + size])
+            if tail.startswith(b"__CRC32#\x01") and tail.endswith(b"\x02"):
+                want = sum((d - 48) * 10**i for i, d in enumerate(tail[9:19]))
+                got = zlib.crc32(mv[pos : pos + size - L.CRC32_RESERVED_LEN]) & 0x7FFFFFFF
+                if want != got:
+                    raise CorruptRecordError(
+                        path, pos, f"record CRC {got} does not match __CRC32# {want}"
+                    )
+    return int(size)
+
+
+def format_host(ip: bytes, port: int) -> str:
+    """``127.0.0.1:8123`` or ``[::1]:8123``."""
+    addr = ipaddress.ip_address(ip)
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+
+def parse_host(text: str) -> tuple[bytes, int]:
+    """Inverse of :func:`format_host`; a missing port is 0."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, "0"
+    return ipaddress.ip_address(host).packed, int(port or 0)
+
+
+def make_msg_id(store_ip: bytes, store_port: int, phy_offset: int) -> str:
+    """offsetMsgId: uppercase hex of store IP, port (i32) and commit-log offset (i64)."""
+    return (store_ip + L.INT32.pack(store_port) + L.INT64.pack(phy_offset)).hex().upper()
+
+
+def parse_msg_id(msg_id: str) -> tuple[bytes, int, int]:
+    """Decode an offsetMsgId into (store IP, port, commit-log offset).
+
+    Raises:
+        ValueError: not 32 (IPv4) or 56 (IPv6) hex characters.
+    """
+    raw = bytes.fromhex(msg_id)
+    if len(raw) == 16:
+        ip_len = 4
+    elif len(raw) == 28:
+        ip_len = 16
+    else:
+        raise ValueError(f"message id {msg_id!r} is {len(msg_id)} hex chars; expected 32 or 56")
+    port = L.INT32.unpack_from(raw, ip_len)[0]
+    phy: int = L.INT64.unpack_from(raw, ip_len + 4)[0]
+    return raw[:ip_len], port, phy
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One decoded commit-log record, with every field RocketMQ stores."""
+
+    size: int
+    magic: int
+    body_crc: int
+    queue_id: int
+    flag: int
+    queue_offset: int
+    phy_offset: int
+    sysflag: int
+    born_ts: int
+    born_host: tuple[bytes, int]
+    store_ts: int
+    store_host: tuple[bytes, int]
+    reconsume_times: int
+    prepared_tx_offset: int
+    body: bytes
+    topic: str
+    properties: dict[str, str]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k in self.properties.get(L.PROP_KEYS, "").split(" ") if k)
+
+    @property
+    def tags(self) -> str | None:
+        return self.properties.get(L.PROP_TAGS)
+
+    @property
+    def uniq_key(self) -> str | None:
+        return self.properties.get(L.PROP_UNIQ_KEY)
+
+    @property
+    def msg_id(self) -> str:
+        return make_msg_id(self.store_host[0], self.store_host[1], self.phy_offset)
+
+    @property
+    def version(self) -> int:
+        return 2 if self.magic == _V2 else 1
+
+    def to_json(self, *, b64: bool = False) -> dict[str, Any]:
+        """The ``--json`` shape documented in docs/cli-json.md (``read`` and ``query``)."""
+        out: dict[str, Any] = {
+            "topic": self.topic,
+            "queue": self.queue_id,
+            "queue_offset": self.queue_offset,
+            "commitlog_offset": self.phy_offset,
+            "size": self.size,
+            "msg_id": self.msg_id,
+            "uniq_key": self.uniq_key,
+            "keys": list(self.keys),
+            "tags": self.tags,
+            "properties": self.properties,
+            "born_time": self.born_ts,
+            "store_time": self.store_ts,
+            "born_host": format_host(*self.born_host),
+            "store_host": format_host(*self.store_host),
+            "sysflag": self.sysflag,
+            "flag": self.flag,
+            "reconsume_times": self.reconsume_times,
+        }
+        if not b64:
+            try:
+                out["body"] = self.body.decode("utf-8")
+            except UnicodeDecodeError:
+                b64 = True
+        if b64:
+            out["body_b64"] = base64.b64encode(self.body).decode("ascii")
+        return out
+
+
+def decode_record(
+    buf: Buffer, pos: int = 0, *, verify_crc: bool = True, path: str = ""
+) -> MessageRecord:
+    """Decode the record at ``buf[pos:]``.
+
+    Raises:
+        CorruptRecordError: no valid record starts at ``pos`` (with the reason).
+    """
+    size = check_record(buf, pos, len(buf), verify_crc=verify_crc, path=path)
+    if size <= 0:
+        what = (
+            "a BLANK end-of-file record"
+            if size == END_OF_FILE
+            else "no record (zeros or bad magic)"
+        )
+        raise CorruptRecordError(path, pos, f"expected a message, found {what}")
+    sysflag = L.INT32.unpack_from(buf, pos + L.POS_SYSFLAG)[0]
+    born_v6 = bool(sysflag & L.SYSFLAG_BORNHOST_V6)
+    store_v6 = bool(sysflag & L.SYSFLAG_STOREHOST_V6)
+    header = L.record_header_struct(born_v6, store_v6)
+    (
+        _,
+        magic,
+        crc,
+        queue_id,
+        flag,
+        queue_offset,
+        phy_offset,
+        sysflag,
+        born_ts,
+        born_ip,
+        born_port,
+        store_ts,
+        store_ip,
+        store_port,
+        reconsume,
+        prepared,
+        body_len,
+    ) = header.unpack_from(buf, pos)
+    p = pos + header.size
+    body = bytes(buf[p : p + body_len])
+    p += body_len
+    if magic == _V2:
+        tlen = L.TOPIC_LEN_V2.unpack_from(buf, p)[0]
+        p += 2
+    else:
+        tlen = L.TOPIC_LEN_V1.unpack_from(buf, p)[0]
+        p += 1
+    topic = bytes(buf[p : p + tlen]).decode("utf-8", "replace")
+    p += tlen
+    plen = L.PROPS_LEN.unpack_from(buf, p)[0]
+    p += 2
+    props = decode_properties(bytes(buf[p : p + plen]).decode("utf-8", "replace"))
+    return MessageRecord(
+        size=size,
+        magic=magic,
+        body_crc=crc,
+        queue_id=queue_id,
+        flag=flag,
+        queue_offset=queue_offset,
+        phy_offset=phy_offset,
+        sysflag=sysflag,
+        born_ts=born_ts,
+        born_host=(born_ip, born_port),
+        store_ts=store_ts,
+        store_host=(store_ip, store_port),
+        reconsume_times=reconsume,
+        prepared_tx_offset=prepared,
+        body=body,
+        topic=topic,
+        properties=props,
+    )
+
+
+def record_size(
+    topic_len: int, body_len: int, props_len: int, *, born_v6: bool = False, store_v6: bool = False
+) -> int:
+    """``MessageExtEncoder.calMsgLength``: the TOTALSIZE of a record with these parts."""
+    header = L.record_header_struct(born_v6, store_v6).size
+    topic_len_size = 2 if topic_len > L.MAX_TOPIC_BYTES_V1 else 1
+    return header + body_len + topic_len_size + topic_len + 2 + props_len
+
+
+def dispatch_fields(buf: Buffer, pos: int) -> tuple[str, int, int, int, int, int, dict[str, str]]:
+    """What the dispatcher needs from a validated record, without copying the body.
+
+    Returns (topic, queue id, queue offset, sysflag, store timestamp, size, properties).
+    """
+    size, magic = _SIZE_MAGIC.unpack_from(buf, pos)
+    sysflag = L.INT32.unpack_from(buf, pos + L.POS_SYSFLAG)[0]
+    queue_id = L.INT32.unpack_from(buf, pos + 12)[0]
+    queue_offset = L.INT64.unpack_from(buf, pos + L.POS_QUEUE_OFFSET)[0]
+    born_len = 20 if sysflag & L.SYSFLAG_BORNHOST_V6 else 8
+    store_len = 20 if sysflag & L.SYSFLAG_STOREHOST_V6 else 8
+    store_ts = L.INT64.unpack_from(buf, pos + 48 + born_len)[0]
+    p = pos + 68 + born_len + store_len
+    body_len = L.INT32.unpack_from(buf, p)[0]
+    p += 4 + body_len
+    if magic == _V2:
+        tlen = L.TOPIC_LEN_V2.unpack_from(buf, p)[0]
+        p += 2
+    else:
+        tlen = L.TOPIC_LEN_V1.unpack_from(buf, p)[0]
+        p += 1
+    topic = bytes(buf[p : p + tlen]).decode("utf-8", "replace")
+    p += tlen
+    plen = L.PROPS_LEN.unpack_from(buf, p)[0]
+    props = decode_properties(bytes(buf[p + 2 : p + 2 + plen]).decode("utf-8", "replace"))
+    return topic, queue_id, queue_offset, sysflag, store_ts, size, props

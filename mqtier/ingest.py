@@ -1,0 +1,172 @@
+"""Bulk ingest from files or stdin: parse, validate, group-commit, all or nothing.
+
+Input is parsed in chunks on the calling thread while the previous chunk is written and synced
+by the group-commit writer, so parsing and the disk overlap. If any input is bad (and
+``skip_bad`` is off), everything this run appended is rolled back before the error propagates:
+a failed ingest leaves the store as it found it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mqtier.errors import InputFormatError, MqtierError
+from mqtier.format.message import Message
+from mqtier.inputs import Defaults, files_in, message_from_json, read_lines
+from mqtier.store.groupcommit import PendingAppend
+from mqtier.store.store import AppendResult, Prepared, Store
+
+CHUNK_MESSAGES = 1024
+CHUNK_BYTES = 1 << 20
+MAX_IN_FLIGHT = 3
+
+
+@dataclass
+class IngestSummary:
+    messages: int = 0
+    bytes: int = 0
+    bad_lines: int = 0
+    bad_samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    first_offset: int | None = None
+    end_offset: int = 0
+    queues: dict[str, dict[int, int]] = field(default_factory=dict)  # topic -> queue -> count
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "bad_lines": self.bad_lines,
+            "bad_samples": self.bad_samples,
+            "seconds": round(self.seconds, 6),
+            "messages_per_second": round(self.messages / self.seconds, 1) if self.seconds else None,
+            "commitlog_start": self.first_offset,
+            "commitlog_end": self.end_offset,
+            "queues": {
+                t: {str(q): n for q, n in sorted(qs.items())} for t, qs in self.queues.items()
+            },
+        }
+
+
+def _messages(
+    inputs: list[str], fmt: str, defaults: Defaults
+) -> Iterator[tuple[str, int, Message | MqtierError]]:
+    """(source, line, message or the error that line raised), in input order."""
+    for name in inputs:
+        if fmt == "file":
+            for path in files_in(Path(name)):
+                if not defaults.topic:
+                    yield str(path), 0, InputFormatError(str(path), 0, "file input needs --topic")
+                    continue
+                body = path.read_bytes()
+                yield str(path), 0, Message(defaults.topic, body, queue_id=defaults.queue)
+            continue
+        if name == "-":
+            stream = sys.stdin.buffer
+            source = "<stdin>"
+        else:
+            try:
+                stream = open(name, "rb")  # noqa: SIM115 - closed below, after the generator
+            except OSError as exc:
+                raise InputFormatError(name, 0, f"cannot open: {exc.strerror}") from None
+            source = name
+        try:
+            for n, line in read_lines(stream, source):
+                if fmt == "raw":
+                    if not defaults.topic:
+                        yield source, n, InputFormatError(source, n, "raw input needs --topic")
+                    else:
+                        yield source, n, Message(defaults.topic, line, queue_id=defaults.queue)
+                    continue
+                try:
+                    yield source, n, message_from_json(line, defaults, source, n)
+                except InputFormatError as exc:
+                    yield source, n, exc
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+
+
+def _located(exc: MqtierError, source: str, line: int) -> MqtierError:
+    """The same error class, with the input position in front of its message."""
+    if isinstance(exc, InputFormatError) or (line == 0 and source in str(exc)):
+        return exc
+    located = type(exc).__new__(type(exc))
+    Exception.__init__(located, f"{source}:{line}: {exc}")
+    return located
+
+
+def ingest(
+    store: Store,
+    inputs: list[str],
+    *,
+    fmt: str = "jsonl",
+    defaults: Defaults,
+    skip_bad: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IngestSummary:
+    """Append every message of ``inputs`` (paths or ``-``) to ``store``.
+
+    Raises:
+        MqtierError: the first bad input (its class decides the exit code), after rolling back
+            what this call appended; with ``skip_bad`` bad inputs are counted instead.
+    """
+    summary = IngestSummary()
+    t0 = time.perf_counter()
+    start = store.commitlog.durable_end
+    summary.first_offset = start
+    in_flight: deque[PendingAppend[Prepared, AppendResult]] = deque()
+    chunk: list[Prepared] = []
+    chunk_bytes = 0
+
+    def settle(pending: PendingAppend[Prepared, AppendResult]) -> None:
+        for r in pending.wait():
+            qs = summary.queues.setdefault(r.topic, {})
+            qs[r.queue_id] = qs.get(r.queue_id, 0) + 1
+        if on_progress is not None:
+            on_progress(summary.messages, summary.bytes)
+
+    try:
+        for source, line, item in _messages(inputs, fmt, defaults):
+            try:
+                if isinstance(item, MqtierError):
+                    raise item
+                prepared = store.prepare(item)
+            except MqtierError as exc:
+                if not skip_bad:
+                    raise _located(exc, source, line) from None
+                summary.bad_lines += 1
+                if len(summary.bad_samples) < 5:
+                    summary.bad_samples.append(str(_located(exc, source, line)))
+                continue
+            chunk.append(prepared)
+            chunk_bytes += prepared[11]
+            summary.messages += 1
+            summary.bytes += len(prepared[4])
+            if len(chunk) >= CHUNK_MESSAGES or chunk_bytes >= CHUNK_BYTES:
+                in_flight.append(store.append_prepared_async(chunk))
+                chunk, chunk_bytes = [], 0
+                if len(in_flight) >= MAX_IN_FLIGHT:
+                    settle(in_flight.popleft())
+        if chunk:
+            in_flight.append(store.append_prepared_async(chunk))
+        while in_flight:
+            settle(in_flight.popleft())
+    except BaseException:
+        for pending in in_flight:
+            try:
+                pending.wait()
+            except Exception:  # noqa: BLE001, S110 - the first error is the one to report
+                pass
+        store.rollback_to(start)
+        raise
+    store.topics_save_if_dirty()
+    summary.end_offset = store.commitlog.durable_end
+    summary.seconds = time.perf_counter() - t0
+    return summary

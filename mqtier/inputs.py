@@ -1,0 +1,100 @@
+"""Turning input (JSON Lines, raw lines, one file per message) into :class:`Message` objects.
+
+JSON Lines fields: ``topic``, ``queue``, ``body`` (text) or ``body_b64``, ``keys`` (a list or a
+space-separated string), ``tags``, ``properties`` (an object of strings). ``topic`` and ``queue``
+fall back to the command's flags.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from mqtier.errors import InputFormatError
+from mqtier.format.message import Message
+
+FORMATS = ("jsonl", "raw", "file")
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    topic: str | None
+    queue: int | None
+
+
+def _str_field(doc: dict[str, Any], name: str, source: str, line: int) -> str | None:
+    value = doc.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise InputFormatError(source, line, f"field {name!r} must be a string")
+
+
+def message_from_json(raw: bytes, defaults: Defaults, source: str, line: int) -> Message:
+    """One JSON Lines record to a Message.
+
+    Raises:
+        InputFormatError: the line is not a JSON object of the documented shape.
+    """
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputFormatError(source, line, f"malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InputFormatError(source, line, "expected a JSON object")
+    topic = _str_field(doc, "topic", source, line) or defaults.topic
+    if not topic:
+        raise InputFormatError(source, line, "no topic (give --topic or a 'topic' field)")
+    queue = doc.get("queue", defaults.queue)
+    if queue is not None and (not isinstance(queue, int) or isinstance(queue, bool) or queue < 0):
+        raise InputFormatError(source, line, f"queue must be a non-negative integer, not {queue!r}")
+    if "body_b64" in doc:
+        b64 = doc["body_b64"]
+        if not isinstance(b64, str):
+            raise InputFormatError(source, line, "field 'body_b64' must be a string")
+        try:
+            body = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise InputFormatError(source, line, "field 'body_b64' is not valid base64") from None
+    else:
+        text = doc.get("body")
+        if text is None:
+            raise InputFormatError(source, line, "no 'body' or 'body_b64' field")
+        if isinstance(text, str):
+            body = text.encode("utf-8")
+        else:  # any other JSON value is stored as its compact JSON text
+            body = orjson.dumps(text)
+    keys_field = doc.get("keys")
+    if keys_field is None:
+        keys: tuple[str, ...] = ()
+    elif isinstance(keys_field, str):
+        keys = tuple(k for k in keys_field.split(" ") if k)
+    elif isinstance(keys_field, list) and all(isinstance(k, str) for k in keys_field):
+        keys = tuple(keys_field)
+    else:
+        raise InputFormatError(source, line, "field 'keys' must be a string or a list of strings")
+    tags = _str_field(doc, "tags", source, line)
+    props = doc.get("properties") or {}
+    if not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values()):
+        raise InputFormatError(source, line, "field 'properties' must be an object of strings")
+    return Message(topic=topic, body=body, queue_id=queue, keys=keys, tags=tags, properties=props)
+
+
+def read_lines(stream: BinaryIO, source: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its newline), skipping blank lines."""
+    for n, raw in enumerate(stream, 1):
+        line = raw.rstrip(b"\r\n")
+        if line.strip():
+            yield n, line
+
+
+def files_in(path: Path) -> list[Path]:
+    """A file, or every regular file below a directory in name order."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path]

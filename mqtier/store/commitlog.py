@@ -1,0 +1,350 @@
+"""The commit log: fixed-size files named by their first byte's global offset.
+
+One writer thread appends (see ``groupcommit.py``): it places records with :meth:`CommitLog.place`
+and :meth:`CommitLog.add`, then :meth:`CommitLog.flush_batch` issues one ``pwrite`` and one
+``fdatasync`` per touched file. Readers use ``pread`` and never see bytes past ``durable_end``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import mmap
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mqtier.errors import ConfigError, CorruptRecordError, NotFoundError
+from mqtier.format import layout as L
+from mqtier.format.message import END_OF_DATA, END_OF_FILE, check_record
+from mqtier.store.fileio import (
+    create_prewritten,
+    create_sparse,
+    fsync_dir,
+    remove_stale_tmp,
+    zero_range,
+)
+
+log = logging.getLogger(__name__)
+
+_BLANK_HEAD = L.RECORD_SIZE_MAGIC
+
+
+@dataclass(slots=True)
+class CommitLogFile:
+    """One commit-log file, open for ``pread`` (and ``pwrite`` when writable)."""
+
+    base: int
+    path: Path
+    fd: int
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanStop:
+    """Where and why a scan of the commit log stopped."""
+
+    offset: int  # end of the last valid record (or BLANK-terminated file)
+    reason: str  # "end" (zeros or no more files) or "corrupt"
+    error: CorruptRecordError | None = None
+
+
+def list_offset_files(directory: Path) -> list[tuple[int, Path]]:
+    """Files named by a 20-digit offset, in offset order."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (int(p.name), p) for p in directory.iterdir() if len(p.name) == 20 and p.name.isdigit()
+    )
+
+
+def infer_file_bytes(directory: Path) -> int | None:
+    """The size of the store's commit-log files, read off the first non-empty file."""
+    for _, p in list_offset_files(directory):
+        size = p.stat().st_size
+        if size:
+            return size
+    return None
+
+
+class CommitLog:
+    """The store's commit log. Not thread-safe for writing: one writer thread appends."""
+
+    def __init__(
+        self, directory: Path, file_bytes: int, *, writable: bool, prewrite: bool = True
+    ) -> None:
+        self.directory = directory
+        self.file_bytes = file_bytes
+        self.writable = writable
+        self.prewrite = prewrite
+        self.files: list[CommitLogFile] = []
+        self._bases: list[int] = []
+        self.durable_end = 0  # every byte below is synced and readable
+        self._write_pos = 0  # global offset where the next record goes
+        self._chunks: list[tuple[CommitLogFile, int, list[bytes]]] = []
+        self._cur: CommitLogFile | None = None  # the file receiving appends
+        self._prealloc_lock = threading.Lock()
+        self._prealloc_thread: threading.Thread | None = None
+        self._prealloc_cancel = threading.Event()
+        self._load()
+
+    # ---- files ------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self.writable:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp(self.directory)
+        flags = os.O_RDWR if self.writable else os.O_RDONLY
+        entries = list_offset_files(self.directory)
+        for i, (base, path) in enumerate(entries):
+            size = path.stat().st_size
+            if size == 0 and i == len(entries) - 1:
+                # RocketMQ leaves an empty last file when it rolled but never wrote; it holds
+                # nothing, so a writer replaces it with a full-size file when it gets there.
+                if self.writable:
+                    path.unlink()
+                continue
+            if size != self.file_bytes:
+                raise ConfigError(
+                    f"{path}: {size} bytes, but commit-log files are {self.file_bytes} bytes"
+                )
+            if base % self.file_bytes:
+                raise ConfigError(f"{path}: offset {base} is not a multiple of {self.file_bytes}")
+            self._add_file(CommitLogFile(base, path, os.open(path, flags)))
+
+    def _add_file(self, f: CommitLogFile) -> None:
+        self.files.append(f)
+        self._bases.append(f.base)
+
+    @property
+    def min_offset(self) -> int:
+        return self.files[0].base if self.files else 0
+
+    def file_for(self, offset: int) -> CommitLogFile:
+        i = bisect.bisect_right(self._bases, offset) - 1
+        if i < 0 or offset >= self.files[i].base + self.file_bytes:
+            raise NotFoundError(f"commit-log offset {offset} is not in the local store")
+        return self.files[i]
+
+    def close(self) -> None:
+        t = self._prealloc_thread
+        if t is not None:
+            self._prealloc_cancel.set()  # its .tmp file is removed; the next open pre-writes again
+            t.join()
+        for f in self.files:
+            f.close()
+        self.files.clear()
+        self._bases.clear()
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at global ``offset``, which must lie below ``durable_end``."""
+        if offset < self.min_offset or offset + size > self.durable_end:
+            raise NotFoundError(
+                f"commit-log range [{offset}, {offset + size}) is outside the local store "
+                f"[{self.min_offset}, {self.durable_end})"
+            )
+        f = self.file_for(offset)
+        return os.pread(f.fd, size, offset - f.base)
+
+    def map_file(self, f: CommitLogFile) -> mmap.mmap:
+        """A read-only map of a whole file, for scans."""
+        return mmap.mmap(f.fd, self.file_bytes, access=mmap.ACCESS_READ)
+
+    def scan(
+        self, start: int, *, verify_crc: bool = True, end: int | None = None
+    ) -> Iterator[tuple[int, int, mmap.mmap, int]]:
+        """Yield ``(global offset, size, map, position in map)`` for each record from ``start``.
+
+        ``start`` must be a record boundary (a file start or the end of a record). The scan ends
+        silently at the end of data; a corrupt record raises :class:`CorruptRecordError`, whose
+        ``offset`` is global.
+        """
+        if not self.files:
+            return
+        start = max(start, self.min_offset)
+        i = max(0, bisect.bisect_right(self._bases, start) - 1)
+        pos = start - self.files[i].base
+        for f in self.files[i:]:
+            mm = self.map_file(f)
+            try:
+                limit = self.file_bytes
+                while True:
+                    if end is not None and f.base + pos >= end:
+                        return
+                    try:
+                        size = check_record(mm, pos, limit, verify_crc=verify_crc, path=str(f.path))
+                    except CorruptRecordError as exc:
+                        raise CorruptRecordError(f.path, f.base + exc.offset, exc.detail) from None
+                    if size == END_OF_FILE:
+                        break
+                    if size == END_OF_DATA:
+                        return
+                    yield f.base + pos, size, mm, pos
+                    pos += size
+            finally:
+                mm.close()
+            pos = 0
+
+    def find_end(self, start: int, *, verify_crc: bool = True) -> ScanStop:
+        """Scan from ``start`` and report where valid data ends, without changing anything."""
+        last = max(start, self.min_offset)
+        try:
+            for off, size, _, _ in self.scan(start, verify_crc=verify_crc):
+                last = off + size
+        except CorruptRecordError as exc:
+            return ScanStop(exc.offset, "corrupt", exc)
+        # A file that ends with BLANK is fully used: the end is the next file's start.
+        if self.files:
+            f = self.file_for(last) if last < self.files[-1].base + self.file_bytes else None
+            if f is not None and last > f.base and self._ends_with_blank_at(f, last - f.base):
+                last = f.base + self.file_bytes
+        return ScanStop(last, "end")
+
+    def _ends_with_blank_at(self, f: CommitLogFile, pos: int) -> bool:
+        if self.file_bytes - pos < 8:
+            return self.file_bytes - pos == 0
+        size, magic = _BLANK_HEAD.unpack(os.pread(f.fd, 8, pos))
+        return bool(magic == L.BLANK_MAGIC and size == self.file_bytes - pos)
+
+    def set_end(self, end: int) -> None:
+        """Declare ``end`` the end of valid data (after recovery or a read-only scan)."""
+        self.durable_end = end
+        self._write_pos = end
+
+    def truncate(self, end: int, *, dirty_bytes: int) -> list[Path]:
+        """Drop everything at or past ``end``: zero the torn tail, delete later files.
+
+        Only ``dirty_bytes`` past ``end`` are zeroed: nothing beyond one unsynced group commit
+        can have been written there, and the rest of a pre-written file is zeros already.
+        Returns the files deleted.
+        """
+        self._cur = None
+        removed: list[Path] = []
+        while self.files and self.files[-1].base >= end and self.files[-1].base > 0:
+            # Later files hold nothing valid (a pre-written spare is recreated when needed).
+            f = self.files.pop()
+            self._bases.pop()
+            f.close()
+            f.path.unlink()
+            removed.append(f.path)
+        if self.files and end < self.files[-1].base + self.file_bytes:
+            f = self.files[-1]
+            pos = end - f.base
+            zero_range(f.fd, pos, min(self.file_bytes, pos + dirty_bytes))
+            os.fdatasync(f.fd)
+        if removed:
+            fsync_dir(self.directory)
+        self.set_end(end)
+        return removed
+
+    # ---- appending (writer thread only) -----------------------------------------------------
+
+    @property
+    def write_pos(self) -> int:
+        return self._write_pos
+
+    def place(self, size: int) -> int:
+        """Reserve room for a record of ``size`` bytes and return its global offset.
+
+        Rolls to a new file when the record plus the 8-byte BLANK minimum does not fit, writing
+        the BLANK filler into the current batch first (a record never spans two files).
+        """
+        pos = self._write_pos
+        f = self._current_file(pos)
+        in_file = pos - f.base
+        left = self.file_bytes - in_file
+        if size + L.BLANK_MIN_BYTES > left:
+            self._chunk_for(f, in_file).append(_BLANK_HEAD.pack(left, L.BLANK_MAGIC))
+            pos = f.base + self.file_bytes
+            self._write_pos = pos
+            f = self._current_file(pos)
+        return pos
+
+    def add(self, record: bytes) -> None:
+        """Queue ``record`` at the position :meth:`place` returned."""
+        pos = self._write_pos
+        f = self._current_file(pos)
+        self._chunk_for(f, pos - f.base).append(record)
+        self._write_pos = pos + len(record)
+
+    def _chunk_for(self, f: CommitLogFile, in_file: int) -> list[bytes]:
+        if self._chunks and self._chunks[-1][0] is f:
+            return self._chunks[-1][2]
+        parts: list[bytes] = []
+        self._chunks.append((f, in_file, parts))
+        return parts
+
+    def flush_batch(self) -> int:
+        """Write and sync the queued records; return the new durable end.
+
+        On an I/O error the queued records are dropped and the error propagates: the caller must
+        stop appending (after a failed fsync the page cache cannot be trusted).
+        """
+        chunks, self._chunks = self._chunks, []
+        try:
+            for f, in_file, parts in chunks:
+                data = b"".join(parts)
+                written = os.pwrite(f.fd, data, in_file)
+                if written != len(data):
+                    raise OSError(f"short write to {f.path}: {written} of {len(data)} bytes")
+                os.fdatasync(f.fd)
+        except BaseException:
+            self._write_pos = self.durable_end
+            raise
+        self.durable_end = self._write_pos
+        return self.durable_end
+
+    def _current_file(self, pos: int) -> CommitLogFile:
+        """The file that holds global offset ``pos``, created if it does not exist yet."""
+        cur = self._cur
+        if cur is not None and cur.base <= pos < cur.base + self.file_bytes:
+            return cur
+        i = bisect.bisect_right(self._bases, pos) - 1
+        if i >= 0 and pos < self.files[i].base + self.file_bytes:
+            f = self.files[i]
+        else:
+            base = (pos // self.file_bytes) * self.file_bytes
+            path = self.directory / L.offset_file_name(base)
+            t = self._prealloc_thread
+            if t is not None:
+                t.join()  # it may be writing exactly this file
+            if not path.exists():
+                if self.prewrite and self.file_bytes <= 64 << 20:
+                    create_prewritten(path, self.file_bytes)
+                else:
+                    create_sparse(path, self.file_bytes)  # the background pre-write fell behind
+                    fsync_dir(self.directory)
+            f = CommitLogFile(base, path, os.open(path, os.O_RDWR))
+            self._add_file(f)
+        self._cur = f
+        self._prewrite_next(f.base + self.file_bytes)
+        return f
+
+    def _prewrite_next(self, base: int) -> None:
+        """Pre-write the file after the current one in the background, before it is needed."""
+        if not self.prewrite:
+            return
+        path = self.directory / L.offset_file_name(base)
+        t = self._prealloc_thread
+        if path.exists() or (t is not None and t.is_alive()):
+            return
+
+        def work() -> None:
+            try:
+                create_prewritten(path, self.file_bytes, self._prealloc_cancel)
+            except OSError:
+                log.warning("pre-writing %s failed; it will be created when needed", path)
+
+        t = threading.Thread(target=work, name="mqtier-prewrite", daemon=True)
+        self._prealloc_thread = t
+        t.start()
+
+    def ensure_writable_file(self) -> None:
+        """Open (or create) the file that receives the next append, and pre-write the one after."""
+        self._current_file(self._write_pos)

@@ -1,0 +1,262 @@
+"""Consume queues: per (topic, queue), 20-byte units mapping queue offset to a commit-log record.
+
+Path: ``consumequeue/{topic}/{queue}/{20-digit byte offset}``; unit *n* sits at byte ``n*20``.
+A queue that starts above offset 0 begins with pre-blank units. Tags codes may be
+ConsumeQueueExt addresses in stores written with ``enableConsumeQueueExt``; those are resolved
+through :class:`ConsumeQueueExt`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from mqtier.format import layout as L
+from mqtier.store.commitlog import list_offset_files
+from mqtier.store.mapped import MappedFile
+
+log = logging.getLogger(__name__)
+
+_UNIT = L.CQ_UNIT
+_UB = L.CQ_UNIT_BYTES
+_PRE_BLANK = _UNIT.pack(*L.PRE_BLANK_UNIT)
+
+
+def is_ext_address(tags_code: int) -> bool:
+    return tags_code <= L.EXT_ADDR_MAX
+
+
+class ConsumeQueue:
+    """One (topic, queue). Written by the dispatcher thread only; read by anyone."""
+
+    def __init__(
+        self, directory: Path, topic: str, queue_id: int, units_per_file: int, *, writable: bool
+    ) -> None:
+        self.directory = directory
+        self.topic = topic
+        self.queue_id = queue_id
+        self.file_bytes = units_per_file * _UB
+        self.writable = writable
+        self.files: list[MappedFile] = []
+        self.max_offset = 0  # next queue offset to write (= count of units incl. pre-blank)
+        self.first_offset = 0  # first unit that is not pre-blank
+        self._load()
+
+    def _load(self) -> None:
+        for base, path in list_offset_files(self.directory):
+            size = path.stat().st_size
+            if size == 0:
+                continue
+            if size != self.file_bytes:
+                if not self.files:  # a foreign store: adopt its file size
+                    self.file_bytes = size
+                else:
+                    log.warning("%s: %d bytes, expected %d; ignored", path, size, self.file_bytes)
+                    continue
+            self.files.append(MappedFile(path, base, self.file_bytes, writable=self.writable))
+        if not self.files:
+            return
+        # The valid units end at the first unit with offset < 0 or size <= 0 (zeros).
+        self.max_offset = self._scan_end()
+        self.first_offset = self._skip_pre_blank()
+
+    def _scan_end(self) -> int:
+        for f in reversed(self.files):
+            mm = f.mm
+            n = self.file_bytes // _UB
+            if n == 0:
+                continue
+            # Binary search works because units are written front to back without holes.
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                phy, size, _ = _UNIT.unpack_from(mm, mid * _UB)
+                if phy < 0 or size <= 0:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            if lo > 0:
+                return (f.base + lo * _UB) // _UB
+        return self.files[0].base // _UB
+
+    def _skip_pre_blank(self) -> int:
+        off = self.files[0].base // _UB
+        while off < self.max_offset:
+            phy, size, tag = self.unit(off)
+            if (phy, size, tag) != L.PRE_BLANK_UNIT:
+                break
+            off += 1
+        return off
+
+    @property
+    def min_offset(self) -> int:
+        return self.first_offset
+
+    def _file_for(self, byte_pos: int, *, create: bool) -> MappedFile | None:
+        if self.files:
+            first = self.files[0].base
+            i = (byte_pos - first) // self.file_bytes
+            if 0 <= i < len(self.files):
+                return self.files[i]
+        if not create:
+            return None
+        base = (byte_pos // self.file_bytes) * self.file_bytes
+        self.directory.mkdir(parents=True, exist_ok=True)
+        while True:  # create files in order so the list stays contiguous
+            nxt = self.files[-1].base + self.file_bytes if self.files else base
+            path = self.directory / L.offset_file_name(nxt)
+            mf = MappedFile(path, nxt, self.file_bytes, writable=True, create=True)
+            self.files.append(mf)
+            if nxt >= base:
+                return mf
+
+    def unit(self, offset: int) -> tuple[int, int, int]:
+        """(commit-log offset, size, tags code) of queue ``offset``; caller checks bounds."""
+        pos = offset * _UB
+        f = self._file_for(pos, create=False)
+        if f is None:
+            return (-1, 0, 0)
+        result: tuple[int, int, int] = _UNIT.unpack_from(f.mm, pos - f.base)
+        return result
+
+    def units(self, offset: int, count: int) -> list[tuple[int, int, int]]:
+        """Up to ``count`` units from ``offset`` (fewer at the end of the queue)."""
+        out: list[tuple[int, int, int]] = []
+        end = min(self.max_offset, offset + count)
+        off = max(offset, self.min_offset)
+        while off < end:
+            pos = off * _UB
+            f = self._file_for(pos, create=False)
+            if f is None:
+                break
+            in_file = pos - f.base
+            n = min(end - off, (self.file_bytes - in_file) // _UB)
+            out.extend(_UNIT.iter_unpack(f.mm[in_file : in_file + n * _UB]))
+            off += n
+        return out
+
+    def put(self, offset: int, phy: int, size: int, tags_code: int) -> None:
+        """Record queue ``offset``; re-putting an identical unit is a no-op (redispatch)."""
+        if offset < self.max_offset:
+            if offset >= self.first_offset and self.unit(offset) == (phy, size, tags_code):
+                return
+            if offset >= self.first_offset and self.unit(offset)[:2] == (phy, size):
+                return  # same record, other tags code (an ext address written by RocketMQ)
+            log.warning(
+                "%s/%d: unit %d disagrees with the commit log; rewriting from there",
+                self.topic,
+                self.queue_id,
+                offset,
+            )
+            self.truncate_to(offset)
+        if offset > self.max_offset:
+            if self.max_offset == 0 and not self.files:
+                self.first_offset = offset
+            self._fill_pre_blank(self.max_offset, offset)
+        pos = offset * _UB
+        f = self._file_for(pos, create=True)
+        assert f is not None
+        f.mm[pos - f.base : pos - f.base + _UB] = _UNIT.pack(phy, size, tags_code)
+        f.dirty = True
+        self.max_offset = offset + 1
+
+    def _fill_pre_blank(self, start: int, end: int) -> None:
+        for off in range(start, end):
+            pos = off * _UB
+            f = self._file_for(pos, create=True)
+            assert f is not None
+            f.mm[pos - f.base : pos - f.base + _UB] = _PRE_BLANK
+            f.dirty = True
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop units at and past queue ``offset`` (zero them; delete files past it)."""
+        offset = max(offset, self.files[0].base // _UB if self.files else 0)
+        while self.files and self.files[-1].base > offset * _UB:
+            f = self.files.pop()
+            f.close()
+            f.path.unlink()
+        if self.files and offset < self.max_offset:
+            f = self.files[-1]
+            start = offset * _UB - f.base
+            end = min(self.file_bytes, self.max_offset * _UB - f.base)
+            if end > start:
+                f.mm[start:end] = bytes(end - start)
+                f.dirty = True
+        self.max_offset = offset
+        self.first_offset = min(self.first_offset, offset)
+
+    def truncate_phy(self, phy_end: int) -> int:
+        """Drop units whose record reaches past commit-log offset ``phy_end``; return how many."""
+        off = self.max_offset
+        while off > self.first_offset:
+            phy, size, _ = self.unit(off - 1)
+            if phy + size <= phy_end and phy >= 0 and size > 0:
+                break
+            off -= 1
+        dropped = self.max_offset - off
+        if dropped:
+            self.truncate_to(off)
+        return dropped
+
+    def last_phy_end(self) -> int:
+        """End of the last record this queue points to (0 when empty)."""
+        if self.max_offset <= self.first_offset:
+            return 0
+        phy, size, _ = self.unit(self.max_offset - 1)
+        return phy + size
+
+    def delete_files_below(self, phy_min: int) -> int:
+        """Delete whole files whose last unit points below ``phy_min``; return how many."""
+        n = 0
+        while len(self.files) > 1:
+            f = self.files[0]
+            last = (f.base + self.file_bytes) // _UB - 1
+            phy, _, _ = self.unit(last)
+            if phy >= phy_min:
+                break
+            self.files.pop(0)
+            f.close()
+            f.path.unlink()
+            self.first_offset = max(self.first_offset, last + 1)
+            n += 1
+        return n
+
+    def flush(self) -> None:
+        for f in self.files:
+            f.flush()
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+        self.files.clear()
+
+    def destroy(self) -> None:
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.max_offset = self.first_offset = 0
+
+
+class ConsumeQueueExt:
+    """Read-only view of ``consumequeue_ext/{topic}/{queue}``: resolves ext tags addresses."""
+
+    def __init__(self, directory: Path) -> None:
+        self.files = [(base, p) for base, p in list_offset_files(directory)]
+        self.file_bytes = self.files[0][1].stat().st_size if self.files else 0
+
+    def tags_code(self, address: int) -> int | None:
+        """The real tags code stored at an ext ``address``, or None when it cannot be read."""
+        if not self.files or not self.file_bytes:
+            return None
+        ext_offset = address - L.LONG_MIN
+        base = (ext_offset // self.file_bytes) * self.file_bytes
+        for b, p in self.files:
+            if b == base:
+                with p.open("rb") as fh:
+                    fh.seek(ext_offset - b)
+                    head = fh.read(L.CQ_EXT_UNIT_HEAD.size)
+                if len(head) < L.CQ_EXT_UNIT_HEAD.size:
+                    return None
+                size, code, _, _ = L.CQ_EXT_UNIT_HEAD.unpack(head)
+                return int(code) if size >= L.CQ_EXT_UNIT_HEAD.size else None
+        return None

@@ -1,0 +1,237 @@
+"""RocketMQ IndexFiles: hash slots + chained items, keyed by ``topic#key``.
+
+Layout: 40-byte header, ``slots`` int32 heads, ``items`` 20-byte items (item 0 is never used).
+Each message's UNIQ_KEY and every KEYS token get an item. Queries return candidate commit-log
+offsets by hash only; :class:`mqtier.store.store.Store` re-checks the real key on the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from mqtier.format import layout as L
+from mqtier.store.mapped import MappedFile
+
+log = logging.getLogger(__name__)
+
+_HDR = L.INDEX_HEADER
+_SLOT = L.INDEX_SLOT
+_ITEM = L.INDEX_ITEM
+_INT_MAX = 0x7FFFFFFF
+
+
+def index_file_bytes(slots: int, items: int) -> int:
+    return L.INDEX_HEADER.size + slots * L.INDEX_SLOT_BYTES + items * L.INDEX_ITEM_BYTES
+
+
+def index_file_name(ms: int) -> str:
+    """``yyyyMMddHHmmssSSS`` in local time, as ``UtilAll.timeMillisToHumanString``."""
+    dt = datetime.fromtimestamp(ms / 1000)
+    return dt.strftime("%Y%m%d%H%M%S") + f"{ms % 1000:03d}"
+
+
+@dataclass(slots=True)
+class IndexHeader:
+    begin_ts: int = 0
+    end_ts: int = 0
+    begin_phy: int = 0
+    end_phy: int = 0
+    slot_count: int = 0  # slots in use
+    index_count: int = 1  # next item number; item 0 is never written
+
+
+class IndexFile:
+    """One index file. ``put`` runs on the dispatcher thread; ``query`` on any thread."""
+
+    def __init__(
+        self, path: Path, slots: int, items: int, *, writable: bool, create: bool = False
+    ) -> None:
+        self.path = path
+        self.slots = slots
+        self.items = items
+        self.file = MappedFile(
+            path, 0, index_file_bytes(slots, items), writable=writable, create=create
+        )
+        self.mm = self.file.mm
+        self.header = IndexHeader(*_HDR.unpack_from(self.mm, 0))
+        if create or self.header.index_count <= 0:
+            self.header.index_count = max(self.header.index_count, 1)
+        self._items_at = L.INDEX_HEADER.size + slots * L.INDEX_SLOT_BYTES
+
+    @property
+    def full(self) -> bool:
+        return self.header.index_count >= self.items
+
+    def put(self, key_hash: int, phy: int, store_ts: int) -> bool:
+        """Add one item; False when the file is full (the caller rolls a new file)."""
+        h = self.header
+        if h.index_count >= self.items:
+            return False
+        slot_pos = L.INDEX_HEADER.size + (key_hash % self.slots) * L.INDEX_SLOT_BYTES
+        prev = _SLOT.unpack_from(self.mm, slot_pos)[0]
+        if prev <= 0 or prev > h.index_count:
+            prev = 0
+        if h.begin_ts <= 0:
+            diff = 0
+        else:
+            diff = min(max((store_ts - h.begin_ts) // 1000, 0), _INT_MAX)
+        n = h.index_count
+        item_pos = self._items_at + n * L.INDEX_ITEM_BYTES
+        self.mm[item_pos : item_pos + L.INDEX_ITEM_BYTES] = _ITEM.pack(key_hash, phy, diff, prev)
+        self.mm[slot_pos : slot_pos + 4] = _SLOT.pack(n)
+        if n <= 1:
+            h.begin_phy = phy
+            h.begin_ts = store_ts
+        if prev == 0:
+            h.slot_count += 1
+        h.index_count = n + 1
+        h.end_phy = phy
+        h.end_ts = max(h.end_ts, store_ts)
+        self.file.dirty = True
+        return True
+
+    def write_header(self) -> None:
+        h = self.header
+        _HDR.pack_into(
+            self.mm, 0, h.begin_ts, h.end_ts, h.begin_phy, h.end_phy, h.slot_count, h.index_count
+        )
+        self.file.dirty = True
+
+    def query(self, key_hash: int, begin_ms: int, end_ms: int, limit: int) -> list[int]:
+        """Commit-log offsets of items with ``key_hash`` stored within ``[begin_ms, end_ms]``."""
+        out: list[int] = []
+        h = self.current_header()
+        slot_pos = L.INDEX_HEADER.size + (key_hash % self.slots) * L.INDEX_SLOT_BYTES
+        cur = _SLOT.unpack_from(self.mm, slot_pos)[0]
+        hops = 0
+        while 0 < cur < h.index_count and len(out) < limit and hops < self.items:
+            item_hash, phy, diff, prev = _ITEM.unpack_from(
+                self.mm, self._items_at + cur * L.INDEX_ITEM_BYTES
+            )
+            ts = h.begin_ts + diff * 1000
+            if ts < begin_ms - 999:  # timeDiff is in whole seconds: allow the rounding
+                break
+            if item_hash == key_hash and ts <= end_ms:
+                out.append(phy)
+            if prev <= 0 or prev >= cur:
+                break
+            cur = prev
+            hops += 1
+        return out
+
+    def current_header(self) -> IndexHeader:
+        # The writer keeps the live header in memory and stores it at flush; readers of a
+        # file another process writes must take it from the map.
+        if self.file.writable:
+            return self.header
+        return IndexHeader(*_HDR.unpack_from(self.mm, 0))
+
+    def flush(self) -> None:
+        self.write_header()
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class IndexService:
+    """The store's index files, oldest first; the last one takes new items."""
+
+    def __init__(self, directory: Path, slots: int, items: int, *, writable: bool) -> None:
+        self.directory = directory
+        self.slots = slots
+        self.items = items
+        self.writable = writable
+        self.files: list[IndexFile] = []
+        size = index_file_bytes(slots, items)
+        if directory.is_dir():
+            for p in sorted(directory.iterdir()):
+                if not (p.name.isdigit() and len(p.name) == 17):
+                    continue
+                actual = p.stat().st_size
+                if actual != size:
+                    # A foreign store with other geometry: derive slots/items is impossible
+                    # from the size alone, so such files are skipped with a warning.
+                    log.warning("%s: %d bytes, expected %d; skipped", p, actual, size)
+                    continue
+                self.files.append(IndexFile(p, slots, items, writable=writable))
+
+    @property
+    def end_phy(self) -> int:
+        """Items for records below this offset are already indexed (the redispatch skip rule)."""
+        if not self.files:
+            return 0
+        h = self.files[-1].header
+        return h.end_phy if h.index_count > 1 else h.begin_phy
+
+    def _writable_file(self) -> IndexFile:
+        if self.files and not self.files[-1].full:
+            return self.files[-1]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ms = int(time.time() * 1000)
+        name = index_file_name(ms)
+        while (self.directory / name).exists():
+            ms += 1
+            name = index_file_name(ms)
+        f = IndexFile(self.directory / name, self.slots, self.items, writable=True, create=True)
+        if self.files:  # a new file continues where the full one ended
+            prev = self.files[-1]
+            prev.flush()
+            f.header.begin_phy = f.header.end_phy = prev.header.end_phy
+            f.header.begin_ts = f.header.end_ts = prev.header.end_ts
+        self.files.append(f)
+        return f
+
+    def put(self, hashes: list[int], phy: int, store_ts: int) -> None:
+        if self.files and self.files[-1].header.index_count > 1 and phy <= self.end_phy:
+            return  # already indexed: a redispatch after recovery
+        f = self._writable_file()
+        for key_hash in hashes:
+            if not f.put(key_hash, phy, store_ts):
+                f = self._writable_file()
+                f.put(key_hash, phy, store_ts)
+
+    def query(self, key_hash: int, begin_ms: int, end_ms: int, limit: int) -> list[int]:
+        """Newest files first; only files whose time range overlaps the window."""
+        out: list[int] = []
+        for f in reversed(self.files):
+            h = f.current_header()
+            if h.index_count <= 1:
+                continue
+            if h.end_ts < begin_ms - 999 or h.begin_ts > end_ms:
+                continue
+            out.extend(f.query(key_hash, begin_ms, end_ms, limit - len(out)))
+            if len(out) >= limit:
+                break
+        return out
+
+    def drop_after(self, phy: int) -> list[Path]:
+        """Delete files holding items at or past ``phy`` (they are rebuilt from the commit log)."""
+        dropped = []
+        while self.files and self.files[-1].header.end_phy >= phy:
+            f = self.files.pop()
+            f.close()
+            f.path.unlink()
+            dropped.append(f.path)
+        return dropped
+
+    @property
+    def begin_phy(self) -> int | None:
+        """Where a rebuild of the (last) file must restart, or None without files."""
+        return self.files[-1].header.begin_phy if self.files else None
+
+    def flush(self) -> None:
+        for f in self.files:
+            if f.file.writable:
+                f.flush()
+
+    def close(self) -> None:
+        for f in self.files:
+            if f.file.writable:
+                f.flush()
+            f.close()
+        self.files.clear()

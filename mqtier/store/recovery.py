@@ -1,0 +1,202 @@
+"""Recovery: find the end of valid data, cut the torn tail, rebuild derived files.
+
+Runs on every open. After a clean shutdown it only confirms where the data ends. After a crash
+(``abort`` left behind) it scans the commit log from the dispatch checkpoint with size, magic and
+CRC checks, truncates the torn tail (bytes of a batch that was never acknowledged), drops
+consume-queue units and index files that reach past what is valid or was not yet checkpointed,
+and replays the commit log into them. With ``dry_run`` (or a read-only store) it changes nothing
+and reports what it would do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mqtier.errors import CorruptRecordError
+from mqtier.format import layout as L
+from mqtier.format.checkpoint import Checkpoint
+from mqtier.format.javahash import tags_code
+from mqtier.format.message import dispatch_fields
+
+if TYPE_CHECKING:
+    from mqtier.store.store import DispatchItem, Store
+
+
+@dataclass
+class RecoveryReport:
+    """What recovery found and did (or, in a dry run, would do)."""
+
+    clean_shutdown: bool
+    dry_run: bool
+    scan_from: int = 0
+    end_offset: int = 0
+    torn_bytes_at: int | None = None  # where an invalid record stopped the scan
+    torn_reason: str | None = None
+    files_removed: list[str] = field(default_factory=list)
+    cq_units_dropped: int = 0
+    index_files_dropped: list[str] = field(default_factory=list)
+    redispatch_from: int = 0
+    messages_redispatched: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.torn_bytes_at is not None
+            or self.files_removed
+            or self.cq_units_dropped
+            or self.index_files_dropped
+            or self.messages_redispatched
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["changed"] = self.changed
+        return doc
+
+
+def _rocketmq_scan_start(store: Store, abnormal: bool) -> int:
+    """Where a store without mqtier's checkpoint is scanned from (RocketMQ's own rule)."""
+    cl = store.commitlog
+    if not cl.files:
+        return 0
+    if not abnormal:
+        return cl.files[max(0, len(cl.files) - 3)].base
+    try:
+        ckpt = Checkpoint.from_bytes((store.root / L.FILE_CHECKPOINT).read_bytes())
+    except OSError:
+        return cl.files[0].base
+    limit = ckpt.min_timestamp
+    for f in reversed(cl.files):
+        try:
+            first = next(cl.scan(f.base, verify_crc=False), None)
+        except CorruptRecordError:
+            continue
+        if first is None:
+            continue
+        _, _, mm, pos = first
+        store_ts = dispatch_fields(mm, pos)[4]
+        if 0 < store_ts <= limit:
+            return f.base
+    return cl.files[0].base
+
+
+def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
+    t0 = time.monotonic()
+    cl = store.commitlog
+    abnormal = (store.root / L.FILE_ABORT).exists()
+    report = RecoveryReport(clean_shutdown=not abnormal, dry_run=dry_run)
+    ckpt = store.read_dispatch_checkpoint()
+    files_end = cl.files[-1].base + cl.file_bytes if cl.files else 0
+    if ckpt is not None and not cl.min_offset <= ckpt <= files_end:
+        ckpt = None  # files were removed or replaced behind our back: trust nothing
+    scan_from = ckpt if ckpt is not None else _rocketmq_scan_start(store, abnormal)
+    report.scan_from = scan_from
+    stop = cl.find_end(scan_from, verify_crc=True)
+    end = stop.offset
+    if stop.reason == "corrupt" and stop.error is not None:
+        acked = max([ckpt or 0] + [cq.last_phy_end() for cq in store.consume_queues.values()])
+        if end < acked:
+            # Data past this point was dispatched, so it was acknowledged: this is damage in
+            # the middle of the log, not a torn tail. Truncating would lose acknowledged data.
+            raise CorruptRecordError(
+                stop.error.path,
+                stop.error.offset,
+                f"{stop.error.detail}; acknowledged data follows (up to offset {acked}), so this "
+                "is not a torn tail and nothing was changed",
+            )
+        report.torn_bytes_at = end
+        report.torn_reason = stop.error.detail
+    elif abnormal and cl.files and end < files_end:
+        # A crash may leave bytes of an unacknowledged batch past the end; they are zeroed.
+        report.torn_bytes_at = None
+    report.end_offset = end
+
+    # Where to replay from: the checkpoint, or (without one) everything the scan covered.
+    if ckpt is not None:
+        redispatch = ckpt if abnormal else end
+    elif abnormal:
+        redispatch = scan_from
+    else:
+        redispatch = min([end] + [cq.last_phy_end() for cq in store.consume_queues.values()])
+        redispatch = max(redispatch, scan_from)
+    redispatch = min(redispatch, end)
+
+    if dry_run:
+        cl.set_end(end)
+        report.cq_units_dropped = sum(_units_past(cq, end) for cq in store.consume_queues.values())
+        if abnormal:
+            report.index_files_dropped = [
+                f.path.name for f in store.index.files if f.header.end_phy >= redispatch
+            ]
+        report.redispatch_from = redispatch
+        report.messages_redispatched = sum(1 for _ in cl.scan(redispatch, end=end))
+        report.seconds = time.monotonic() - t0
+        return report
+
+    dirty = store.config.max_batch_bytes + store.config.max_message_bytes + 64 * 1024
+    if abnormal or end < cl.durable_end:
+        report.files_removed = [p.name for p in cl.truncate(end, dirty_bytes=dirty)]
+    else:
+        cl.set_end(end)
+    for cq in store.consume_queues.values():
+        report.cq_units_dropped += cq.truncate_phy(end)
+    if abnormal or store.index.end_phy >= end:
+        dropped = store.index.drop_after(min(redispatch, end) if abnormal else end)
+        report.index_files_dropped = [p.name for p in dropped]
+        if dropped:
+            kept_end = store.index.end_phy if store.index.files else scan_from
+            redispatch = max(min(redispatch, kept_end), cl.min_offset)
+    report.redispatch_from = redispatch
+    report.messages_redispatched = _replay(store, redispatch, end)
+    if report.messages_redispatched or report.cq_units_dropped or report.files_removed:
+        store.index.flush()
+        for cq in store.consume_queues.values():
+            cq.flush()
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _units_past(cq: Any, end: int) -> int:
+    n = 0
+    off = cq.max_offset
+    while off > cq.min_offset:
+        phy, size, _ = cq.unit(off - 1)
+        if phy + size <= end and size > 0:
+            break
+        n += 1
+        off -= 1
+    return n
+
+
+def _replay(store: Store, start: int, end: int, batch: int = 4096) -> int:
+    """Dispatch every record in ``[start, end)`` again (idempotent for units already there)."""
+    n = 0
+    items: list[DispatchItem] = []
+    for phy, size, mm, pos in store.commitlog.scan(start, verify_crc=False, end=end):
+        topic, qid, qoff, sysflag, store_ts, _, props = dispatch_fields(mm, pos)
+        keys = tuple(k for k in props.get(L.PROP_KEYS, "").split(" ") if k)
+        items.append(
+            (
+                topic,
+                qid,
+                qoff,
+                phy,
+                size,
+                tags_code(props.get(L.PROP_TAGS)),
+                store_ts,
+                keys,
+                props.get(L.PROP_UNIQ_KEY),
+                sysflag,
+                None,
+            )
+        )
+        n += 1
+        if len(items) >= batch:
+            store.dispatch_items(items)
+            items = []
+    if items:
+        store.dispatch_items(items)
+    return n

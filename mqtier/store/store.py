@@ -1,0 +1,746 @@
+"""``Store``: the public face of the hot store (open, append, read, query, close).
+
+Threads: any number of callers append and read; one group-commit writer thread owns the commit
+log's write position; one dispatcher thread owns the consume queues and the index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+from mqtier.errors import (
+    CorruptRecordError,
+    InvalidMessageError,
+    NotAStoreError,
+    NotFoundError,
+    ReadOnlyStoreError,
+)
+from mqtier.format import layout as L
+from mqtier.format.checkpoint import Checkpoint, pack_dispatch_offset, unpack_dispatch_offset
+from mqtier.format.javahash import index_key_hash, java_string_hash, tags_code
+from mqtier.format.message import (
+    Message,
+    MessageRecord,
+    check_max_size,
+    decode_record,
+    encode_record,
+    make_msg_id,
+    parse_host,
+    parse_msg_id,
+    record_size,
+    validate_topic,
+)
+from mqtier.store.cache import RecordCache
+from mqtier.store.commitlog import CommitLog, infer_file_bytes
+from mqtier.store.config import StoreConfig
+from mqtier.store.consumequeue import ConsumeQueue, ConsumeQueueExt, is_ext_address
+from mqtier.store.dispatcher import Dispatcher
+from mqtier.store.fileio import write_atomic
+from mqtier.store.groupcommit import GroupCommitter, PendingAppend
+from mqtier.store.indexfile import IndexService
+from mqtier.store.lock import StoreLock, is_locked_elsewhere
+from mqtier.store.recovery import RecoveryReport, recover
+from mqtier.store.topics import TopicTable
+
+log = logging.getLogger(__name__)
+
+MAX_TIME_MS: Final = 2**63 - 1
+
+# What the caller thread prepares for the writer: topic, topic bytes, queue id, flag, body,
+# properties bytes, tags code, keys, uniq key, born timestamp, sysflag, record size.
+Prepared = tuple[str, bytes, int, int, bytes, bytes, int, tuple[str, ...], str, int, int, int]
+# What the writer hands the dispatcher per record: topic, queue id, queue offset, commit-log
+# offset, size, tags code, store timestamp, keys, uniq key, sysflag, record bytes (or None).
+DispatchItem = tuple[
+    str, int, int, int, int, int, int, tuple[str, ...], str | None, int, bytes | None
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an acknowledged (durable) message went."""
+
+    topic: str
+    queue_id: int
+    queue_offset: int
+    phy_offset: int
+    size: int
+    uniq_key: str
+    store_host: tuple[bytes, int]
+
+    @property
+    def msg_id(self) -> str:
+        return make_msg_id(self.store_host[0], self.store_host[1], self.phy_offset)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOffsets:
+    """One queue's range in the hot store (``max_offset`` is the next offset to be written)."""
+
+    topic: str
+    queue_id: int
+    min_offset: int
+    max_offset: int
+    min_phy: int
+    max_phy: int
+
+
+def is_store_dir(root: Path) -> bool:
+    return (root / L.DIR_COMMITLOG).is_dir() or (
+        root / L.DIR_CONFIG / L.FILE_STORE_CONFIG
+    ).is_file()
+
+
+class Store:
+    """A RocketMQ-compatible store directory. Open with :meth:`open`; use as a context manager."""
+
+    def __init__(self, root: Path, config: StoreConfig, *, read_only: bool) -> None:
+        self.root = root
+        self.config = config
+        self.read_only = read_only
+        self._lock: StoreLock | None = None
+        self._writer: GroupCommitter[Prepared, AppendResult] | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._cqs: dict[tuple[str, int], ConsumeQueue] = {}
+        self._exts: dict[tuple[str, int], ConsumeQueueExt] = {}
+        self._queue_offsets: dict[tuple[str, int], int] = {}
+        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._topic_bytes: dict[str, bytes] = {}
+        self.cache = RecordCache(config.cache_bytes)
+        self.store_host = parse_host(config.store_host)
+        self.recovery: RecoveryReport | None = None
+        self._closed = False
+        pid = os.getpid() & 0xFFFF
+        self._uniq_prefix = (
+            self.store_host[0][-4:].hex().upper() + f"{pid:04X}{random.getrandbits(32):08X}"
+        )
+        now = datetime.now(UTC)
+        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        self._month_start_ms = int(month_start.timestamp() * 1000)
+        self._uniq_counter = itertools.count(random.getrandbits(15))
+        self.commitlog: CommitLog
+        self.index: IndexService
+        self.topics: TopicTable
+
+    # ---- opening and closing ----------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        read_only: bool = False,
+        config: StoreConfig | None = None,
+        recover_dry_run: bool = False,
+    ) -> Store:
+        """Open the store at ``path``, recovering it if the last writer crashed.
+
+        Args:
+            path: the store root (``commitlog/``, ``consumequeue/``, ``index/``, ...).
+            create: create an empty store when ``path`` holds none.
+            read_only: never write (also chosen automatically when another process holds the
+                lock); reads see what is durable so far.
+            config: settings for a new store; ignored for an existing one, whose own
+                ``config/mqtier.json`` (or file geometry) wins.
+            recover_dry_run: open read-only and only report what recovery would do.
+
+        Raises:
+            NotAStoreError: ``path`` holds no store and ``create`` is false.
+            StoreLockedError: another process writes the store (only when ``read_only`` is
+                false and the caller asked for writing with ``create``).
+        """
+        root = Path(path)
+        exists = is_store_dir(root)
+        if not exists:
+            if not create:
+                if root.exists() and not root.is_dir():
+                    raise NotAStoreError(f"{root}: not a directory")
+                raise NotAStoreError(
+                    f"{root}: not a store (no {L.DIR_COMMITLOG}/ directory); "
+                    "create one with 'mqtier ingest'"
+                )
+            if read_only:
+                raise NotAStoreError(f"{root}: no store to open read-only")
+        if recover_dry_run:
+            read_only = True
+        if not read_only and exists and not create and is_locked_elsewhere(root):
+            read_only = True  # a running broker or writer owns it: read what is durable
+        cfg_path = root / L.DIR_CONFIG / L.FILE_STORE_CONFIG
+        stored = StoreConfig.load(cfg_path)
+        if stored is None:
+            base = config or StoreConfig()
+            inferred = infer_file_bytes(root / L.DIR_COMMITLOG)
+            if inferred is not None and exists:
+                base = base.with_changes(commitlog_file_bytes=inferred)
+            stored = base
+        store = cls(root, stored, read_only=read_only)
+        try:
+            store._open_files(write_config=not cfg_path.exists(), dry_run=recover_dry_run)
+        except BaseException:
+            store._close_files()
+            raise
+        return store
+
+    def _open_files(self, *, write_config: bool, dry_run: bool) -> None:
+        cfg = self.config
+        if not self.read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = StoreLock(self.root)
+            self._lock.acquire()
+            if write_config:
+                cfg.save(self.root / L.DIR_CONFIG / L.FILE_STORE_CONFIG)
+        self.commitlog = CommitLog(
+            self.root / L.DIR_COMMITLOG,
+            cfg.commitlog_file_bytes,
+            writable=not self.read_only,
+            prewrite=cfg.prewrite,
+        )
+        self._load_consume_queues()
+        self.index = IndexService(
+            self.root / L.DIR_INDEX, cfg.index_slots, cfg.index_items, writable=not self.read_only
+        )
+        self.topics = TopicTable(self.root / L.DIR_CONFIG)
+        self.recovery = recover(self, dry_run=dry_run or self.read_only)
+        for key, cq in self._cqs.items():
+            self._queue_offsets[key] = cq.max_offset
+        if self.read_only:
+            return
+        abort = self.root / L.FILE_ABORT
+        abort.write_text(str(os.getpid()))  # present while we run: a crash leaves it behind
+        self.commitlog.ensure_writable_file()
+        self._dispatcher = Dispatcher(
+            self._apply_dispatch,
+            self._write_checkpoint,
+            start_offset=self.commitlog.durable_end,
+            flush_interval_s=cfg.flush_interval_ms / 1000,
+        )
+        self._writer = GroupCommitter(
+            self._commit_batch,
+            max_wait_s=cfg.group_wait_us / 1e6,
+            max_batch_bytes=cfg.max_batch_bytes,
+        )
+
+    def _load_consume_queues(self) -> None:
+        base = self.root / L.DIR_CONSUMEQUEUE
+        if not base.is_dir():
+            return
+        for tdir in sorted(base.iterdir()):
+            if not tdir.is_dir():
+                continue
+            for qdir in sorted(tdir.iterdir()):
+                if qdir.is_dir() and qdir.name.isdigit():
+                    qid = int(qdir.name)
+                    self._cqs[(tdir.name, qid)] = ConsumeQueue(
+                        qdir,
+                        tdir.name,
+                        qid,
+                        self.config.cq_units_per_file,
+                        writable=not self.read_only,
+                    )
+
+    def consume_queue(
+        self, topic: str, queue_id: int, *, create: bool = False
+    ) -> ConsumeQueue | None:
+        cq = self._cqs.get((topic, queue_id))
+        if cq is None and create:
+            validate_topic(topic, allow_v2=True)
+            cq = ConsumeQueue(
+                self.root / L.DIR_CONSUMEQUEUE / topic / str(queue_id),
+                topic,
+                queue_id,
+                self.config.cq_units_per_file,
+                writable=True,
+            )
+            self._cqs[(topic, queue_id)] = cq
+        return cq
+
+    @property
+    def consume_queues(self) -> dict[tuple[str, int], ConsumeQueue]:
+        return self._cqs
+
+    def close(self) -> None:
+        """Commit pending appends, finish dispatching, checkpoint, and release the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        clean = True
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                clean = self._writer.failed is None
+            if self._dispatcher is not None:
+                self._dispatcher.close()
+        except BaseException:
+            clean = False
+            raise
+        finally:
+            if not self.read_only and clean:
+                self.topics_save_if_dirty()
+                (self.root / L.FILE_ABORT).unlink(missing_ok=True)
+            self._close_files()
+
+    def rollback_to(self, offset: int) -> None:
+        """Drop every record at or past commit-log ``offset`` and close the store.
+
+        Undoes a failed bulk ingest: the caller holds the lock, so nothing else appended. Waits
+        for pending appends first. Consume queues and index lose what points past ``offset``.
+        """
+        if self.read_only or self._closed:
+            return
+        self._closed = True
+        try:
+            assert self._writer is not None
+            assert self._dispatcher is not None
+            self._writer.close()
+            self._dispatcher.close()
+            cl = self.commitlog
+            if cl.durable_end > offset:
+                cl.truncate(offset, dirty_bytes=cl.durable_end - offset)
+                for cq in self._cqs.values():
+                    cq.truncate_phy(offset)
+                dropped = self.index.drop_after(offset)
+                if dropped:
+                    from mqtier.store.recovery import _replay
+
+                    start = self.index.end_phy if self.index.files else cl.min_offset
+                    _replay(self, max(start, cl.min_offset), offset)
+                self.cache.drop_from(offset)
+                self._write_checkpoint(offset)
+            (self.root / L.FILE_ABORT).unlink(missing_ok=True)
+        finally:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        if hasattr(self, "commitlog"):
+            self.commitlog.close()
+        for cq in self._cqs.values():
+            if not self.read_only:
+                cq.flush()
+            cq.close()
+        if hasattr(self, "index"):
+            self.index.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- appending --------------------------------------------------------------------------
+
+    def create_topic(self, topic: str, queues: int) -> None:
+        """Declare ``topic`` with ``queues`` write queues (widening an existing topic)."""
+        self._check_writable()
+        validate_topic(topic, allow_v2=True)
+        if self.topics.ensure(topic, queues):
+            self.topics.save()
+
+    _topics_dirty = False
+
+    def topics_save_if_dirty(self) -> None:
+        if self._topics_dirty:
+            self.topics.save()
+            self._topics_dirty = False
+
+    def _check_writable(self) -> None:
+        if self.read_only or self._writer is None:
+            raise ReadOnlyStoreError(f"{self.root}: store is open read-only")
+        if self._closed:
+            raise ReadOnlyStoreError(f"{self.root}: store is closed")
+
+    def _next_uniq(self) -> str:
+        ms = (int(time.time() * 1000) - self._month_start_ms) & 0xFFFFFFFF
+        return f"{self._uniq_prefix}{ms:08X}{next(self._uniq_counter) & 0xFFFF:04X}"
+
+    def _select_queue(self, topic: str, keys: tuple[str, ...]) -> int:
+        n = self.topics.queues(topic)
+        if n is None:
+            n = self.config.default_queues
+            self.topics.ensure(topic, n)
+            self._topics_dirty = True
+        if keys:
+            return abs(java_string_hash(keys[0])) % n
+        rr = self._round_robin.get(topic)
+        if rr is None:
+            rr = self._round_robin[topic] = itertools.count()
+        return next(rr) % n
+
+    def prepare(self, msg: Message) -> Prepared:
+        """Validate ``msg`` and build what the writer needs (runs on the caller's thread)."""
+        topic = msg.topic
+        tb = self._topic_bytes.get(topic)
+        if tb is None:
+            tb = validate_topic(topic)
+            self._topic_bytes[topic] = tb
+        body = msg.body
+        if len(body) > self.config.max_message_bytes:
+            check_max_size(len(body), self.config.max_message_bytes, f"topic {topic}")
+        keys = msg.keys
+        qid = msg.queue_id
+        if qid is None:
+            qid = self._select_queue(topic, keys)
+        elif not 0 <= qid < 2**31:
+            raise InvalidMessageError(f"queue id {qid} is out of range")
+        else:
+            known = self.topics.queues(topic)
+            if known is None or qid >= known:
+                self.topics.ensure(topic, max(qid + 1, known or 0))
+                self._topics_dirty = True
+        parts: list[str] = []
+        if keys:
+            for k in keys:
+                if not k or " " in k or "\x01" in k or "\x02" in k:
+                    raise InvalidMessageError(
+                        f"key {k!r} is empty or contains a space or a 0x01/0x02 separator"
+                    )
+            parts.append(f"KEYS\x01{' '.join(keys)}\x02")
+        tags = msg.tags
+        if tags:
+            if "\x01" in tags or "\x02" in tags:
+                raise InvalidMessageError(f"tags {tags!r} contain a 0x01/0x02 separator")
+            parts.append(f"TAGS\x01{tags}\x02")
+        uniq = ""
+        if msg.properties:
+            for name, value in msg.properties.items():
+                if any(c in name or c in value for c in "\x01\x02") or not name:
+                    raise InvalidMessageError(f"property {name!r} contains a 0x01/0x02 separator")
+                if name == L.PROP_UNIQ_KEY:
+                    uniq = value
+                elif name not in (L.PROP_KEYS, L.PROP_TAGS) and value:
+                    parts.append(f"{name}\x01{value}\x02")
+        if not uniq:
+            uniq = self._next_uniq()
+        parts.append(f"UNIQ_KEY\x01{uniq}\x02")
+        props = "".join(parts).encode("utf-8")
+        plen = len(props) + (L.CRC32_RESERVED_LEN + 1 if self.config.append_prop_crc else 0)
+        if plen > L.MAX_PROPERTIES_BYTES:
+            from mqtier.errors import PropertiesTooLongError
+
+            raise PropertiesTooLongError(
+                f"topic {topic}: properties are {plen} bytes; the limit is {L.MAX_PROPERTIES_BYTES}"
+            )
+        size = record_size(len(tb), len(body), len(props))
+        if self.config.append_prop_crc:
+            size += L.CRC32_RESERVED_LEN
+        return (
+            topic,
+            tb,
+            qid,
+            msg.flag,
+            body,
+            props,
+            tags_code(tags),
+            keys,
+            uniq,
+            int(time.time() * 1000),
+            0,
+            size,
+        )
+
+    def append(self, msg: Message) -> AppendResult:
+        """Append one message; returns once it is durable (fdatasync'ed)."""
+        return self.append_batch((msg,))[0]
+
+    def append_batch(self, msgs: Sequence[Message]) -> list[AppendResult]:
+        """Append messages in order; returns once all are durable."""
+        return self.append_batch_async(msgs).wait()
+
+    def append_batch_async(self, msgs: Iterable[Message]) -> PendingAppend[Prepared, AppendResult]:
+        """Queue messages for the next group commit; ``.wait()`` returns their results."""
+        self._check_writable()
+        prepared = [self.prepare(m) for m in msgs]
+        return self.append_prepared_async(prepared)
+
+    def append_prepared_async(
+        self, prepared: list[Prepared]
+    ) -> PendingAppend[Prepared, AppendResult]:
+        self._check_writable()
+        assert self._writer is not None
+        return self._writer.submit(prepared, sum(p[11] for p in prepared))
+
+    def _commit_batch(self, batch: list[Prepared]) -> list[AppendResult]:
+        """Writer thread: place, encode, write, sync. Then hand the batch to the dispatcher."""
+        cl = self.commitlog
+        store_ts = int(time.time() * 1000)
+        qoffs = self._queue_offsets
+        updates: dict[tuple[str, int], int] = {}
+        host = self.store_host
+        prop_crc = self.config.append_prop_crc
+        max_batch = self.config.max_batch_bytes
+        results: list[AppendResult] = []
+        items: list[DispatchItem] = []
+        pending_bytes = 0
+        for topic, tb, qid, flag, body, props, tag, keys, uniq, born_ts, sysflag, size in batch:
+            key = (topic, qid)
+            qoff = updates.get(key)
+            if qoff is None:
+                qoff = qoffs.get(key, 0)
+            phy = cl.place(size)
+            rec = encode_record(
+                topic=tb,
+                queue_id=qid,
+                flag=flag,
+                queue_offset=qoff,
+                phy_offset=phy,
+                sysflag=sysflag,
+                born_ts=born_ts,
+                born_host=host,
+                store_ts=store_ts,
+                store_host=host,
+                body=body,
+                properties=props,
+                append_prop_crc=prop_crc,
+            )
+            cl.add(rec)
+            updates[key] = qoff + 1
+            results.append(AppendResult(topic, qid, qoff, phy, size, uniq, host))
+            items.append((topic, qid, qoff, phy, size, tag, store_ts, keys, uniq, sysflag, rec))
+            pending_bytes += size
+            if pending_bytes >= max_batch:  # bound the bytes one sync (and one torn tail) spans
+                cl.flush_batch()
+                pending_bytes = 0
+        end = cl.flush_batch()
+        qoffs.update(updates)
+        assert self._dispatcher is not None
+        self._dispatcher.submit([end, items])
+        return results
+
+    # ---- dispatching (dispatcher thread, or recovery) ---------------------------------------
+
+    def _apply_dispatch(self, batch: list[Any]) -> int:
+        end: int = batch[0]
+        items: list[DispatchItem] = batch[1]
+        self.dispatch_items(items)
+        return end
+
+    def dispatch_items(self, items: list[DispatchItem]) -> None:
+        """Apply records to consume queues, index and cache (RocketMQ's dispatchers)."""
+        cqs = self._cqs
+        index = self.index
+        cached: list[tuple[int, bytes]] = []
+        for topic, qid, qoff, phy, size, tag, store_ts, keys, uniq, sysflag, rec in items:
+            tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
+            if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT):
+                cq = cqs.get((topic, qid))
+                if cq is None:
+                    cq = self.consume_queue(topic, qid, create=True)
+                    assert cq is not None
+                cq.put(qoff, phy, size, tag)
+            if tx != L.SYSFLAG_TRANSACTION_ROLLBACK:
+                if uniq:
+                    hashes = [index_key_hash(topic, uniq)]
+                    hashes.extend(index_key_hash(topic, k) for k in keys if k != uniq)
+                else:
+                    hashes = [index_key_hash(topic, k) for k in keys]
+                if hashes:
+                    index.put(hashes, phy, store_ts)
+            if rec is not None:
+                cached.append((phy, rec))
+        if cached:
+            self.cache.put_many(cached)
+
+    def _write_checkpoint(self, offset: int) -> None:
+        """Flush consume queues and index, then record ``offset`` as dispatched."""
+        for cq in list(self._cqs.values()):
+            cq.flush()
+        self.index.flush()
+        now = int(time.time() * 1000)
+        write_atomic(self.root / L.FILE_CHECKPOINT, Checkpoint(now, now, now, 0, offset).to_bytes())
+        write_atomic(self.root / L.FILE_DISPATCH_CHECKPOINT, pack_dispatch_offset(offset))
+
+    def read_dispatch_checkpoint(self) -> int | None:
+        try:
+            return unpack_dispatch_offset((self.root / L.FILE_DISPATCH_CHECKPOINT).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def wait_dispatched(self, timeout: float | None = None) -> bool:
+        """Block until every acknowledged append is visible to reads and queries."""
+        if self._dispatcher is None:
+            return True
+        return self._dispatcher.wait_for(self.commitlog.durable_end, timeout)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def read_at(self, phy: int, size: int | None = None) -> MessageRecord:
+        """The record at commit-log offset ``phy``, verified (size, magic, CRC).
+
+        Raises:
+            NotFoundError: the offset is outside the local store.
+            CorruptRecordError: the bytes there fail verification.
+        """
+        cl = self.commitlog
+        rec = self.cache.get(phy)
+        if rec is None:
+            if size is None:
+                if phy < cl.min_offset or phy + 8 > cl.durable_end:
+                    raise NotFoundError(
+                        f"commit-log offset {phy} is outside [{cl.min_offset}, {cl.durable_end})"
+                    )
+                size = L.INT32.unpack(cl.read(phy, 4))[0]
+                if size <= 0 or phy + size > cl.durable_end:
+                    f = cl.file_for(phy)
+                    raise CorruptRecordError(f.path, phy, f"no record starts here (size {size})")
+            rec = cl.read(phy, size)
+        try:
+            return decode_record(rec, 0, verify_crc=True, path=str(cl.file_for(phy).path))
+        except CorruptRecordError as exc:
+            raise CorruptRecordError(exc.path, phy, exc.detail) from None
+
+    def read(
+        self,
+        topic: str,
+        queue_id: int,
+        offset: int,
+        count: int,
+        *,
+        tags: Iterable[str] | None = None,
+    ) -> list[MessageRecord]:
+        """Up to ``count`` messages of one queue from queue ``offset``, in order.
+
+        With ``tags``, only messages carrying one of them are returned (``count`` bounds the
+        queue units examined, as a broker's pull does).
+        """
+        cq = self._cqs.get((topic, queue_id))
+        if cq is None:
+            raise NotFoundError(f"topic {topic!r} queue {queue_id} does not exist in {self.root}")
+        wanted = set(tags) if tags else None
+        codes = {tags_code(t) for t in wanted} if wanted else None
+        out: list[MessageRecord] = []
+        end = self.commitlog.durable_end
+        low = self.commitlog.min_offset
+        for phy, size, tag in cq.units(offset, count):
+            if phy < low or phy + size > end or size <= 0:
+                continue
+            if codes is not None:
+                code = self._ext_tags_code(topic, queue_id, tag) if is_ext_address(tag) else tag
+                if code is not None and code not in codes:
+                    continue
+            msg = self.read_at(phy, size)
+            if wanted is not None and msg.tags not in wanted:
+                continue  # the hash matched, the tag did not
+            out.append(msg)
+        return out
+
+    def _ext_tags_code(self, topic: str, queue_id: int, address: int) -> int | None:
+        ext = self._exts.get((topic, queue_id))
+        if ext is None:
+            ext = ConsumeQueueExt(self.root / L.DIR_CONSUMEQUEUE_EXT / topic / str(queue_id))
+            self._exts[(topic, queue_id)] = ext
+        return ext.tags_code(address)
+
+    def query_key(
+        self,
+        topic: str,
+        key: str,
+        *,
+        begin_ms: int = 0,
+        end_ms: int = MAX_TIME_MS,
+        max_results: int = L.INDEX_MAX_RESULTS,
+    ) -> list[MessageRecord]:
+        """Messages of ``topic`` whose KEYS contain ``key`` (or whose UNIQ_KEY is ``key``)."""
+        found: list[MessageRecord] = []
+        seen: set[int] = set()
+        # Ask for more candidates than needed: hash collisions are filtered out below.
+        for phy in self.index.query(index_key_hash(topic, key), begin_ms, end_ms, max_results * 4):
+            if phy in seen or phy < self.commitlog.min_offset or phy >= self.commitlog.durable_end:
+                continue
+            seen.add(phy)
+            msg = self.read_at(phy)
+            if msg.topic != topic or (key not in msg.keys and msg.uniq_key != key):
+                continue
+            if not begin_ms <= msg.store_ts <= end_ms:
+                continue
+            found.append(msg)
+            if len(found) >= max_results:
+                break
+        found.sort(key=lambda m: m.phy_offset)
+        return found
+
+    def query_uniq(self, uniq_key: str, topic: str | None = None) -> list[MessageRecord]:
+        """Messages whose UNIQ_KEY (the client-side message id) is ``uniq_key``."""
+        topics = [topic] if topic else sorted({t for t, _ in self._cqs})
+        out: list[MessageRecord] = []
+        for t in topics:
+            out.extend(m for m in self.query_key(t, uniq_key) if m.uniq_key == uniq_key)
+        return out
+
+    def query_msg_id(self, msg_id: str) -> MessageRecord:
+        """The message with this offsetMsgId (store host + commit-log offset)."""
+        try:
+            ip, port, phy = parse_msg_id(msg_id)
+        except ValueError as exc:
+            raise NotFoundError(str(exc)) from None
+        msg = self.read_at(phy)
+        if msg.store_host != (ip, port):
+            log.warning("message id %s names another store host than this store's", msg_id)
+        return msg
+
+    def offset_by_time(self, topic: str, queue_id: int, ts_ms: int) -> int:
+        """The first queue offset whose message was stored at or after ``ts_ms``."""
+        cq = self._cqs.get((topic, queue_id))
+        if cq is None:
+            raise NotFoundError(f"topic {topic!r} queue {queue_id} does not exist")
+        lo, hi = max(cq.min_offset, self._first_readable(cq)), cq.max_offset
+        while lo < hi:
+            mid = (lo + hi) // 2
+            phy, size, _ = cq.unit(mid)
+            if self.read_at(phy, size).store_ts < ts_ms:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _first_readable(self, cq: ConsumeQueue) -> int:
+        """First queue offset whose record is still in the local commit log."""
+        low = self.commitlog.min_offset
+        lo, hi = cq.min_offset, cq.max_offset
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if cq.unit(mid)[0] < low:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def offsets(self) -> list[QueueOffsets]:
+        """Per (topic, queue): the readable queue-offset range and commit-log range."""
+        out = []
+        for (topic, qid), cq in sorted(self._cqs.items()):
+            first = self._first_readable(cq)
+            if first < cq.max_offset:
+                min_phy = cq.unit(first)[0]
+                last_phy, _, _ = cq.unit(cq.max_offset - 1)
+            else:
+                min_phy = last_phy = -1
+            out.append(QueueOffsets(topic, qid, first, cq.max_offset, min_phy, last_phy))
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        w = self._writer
+        return {
+            "commitlog_min_offset": self.commitlog.min_offset,
+            "commitlog_max_offset": self.commitlog.durable_end,
+            "cache": self.cache.stats(),
+            "group_commits": w.batches if w else 0,
+            "messages_committed": w.items_committed if w else 0,
+        }

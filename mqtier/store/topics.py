@@ -1,0 +1,65 @@
+"""``config/topics.json``: the topic table a broker reads, kept in fastjson style."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mqtier.format import fastjson
+from mqtier.store.fileio import write_atomic
+
+
+class TopicTable:
+    """Queue counts per topic. Persisted like ``ConfigManager``: keep ``.bak``, write, sync."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.path = config_dir / "topics.json"
+        self.doc: dict[Any, Any] = {}
+        for candidate in (self.path, self.path.with_name("topics.json.bak")):
+            try:
+                text = candidate.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if text.strip():
+                try:
+                    self.doc = fastjson.loads(text)
+                    break
+                except ValueError:
+                    continue
+        self.doc.setdefault("topicConfigTable", {})
+
+    @property
+    def table(self) -> dict[str, dict[str, Any]]:
+        t: dict[str, dict[str, Any]] = self.doc["topicConfigTable"]
+        return t
+
+    def queues(self, topic: str) -> int | None:
+        cfg = self.table.get(topic)
+        return int(cfg.get("writeQueueNums", 0)) or None if cfg else None
+
+    def ensure(self, topic: str, queues: int) -> bool:
+        """Add ``topic`` with ``queues`` queues, or widen it; True when the table changed."""
+        cfg = self.table.get(topic)
+        if cfg is not None and int(cfg.get("writeQueueNums", 0)) >= queues:
+            return False
+        self.table[topic] = {
+            "order": False,
+            "perm": 6,
+            "readQueueNums": queues,
+            "topicFilterType": "SINGLE_TAG",
+            "topicName": topic,
+            "topicSysFlag": 0,
+            "writeQueueNums": queues,
+        }
+        dv = self.doc.setdefault("dataVersion", {"counter": 0, "timestamp": 0})
+        dv["counter"] = int(dv.get("counter", 0)) + 1
+        dv["timestamp"] = int(time.time() * 1000)
+        return True
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            write_atomic(self.path.with_name("topics.json.bak"), self.path.read_bytes())
+        ordered = {k: self.doc[k] for k in sorted(self.doc)}  # bean properties: alphabetical
+        write_atomic(self.path, fastjson.dumps(ordered).encode("utf-8"))
