@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LINTED := $(wildcard mqtier tests benchmarks examples)
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
@@ -23,8 +24,8 @@ demo: $(STAMP_RUN)
 	$(BIN)/python examples/demo.py ./demo-store
 
 lint: $(STAMP_TEST)
-	$(BIN)/ruff check mqtier tests benchmarks examples
-	$(BIN)/ruff format --check mqtier tests benchmarks examples
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
