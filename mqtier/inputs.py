@@ -85,12 +85,28 @@ def message_from_json(raw: bytes, defaults: Defaults, source: str, line: int) ->
     return Message(topic=topic, body=body, queue_id=queue, keys=keys, tags=tags, properties=props)
 
 
-def read_lines(stream: BinaryIO, source: str) -> Iterator[tuple[int, bytes]]:
-    """(line number, line without its newline), skipping blank lines."""
-    for n, raw in enumerate(stream, 1):
-        line = raw.rstrip(b"\r\n")
-        if line.strip():
-            yield n, line
+def read_lines(
+    stream: BinaryIO, source: str, block_bytes: int = 4 << 20
+) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its newline), skipping blank lines.
+
+    Reads big blocks and splits them in C: iterating a file line by line costs several times
+    more per line, which shows at hundreds of thousands of lines per second.
+    """
+    n = 0
+    rest = b""
+    while True:
+        block = stream.read(block_bytes)
+        if not block:
+            break
+        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            n += 1
+            if line and (len(line) > 2 or line.strip()):
+                yield n, line.rstrip(b"\r") if line[-1:] == b"\r" else line
+    if rest.strip():
+        yield n + 1, rest.rstrip(b"\r")
 
 
 def files_in(path: Path) -> list[Path]:

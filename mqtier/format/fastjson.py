@@ -12,24 +12,25 @@ import re
 from typing import Any, Final
 
 # A JSON string literal (kept as is) or a bare integer map key after '{' or ','.
-_TOKEN: Final = re.compile(r'"(?:[^"\\]|\\.)*"|(?<=[{,])(\s*)(-?\d+)(\s*)(?=:)')
+_TOKEN: Final = re.compile(r'"(?:[^"\\]|\\.)*"|(?<=[{,])(\s*)(-?[0-9]+)(\s*)(?=:)')
+# Bare integer keys are quoted with this prefix so they come back as ints, while keys the file
+# quoted ("123" as a topic or group name) stay strings. No RocketMQ name contains NUL.
+_INT_KEY: Final = "\x00int:"
 
 
-def _int_keys(obj: dict[str, Any]) -> dict[Any, Any]:
-    # Keys that were bare integers come back as ints; quoted digit strings cannot be told apart
-    # after the pre-pass, which is harmless because RocketMQ never quotes numeric keys.
-    return {int(k) if k.lstrip("-").isdigit() else k: v for k, v in obj.items()}
+def _int_keys(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
+    return {int(k[len(_INT_KEY) :]) if k.startswith(_INT_KEY) else k: v for k, v in pairs}
 
 
 def loads(text: str) -> Any:
-    """Parse fastjson output (or plain JSON). Numeric map keys become ``int``."""
+    """Parse fastjson output (or plain JSON). Bare numeric map keys become ``int``."""
 
     def quote(m: re.Match[str]) -> str:
         if m.group(2) is None:
             return m.group(0)
-        return f'{m.group(1)}"{m.group(2)}"{m.group(3)}'
+        return f'{m.group(1)}"\\u0000int:{m.group(2)}"{m.group(3)}'
 
-    return json.loads(_TOKEN.sub(quote, text), object_hook=_int_keys)
+    return json.loads(_TOKEN.sub(quote, text), object_pairs_hook=_int_keys)
 
 
 def dumps(value: Any) -> str:

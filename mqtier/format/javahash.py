@@ -8,11 +8,18 @@ from typing import Final
 
 _MASK32: Final = 0xFFFFFFFF
 _POWERS_LEN: Final = 1024
-# _POWERS[n] holds 31**(n-1), 31**(n-2), ..., 31**0 modulo 2**32, so a string of n code units
-# hashes as one C-level sum(map(mul, units, _POWERS[n])) instead of a Python loop per char.
-_POWERS: Final[list[list[int]]] = [[]]
-for _n in range(1, _POWERS_LEN + 1):
-    _POWERS.append([pow(31, _k, 1 << 32) for _k in range(_n - 1, -1, -1)])
+
+
+def _powers(n: int) -> list[int]:
+    out = [1] * n
+    for i in range(n - 2, -1, -1):
+        out[i] = (out[i + 1] * 31) & _MASK32
+    return out
+
+
+# _POWERS[-n:] holds 31**(n-1), ..., 31**0 modulo 2**32, so a string of n code units hashes as
+# one C-level sum(map(mul, units, powers)) instead of a Python loop per character.
+_POWERS: Final = _powers(_POWERS_LEN)
 
 
 def _units(s: str) -> bytes | list[int]:
@@ -27,7 +34,7 @@ def java_string_hash(s: str) -> int:
     units = _units(s)
     n = len(units)
     if n <= _POWERS_LEN:
-        h: int = sum(map(operator.mul, units, _POWERS[n])) & _MASK32
+        h: int = sum(map(operator.mul, units, _POWERS[_POWERS_LEN - n :])) & _MASK32
     else:
         h = 0
         for c in units:

@@ -83,7 +83,10 @@ def validate_topic(topic: str, *, allow_v2: bool = False) -> bytes:
     Raises:
         InvalidTopicError: empty, too long for the record version, or unsafe as a directory name.
     """
-    raw = topic.encode("utf-8")
+    try:
+        raw = topic.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidTopicError(f"topic {topic!r} is not valid Unicode text") from None
     if not raw:
         raise InvalidTopicError("topic is empty")
     if topic in (".", "..") or any(c in topic for c in "/\\\x00") or ":" in topic:
@@ -227,6 +230,14 @@ def check_record(buf: Buffer, pos: int, limit: int, *, verify_crc: bool, path: s
         raise CorruptRecordError(
             path, pos, f"size {size} does not match the length formula (half-written record?)"
         )
+    # A torn write leaves zeros where the topic or properties should be; the body CRC does not
+    # cover them, so check their shape: every property entry ends in 0x02, topics hold no NUL.
+    if props_len and buf[pos + size - 1] != 2:
+        raise CorruptRecordError(
+            path, pos, "properties do not end with 0x02 (half-written record?)"
+        )
+    if topic_len and (buf[props_len_pos - 1] == 0 or buf[topic_len_pos + (2 if v2 else 1)] == 0):
+        raise CorruptRecordError(path, pos, "topic contains NUL bytes (half-written record?)")
     if verify_crc:
         stored = L.INT32.unpack_from(buf, pos + 8)[0]
         mv = memoryview(buf)

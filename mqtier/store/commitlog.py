@@ -87,6 +87,7 @@ class CommitLog:
         self._write_pos = 0  # global offset where the next record goes
         self._chunks: list[tuple[CommitLogFile, int, list[bytes]]] = []
         self._cur: CommitLogFile | None = None  # the file receiving appends
+        self._half = 0  # offset past which the next file is pre-written
         self._prealloc_lock = threading.Lock()
         self._prealloc_thread: threading.Thread | None = None
         self._prealloc_cancel = threading.Event()
@@ -257,6 +258,10 @@ class CommitLog:
         """
         pos = self._write_pos
         f = self._current_file(pos)
+        if pos >= self._half:
+            # Past half of this file: make the next one ready in the background. Starting any
+            # earlier would only compete with the appends for the disk.
+            self._prewrite_next(f.base + self.file_bytes)
         in_file = pos - f.base
         left = self.file_bytes - in_file
         if size + L.BLANK_MIN_BYTES > left:
@@ -315,15 +320,19 @@ class CommitLog:
             if t is not None:
                 t.join()  # it may be writing exactly this file
             if not path.exists():
-                if self.prewrite and self.file_bytes <= 64 << 20:
+                # The first file of a new store, or one the background pre-write did not reach:
+                # pre-write it now, once, rather than pay slower syncs for its whole life.
+                if self.prewrite:
                     create_prewritten(path, self.file_bytes)
                 else:
-                    create_sparse(path, self.file_bytes)  # the background pre-write fell behind
+                    create_sparse(path, self.file_bytes)
                     fsync_dir(self.directory)
             f = CommitLogFile(base, path, os.open(path, os.O_RDWR))
             self._add_file(f)
         self._cur = f
-        self._prewrite_next(f.base + self.file_bytes)
+        self._half = f.base + self.file_bytes // 2
+        if pos >= self._half:
+            self._prewrite_next(f.base + self.file_bytes)
         return f
 
     def _prewrite_next(self, base: int) -> None:
