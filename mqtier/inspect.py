@@ -30,7 +30,7 @@ def detect_kind(path: Path) -> str:
         return "checkpoint"
     if name == L.FILE_DISPATCH_CHECKPOINT:
         return "dispatch_checkpoint"
-    if name.endswith((".json", ".json.bak")) or name == "timercheck":
+    if name.endswith((".json", ".json.bak")):
         return "config_json"
     if name in (L.FILE_ABORT, L.FILE_LOCK):
         return name

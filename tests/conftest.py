@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -34,6 +35,28 @@ def _require_fixture(name: str) -> Path:
             pytest.fail(f"RocketMQ fixture {path} is missing; CI must have ../shared")
         pytest.skip(f"RocketMQ fixture {path} not found (set MQTIER_FIXTURES to run these tests)")
     return path
+
+
+def _tree_digest(root: Path) -> dict[str, tuple[int, str]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    } | {str(p.relative_to(root)): (p.stat().st_mode, "") for p in root.rglob("*") if p.is_dir()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fixtures_stay_untouched() -> Iterator[None]:
+    """Fail the run if anything wrote into the shared RocketMQ fixtures (tests must copy them)."""
+    root = rocketmq_fixtures_dir()
+    if not root.is_dir():
+        yield
+        return
+    before = _tree_digest(root)
+    yield
+    after = _tree_digest(root)
+    changed = sorted(set(before) ^ set(after) | {k for k in before if after.get(k) != before[k]})
+    assert not changed, f"tests modified the shared fixtures in {root}: {changed[:10]}"
 
 
 @pytest.fixture

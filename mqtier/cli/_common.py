@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,18 +48,42 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except MqtierError as exc:
-            if kwargs.get("json_out"):
-                doc = {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
-                print(json.dumps({"error": doc}), file=sys.stderr)
-            else:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _report(bool(kwargs.get("json_out")), type(exc).__name__, str(exc), exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
             # `mqtier read ... | head`: the reader went away; that is not an error.
             sys.stderr.close()
             raise typer.Exit(0) from None
+        except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            _report(
+                bool(kwargs.get("json_out")), type(exc).__name__, f"{exc.strerror or exc}{where}", 1
+            )
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("MQTIER_DEBUG"):
+                raise
+            _report(
+                bool(kwargs.get("json_out")),
+                "InternalError",
+                f"{type(exc).__name__}: {exc} (set MQTIER_DEBUG=1 for a traceback; please report it)",
+                70,
+            )
+            raise typer.Exit(70) from None
 
     return wrapper
+
+
+def _report(json_out: bool, kind: str, message: str, exit_code: int) -> None:
+    """The one line an error prints on stderr: text, or the JSON error object with --json."""
+    if json_out:
+        doc = {"type": kind, "message": message, "exit_code": exit_code}
+        print(json.dumps({"error": doc}), file=sys.stderr)
+    else:
+        label = "internal error" if exit_code == 70 else "error"
+        err_console.print(f"[bold red]{label}:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def emit_json(doc: Any) -> None:

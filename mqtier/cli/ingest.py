@@ -18,6 +18,7 @@ from mqtier.cli._common import (
     note,
     parse_size,
 )
+from mqtier.errors import InputFormatError
 from mqtier.ingest import ingest as run_ingest
 from mqtier.inputs import FORMATS, Defaults
 from mqtier.store.config import StoreConfig
@@ -75,6 +76,11 @@ def ingest(
     """
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+    if queues and not topic:
+        raise typer.BadParameter("--queues needs --topic")
+    for name in inputs:
+        if name != "-" and not os.path.exists(name):
+            raise InputFormatError(name, 0, "no such file or directory")
     changes: dict[str, object] = {}
     if broker:
         changes["broker_name"] = broker
@@ -87,8 +93,6 @@ def ingest(
     with Store.open(store, create=True, config=config) as st:
         if topic and queues:
             st.create_topic(topic, queues)
-        elif queues and not topic:
-            raise typer.BadParameter("--queues needs --topic")
         show = not json_out and err_console.is_terminal
         progress = Progress(
             TextColumn("ingest"),

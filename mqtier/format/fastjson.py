@@ -9,28 +9,31 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from typing import Any, Final
 
 # A JSON string literal (kept as is) or a bare integer map key after '{' or ','.
 _TOKEN: Final = re.compile(r'"(?:[^"\\]|\\.)*"|(?<=[{,])(\s*)(-?[0-9]+)(\s*)(?=:)')
-# Bare integer keys are quoted with this prefix so they come back as ints, while keys the file
-# quoted ("123" as a topic or group name) stay strings. No RocketMQ name contains NUL.
-_INT_KEY: Final = "\x00int:"
-
-
-def _int_keys(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
-    return {int(k[len(_INT_KEY) :]) if k.startswith(_INT_KEY) else k: v for k, v in pairs}
 
 
 def loads(text: str) -> Any:
-    """Parse fastjson output (or plain JSON). Bare numeric map keys become ``int``."""
+    """Parse fastjson output (or plain JSON). Bare numeric map keys become ``int``.
+
+    Bare keys are quoted with a random marker so they come back as ints, while keys the file
+    quoted ("123" as a topic or group name) stay strings.
+    """
+    marker = "\x00" + secrets.token_hex(8) + ":"
+    escaped = "\\u0000" + marker[1:]
 
     def quote(m: re.Match[str]) -> str:
         if m.group(2) is None:
             return m.group(0)
-        return f'{m.group(1)}"\\u0000int:{m.group(2)}"{m.group(3)}'
+        return f'{m.group(1)}"{escaped}{m.group(2)}"{m.group(3)}'
 
-    return json.loads(_TOKEN.sub(quote, text), object_pairs_hook=_int_keys)
+    def int_keys(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
+        return {int(k[len(marker) :]) if k.startswith(marker) else k: v for k, v in pairs}
+
+    return json.loads(_TOKEN.sub(quote, text), object_pairs_hook=int_keys)
 
 
 def dumps(value: Any) -> str:

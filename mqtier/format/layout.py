@@ -124,7 +124,7 @@ LOCK_CONTENT: Final = b"lock"
 # mqtier's own files beside RocketMQ's; a broker ignores them.
 FILE_STORE_CONFIG: Final = "mqtier.json"  # in config/: broker name, file sizes
 FILE_DISPATCH_CHECKPOINT: Final = "mqtier.dispatch"  # in the root: dispatched commit-log offset
-# offset i64 | crc32 of the offset bytes i32 (a torn write is detected, not trusted)
+# offset i64 | zlib.crc32 of the 8 offset bytes u32 (a torn write is detected, not trusted)
 DISPATCH_CHECKPOINT: Final = struct.Struct(">qI")
 
 

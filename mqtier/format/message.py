@@ -230,34 +230,45 @@ def check_record(buf: Buffer, pos: int, limit: int, *, verify_crc: bool, path: s
         raise CorruptRecordError(
             path, pos, f"size {size} does not match the length formula (half-written record?)"
         )
-    # A torn write leaves zeros where the topic or properties should be; the body CRC does not
-    # cover them, so check their shape: every property entry ends in 0x02, topics hold no NUL.
-    if props_len and buf[pos + size - 1] != 2:
-        raise CorruptRecordError(
-            path, pos, "properties do not end with 0x02 (half-written record?)"
-        )
+    # A torn write leaves zeros or stale bytes where the topic or properties should be; the body
+    # CRC does not cover them, so check their shape: each property entry is name 0x01 value 0x02
+    # (as many 0x01 as 0x02, ending in 0x02), and topics hold no NUL.
+    if props_len:
+        props = bytes(buf[props_len_pos + 2 : pos + size])
+        if props[-1] != 2 or props.count(b"\x01") != props.count(b"\x02"):
+            raise CorruptRecordError(
+                path, pos, "properties are not name/value entries (half-written record?)"
+            )
     if topic_len and (buf[props_len_pos - 1] == 0 or buf[topic_len_pos + (2 if v2 else 1)] == 0):
         raise CorruptRecordError(path, pos, "topic contains NUL bytes (half-written record?)")
     if verify_crc:
-        stored = L.INT32.unpack_from(buf, pos + 8)[0]
-        mv = memoryview(buf)
-        actual = zlib.crc32(mv[body_len_pos + 4 : topic_len_pos]) & 0x7FFFFFFF
-        if stored != actual:
-            raise CorruptRecordError(
-                path,
-                pos,
-                f"body CRC {actual:#010x} does not match stored {stored & 0xFFFFFFFF:#010x}",
-            )
+        _verify_crcs(buf, pos, size, body_len_pos + 4, topic_len_pos, props_len, path)
+    return int(size)
+
+
+def _verify_crcs(
+    buf: Buffer, pos: int, size: int, body_at: int, body_end: int, props_len: int, path: str
+) -> None:
+    """Body CRC, and the whole-record ``__CRC32#`` when the record carries one."""
+    stored = L.INT32.unpack_from(buf, pos + 8)[0]
+    # Released by the with-block even when raising: a live export of a mapped file would make
+    # closing the map fail while the exception's traceback is still around.
+    with memoryview(buf) as mv:
+        actual = zlib.crc32(mv[body_at:body_end]) & 0x7FFFFFFF
+        whole = None
         if props_len >= L.CRC32_RESERVED_LEN:
             tail = bytes(mv[pos + size - L.CRC32_RESERVED_LEN : pos + size])
             if tail.startswith(b"__CRC32#\x01") and tail.endswith(b"\x02"):
                 want = sum((d - 48) * 10**i for i, d in enumerate(tail[9:19]))
-                got = zlib.crc32(mv[pos : pos + size - L.CRC32_RESERVED_LEN]) & 0x7FFFFFFF
-                if want != got:
-                    raise CorruptRecordError(
-                        path, pos, f"record CRC {got} does not match __CRC32# {want}"
-                    )
-    return int(size)
+                whole = (want, zlib.crc32(mv[pos : pos + size - L.CRC32_RESERVED_LEN]) & 0x7FFFFFFF)
+    if stored != actual:
+        raise CorruptRecordError(
+            path, pos, f"body CRC {actual:#010x} does not match stored {stored & 0xFFFFFFFF:#010x}"
+        )
+    if whole is not None and whole[0] != whole[1]:
+        raise CorruptRecordError(
+            path, pos, f"record CRC {whole[1]} does not match __CRC32# {whole[0]}"
+        )
 
 
 def format_host(ip: bytes, port: int) -> str:

@@ -12,7 +12,7 @@ import logging
 import mmap
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +159,7 @@ class CommitLog:
 
     def scan(
         self, start: int, *, verify_crc: bool = True, end: int | None = None
-    ) -> Iterator[tuple[int, int, mmap.mmap, int]]:
+    ) -> Generator[tuple[int, int, mmap.mmap, int], None, None]:
         """Yield ``(global offset, size, map, position in map)`` for each record from ``start``.
 
         ``start`` must be a record boundary (a file start or the end of a record). The scan ends

@@ -187,8 +187,11 @@ class IndexService:
         return f
 
     def put(self, hashes: list[int], phy: int, store_ts: int) -> None:
-        if self.files and self.files[-1].header.index_count > 1 and phy <= self.end_phy:
-            return  # already indexed: a redispatch after recovery
+        if self.files and self.files[-1].header.index_count > 1 and phy < self.end_phy:
+            # Already indexed: a redispatch after recovery. The record at end_phy itself is
+            # indexed again, as RocketMQ does: its keys may have been split over the file that
+            # filled up and the next one; queries drop the duplicate.
+            return
         f = self._writable_file()
         for key_hash in hashes:
             if not f.put(key_hash, phy, store_ts):
@@ -218,6 +221,15 @@ class IndexService:
             f.path.unlink()
             dropped.append(f.path)
         return dropped
+
+    def drop_last(self) -> list[Path]:
+        """Delete the newest file (the one a crash may have left half-linked)."""
+        if not self.files:
+            return []
+        f = self.files.pop()
+        f.close()
+        f.path.unlink()
+        return [f.path]
 
     @property
     def begin_phy(self) -> int | None:

@@ -70,14 +70,17 @@ def _rocketmq_scan_start(store: Store, abnormal: bool) -> int:
         return cl.files[0].base
     limit = ckpt.min_timestamp
     for f in reversed(cl.files):
+        records = cl.scan(f.base, verify_crc=False)
         try:
-            first = next(cl.scan(f.base, verify_crc=False), None)
+            first = next(records, None)
+            if first is None:
+                continue
+            _, _, mm, pos = first
+            store_ts = dispatch_fields(mm, pos)[4]  # read before the scan unmaps the file
         except CorruptRecordError:
             continue
-        if first is None:
-            continue
-        _, _, mm, pos = first
-        store_ts = dispatch_fields(mm, pos)[4]
+        finally:
+            records.close()
         if 0 < store_ts <= limit:
             return f.base
     return cl.files[0].base
@@ -109,9 +112,6 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
             )
         report.torn_bytes_at = end
         report.torn_reason = stop.error.detail
-    elif abnormal and cl.files and end < files_end:
-        # A crash may leave bytes of an unacknowledged batch past the end; they are zeroed.
-        report.torn_bytes_at = None
     report.end_offset = end
 
     # Where to replay from: the checkpoint, or (without one) everything the scan covered.
@@ -127,27 +127,35 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
     if dry_run:
         cl.set_end(end)
         report.cq_units_dropped = sum(_units_past(cq, end) for cq in store.consume_queues.values())
-        if abnormal:
+        if abnormal and store.index.files:
+            files = store.index.files
             report.index_files_dropped = [
-                f.path.name for f in store.index.files if f.header.end_phy >= redispatch
-            ]
+                f.path.name for f in files[:-1] if f.header.end_phy >= redispatch
+            ] + [files[-1].path.name]
+            kept = [f for f in files[:-1] if f.header.end_phy < redispatch]
+            redispatch = min(redispatch, kept[-1].header.end_phy if kept else cl.min_offset)
         report.redispatch_from = redispatch
         report.messages_redispatched = sum(1 for _ in cl.scan(redispatch, end=end))
         report.seconds = time.monotonic() - t0
         return report
 
     dirty = store.config.max_batch_bytes + store.config.max_message_bytes + 64 * 1024
-    if abnormal or end < cl.durable_end:
+    if abnormal or stop.reason == "corrupt":
         report.files_removed = [p.name for p in cl.truncate(end, dirty_bytes=dirty)]
     else:
         cl.set_end(end)
     for cq in store.consume_queues.values():
         report.cq_units_dropped += cq.truncate_phy(end)
     if abnormal or store.index.end_phy >= end:
+        # After a crash the file being written cannot be trusted past its last flush: its slot
+        # heads may point at items its stored header does not count. Rebuild it whole, along
+        # with any file reaching past where the replay starts.
         dropped = store.index.drop_after(min(redispatch, end) if abnormal else end)
+        if abnormal and store.index.files:
+            dropped.extend(store.index.drop_last())
         report.index_files_dropped = [p.name for p in dropped]
         if dropped:
-            kept_end = store.index.end_phy if store.index.files else scan_from
+            kept_end = store.index.end_phy if store.index.files else cl.min_offset
             redispatch = max(min(redispatch, kept_end), cl.min_offset)
     report.redispatch_from = redispatch
     report.messages_redispatched = _replay(store, redispatch, end)

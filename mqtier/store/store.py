@@ -95,6 +95,12 @@ class QueueOffsets:
     max_phy: int
 
 
+def _writable_dir(root: Path) -> bool:
+    """Whether we may write into ``root``. A directory without any write permission bit counts
+    as read-only even for root, who could write anyway: the owner marked it so on purpose."""
+    return os.access(root, os.W_OK) and bool(root.stat().st_mode & 0o222)
+
+
 def is_store_dir(root: Path) -> bool:
     return (root / L.DIR_COMMITLOG).is_dir() or (
         root / L.DIR_CONFIG / L.FILE_STORE_CONFIG
@@ -176,6 +182,8 @@ class Store:
             read_only = True
         if not read_only and exists and not create and is_locked_elsewhere(root):
             read_only = True  # a running broker or writer owns it: read what is durable
+        if not read_only and exists and not create and not _writable_dir(root):
+            read_only = True  # e.g. a broker's store copied read-only for forensics
         cfg_path = root / L.DIR_CONFIG / L.FILE_STORE_CONFIG
         stored = StoreConfig.load(cfg_path)
         if stored is None:

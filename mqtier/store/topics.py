@@ -41,8 +41,14 @@ class TopicTable:
     def ensure(self, topic: str, queues: int) -> bool:
         """Add ``topic`` with ``queues`` queues, or widen it; True when the table changed."""
         cfg = self.table.get(topic)
-        if cfg is not None and int(cfg.get("writeQueueNums", 0)) >= queues:
-            return False
+        if cfg is not None:
+            if int(cfg.get("writeQueueNums", 0)) >= queues:
+                return False
+            # Widen only: a broker's perm, order, attributes and flags stay as they were.
+            cfg["readQueueNums"] = max(int(cfg.get("readQueueNums", 0)), queues)
+            cfg["writeQueueNums"] = queues
+            self._bump_version()
+            return True
         self.table[topic] = {
             "order": False,
             "perm": 6,
@@ -52,10 +58,13 @@ class TopicTable:
             "topicSysFlag": 0,
             "writeQueueNums": queues,
         }
+        self._bump_version()
+        return True
+
+    def _bump_version(self) -> None:
         dv = self.doc.setdefault("dataVersion", {"counter": 0, "timestamp": 0})
         dv["counter"] = int(dv.get("counter", 0)) + 1
         dv["timestamp"] = int(time.time() * 1000)
-        return True
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -315,3 +315,18 @@ def test_help_has_example_on_every_command() -> None:
         assert "Example:" in res.stdout, path
         seen += 1
     assert seen >= 8
+
+
+def test_store_without_write_permission_opens_read_only(store_b: Path) -> None:
+    """Even as root: a store dir with no write bits is never written (crashed store-b here)."""
+    for p in [store_b, *store_b.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    before = tree_digest(store_b)
+    res = run("offsets", "--store", str(store_b), "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["read_only"] is True
+    assert doc["queues"][0]["messages"] == 56  # what the crashed broker's consume queue holds
+    res = run("recover", "--store", str(store_b), "--dry-run", "--json")
+    assert json.loads(res.stdout)["messages_redispatched"] == 179
+    assert tree_digest(store_b) == before
