@@ -425,18 +425,7 @@ def decode_record(
     ) = header.unpack_from(buf, pos)
     p = pos + header.size
     body = bytes(buf[p : p + body_len])
-    p += body_len
-    if magic == _V2:
-        tlen = L.TOPIC_LEN_V2.unpack_from(buf, p)[0]
-        p += 2
-    else:
-        tlen = L.TOPIC_LEN_V1.unpack_from(buf, p)[0]
-        p += 1
-    topic = bytes(buf[p : p + tlen]).decode("utf-8", "replace")
-    p += tlen
-    plen = L.PROPS_LEN.unpack_from(buf, p)[0]
-    p += 2
-    props = decode_properties(bytes(buf[p : p + plen]).decode("utf-8", "replace"))
+    topic, props = _topic_and_properties(buf, p + body_len, magic)
     return MessageRecord(
         size=size,
         magic=magic,
@@ -481,7 +470,12 @@ def dispatch_fields(buf: Buffer, pos: int) -> tuple[str, int, int, int, int, int
     store_ts = L.INT64.unpack_from(buf, pos + 48 + born_len)[0]
     p = pos + 68 + born_len + store_len
     body_len = L.INT32.unpack_from(buf, p)[0]
-    p += 4 + body_len
+    topic, props = _topic_and_properties(buf, p + 4 + body_len, magic)
+    return topic, queue_id, queue_offset, sysflag, store_ts, size, props
+
+
+def _topic_and_properties(buf: Buffer, p: int, magic: int) -> tuple[str, dict[str, str]]:
+    """Decode TOPICLEN+TOPIC and PROPLEN+PROPERTIES starting at ``p`` (right after the body)."""
     if magic == _V2:
         tlen = L.TOPIC_LEN_V2.unpack_from(buf, p)[0]
         p += 2
@@ -492,4 +486,4 @@ def dispatch_fields(buf: Buffer, pos: int) -> tuple[str, int, int, int, int, int
     p += tlen
     plen = L.PROPS_LEN.unpack_from(buf, p)[0]
     props = decode_properties(bytes(buf[p + 2 : p + 2 + plen]).decode("utf-8", "replace"))
-    return topic, queue_id, queue_offset, sysflag, store_ts, size, props
+    return topic, props

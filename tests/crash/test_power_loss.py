@@ -176,10 +176,11 @@ def test_power_loss_cuts_only_the_last_record(built: Built, tmp_path: Path, fill
 
 
 BUG_GARBAGE_PROPERTIES = (
-    "message.py:233-239 (check_record): a torn properties region is recognised only by its last "
-    "byte not being 0x02; the body CRC does not cover the properties and the __CRC32# entry "
-    "(when configured) is skipped once damaged, so garbage that happens to end in 0x02 (1 in "
-    "256) is accepted and an unacknowledged record with garbage properties is served as data"
+    "message.py:233-241 (check_record): a torn properties region is recognised only by its "
+    "shape (ends in 0x02, as many 0x01 as 0x02); the body CRC does not cover the properties and "
+    "the __CRC32# entry (when configured) is skipped once damaged, so garbage that happens to "
+    "have that shape is accepted and an unacknowledged record with garbage properties is "
+    "recovered and served as data"
 )
 
 
