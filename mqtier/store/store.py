@@ -45,7 +45,7 @@ from mqtier.store.commitlog import CommitLog, infer_file_bytes
 from mqtier.store.config import StoreConfig
 from mqtier.store.consumequeue import ConsumeQueue, ConsumeQueueExt, is_ext_address
 from mqtier.store.dispatcher import Dispatcher
-from mqtier.store.fileio import write_atomic
+from mqtier.store.fileio import remove_stale_tmp, write_atomic
 from mqtier.store.groupcommit import GroupCommitter, PendingAppend
 from mqtier.store.indexfile import IndexService
 from mqtier.store.lock import StoreLock, is_locked_elsewhere
@@ -206,6 +206,7 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self._lock = StoreLock(self.root)
             self._lock.acquire()
+            remove_stale_tmp(self.root)  # a checkpoint replacement a crash interrupted
             if write_config:
                 cfg.save(self.root / L.DIR_CONFIG / L.FILE_STORE_CONFIG)
         self.commitlog = CommitLog(
