@@ -10,16 +10,10 @@ _MASK32: Final = 0xFFFFFFFF
 _POWERS_LEN: Final = 1024
 
 
-def _powers(n: int) -> list[int]:
-    out = [1] * n
-    for i in range(n - 2, -1, -1):
-        out[i] = (out[i + 1] * 31) & _MASK32
-    return out
-
-
-# _POWERS[-n:] holds 31**(n-1), ..., 31**0 modulo 2**32, so a string of n code units hashes as
-# one C-level sum(map(mul, units, powers)) instead of a Python loop per character.
-_POWERS: Final = _powers(_POWERS_LEN)
+# 31**k modulo 2**32 for k = 0, 1, 2, ...: a string of n code units hashes as one C-level
+# sum(map(mul, reversed(units), _POWERS)) instead of a Python loop per character (map stops at
+# the shorter input, so no slicing either).
+_POWERS: Final = [pow(31, k, 1 << 32) for k in range(_POWERS_LEN)]
 
 
 def _units(s: str) -> bytes | list[int]:
@@ -34,7 +28,7 @@ def java_string_hash(s: str) -> int:
     units = _units(s)
     n = len(units)
     if n <= _POWERS_LEN:
-        h: int = sum(map(operator.mul, units, _POWERS[_POWERS_LEN - n :])) & _MASK32
+        h: int = sum(map(operator.mul, reversed(units), _POWERS)) & _MASK32
     else:
         h = 0
         for c in units:
