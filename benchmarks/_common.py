@@ -1,0 +1,316 @@
+"""Shared helpers for the mqtier benchmarks: workloads, statistics, batching, results.
+
+Workloads follow docs/machine-facts.md section 1c: body sizes are uniform between a low and a
+high bound, "1k" averages 1 KiB (100 B..1948 B) and "mixed" averages ~8.5 KiB (100 B..17308 B).
+Bodies are ASCII JSON-like text, so their UTF-8 length is their size and they survive a round
+trip through a JSON Lines ``"body"`` string unchanged. Everything is seeded: two runs with the
+same arguments generate the same bytes.
+
+Units: MB = 1e6 bytes of message *body*; KiB/MiB are binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+OUT_DIR = BENCH_DIR / "out"
+TMP_ROOT = OUT_DIR / "tmp"  # same disk as /work, never /dev/shm
+
+# The CLI's ingest chunking rule (mqtier/ingest.py CHUNK_MESSAGES / CHUNK_BYTES).
+BATCH_MESSAGES = 1024
+BATCH_BYTES = 1 << 20
+
+WORKLOADS: dict[str, tuple[int, int]] = {
+    "1k": (100, 1948),  # mean 1024 B
+    "mixed": (100, 17308),  # mean 8704 B (~8.5 KiB)
+}
+TAGS = ("TagA", "TagB", "TagC", "TagD")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Messages of one benchmark cell: bodies, one key each, a tag each."""
+
+    name: str
+    bodies: list[bytes]
+    keys: list[str]
+    tags: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.bodies)
+
+    @property
+    def body_bytes(self) -> int:
+        return sum(len(b) for b in self.bodies)
+
+
+_FILLER_WORDS = (
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "order",
+    "item",
+    "price",
+    "quantity",
+    "customer",
+    "warehouse",
+    "shipped",
+    "pending",
+    "paid",
+    "refund",
+    "express",
+    "standard",
+)
+
+
+def _filler(rng: random.Random, nbytes: int) -> str:
+    """Pseudo-text made of words (about as compressible as real JSON payloads)."""
+    words = []
+    n = 0
+    while n < nbytes:
+        w = rng.choice(_FILLER_WORDS)
+        words.append(w)
+        n += len(w) + 1
+    return " ".join(words)[:nbytes]
+
+
+def json_body(rng: random.Random, i: int, size: int, filler: str) -> bytes:
+    """A JSON object of exactly ``size`` ASCII bytes (``size`` >= ~90)."""
+    head = (
+        f'{{"id":{i},"user":"u{rng.randrange(10**6):06d}","amount":{rng.randrange(10**5)}.'
+        f'{rng.randrange(100):02d},"status":"{rng.choice(TAGS)}","note":"'
+    )
+    room = size - len(head) - 2
+    if room < 0:  # cannot happen for size >= 100; keep the size exact anyway
+        return (head + '"}').encode()[:size]
+    start = rng.randrange(max(1, len(filler) - room))
+    return (head + filler[start : start + room] + '"}').encode()
+
+
+def make_workload(name: str, count: int, seed: int = 1) -> Workload:
+    """``count`` messages of workload ``name`` ("1k" or "mixed"), deterministic for ``seed``."""
+    lo, hi = WORKLOADS[name]
+    rng = random.Random(f"{name}-{seed}")
+    filler = _filler(rng, hi * 4)
+    bodies = []
+    keys = []
+    tags = []
+    for i in range(count):
+        size = rng.randint(lo, hi)
+        bodies.append(json_body(rng, i, size, filler))
+        keys.append(f"{rng.getrandbits(120):030x}")  # 30 hex chars, as machine-facts 3
+        tags.append(TAGS[i % len(TAGS)])
+    return Workload(name, bodies, keys, tags)
+
+
+def body_pool(name: str, count: int, seed: int = 7) -> list[bytes]:
+    """A reusable pool of bodies (for duration-based or very large runs)."""
+    return make_workload(name, count, seed).bodies
+
+
+def batch_bounds(sizes: Sequence[int], overhead: int = 0) -> list[tuple[int, int]]:
+    """[start, end) index ranges cut with the CLI's rule: 1024 messages or 1 MiB, whichever first.
+
+    ``overhead`` is added to each size (the framing around a body), as mqtier counts record bytes.
+    """
+    out = []
+    start = 0
+    nbytes = 0
+    for i, s in enumerate(sizes):
+        nbytes += s + overhead
+        if i + 1 - start >= BATCH_MESSAGES or nbytes >= BATCH_BYTES:
+            out.append((start, i + 1))
+            start = i + 1
+            nbytes = 0
+    if start < len(sizes):
+        out.append((start, len(sizes)))
+    return out
+
+
+# ---- statistics and formatting -------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence (q in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return float(sorted_values[k])
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def fmt_ratio(r: float, goal: float | None = None) -> str:
+    text = f"{r:.2f}x"
+    if goal is not None:
+        text += f" (goal >= {goal:g}x: {'met' if r >= goal else 'MISSED'})"
+    return text
+
+
+def fmt_int(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def mb(nbytes: float) -> float:
+    return nbytes / 1e6
+
+
+def spread(values: Sequence[float]) -> str:
+    """``min..max`` of the repeats, for the noise column."""
+    if len(values) < 2:
+        return ""
+    return f"{min(values):,.0f}..{max(values):,.0f}"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines.extend(
+        "  ".join(
+            str(c).rjust(w) if i else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    )
+    return "\n".join(lines)
+
+
+# ---- files and the machine -----------------------------------------------------------------
+
+
+def tmp_dir(prefix: str) -> Path:
+    """A fresh directory under benchmarks/out/tmp (on the /work disk, not tmpfs)."""
+    TMP_ROOT.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=TMP_ROOT))
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def prewrite_zero_file(path: Path, size: int) -> None:
+    """A file of ``size`` zero bytes, really written and synced (as RocketMQ pre-maps files)."""
+    chunk = bytes(1 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        left = size
+        while left > 0:
+            n = min(left, len(chunk))
+            os.write(fd, chunk[:n])
+            left -= n
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def drop_caches() -> bool:
+    """sync + drop the page cache (needs root); True if it worked."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def _git(*args: str) -> str:
+    """Output of a read-only git command in the repository, or "" when git is unavailable."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False
+        ).stdout.strip("\n")
+    except OSError:
+        return ""
+
+
+def machine_info() -> dict[str, Any]:
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    rev = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--", "mqtier").splitlines()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "mem_total": mem,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "git_head": rev,
+        "mqtier_uncommitted_changes": dirty,
+        "argv": sys.argv,
+    }
+
+
+def write_results(name: str, doc: dict[str, Any]) -> Path:
+    """Save ``doc`` as benchmarks/out/<name>-<UTC timestamp>.json and <name>-latest.json."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = OUT_DIR / f"{name}-{stamp}.json"
+    text = json.dumps(doc, indent=2, default=str) + "\n"
+    path.write_text(text)
+    (OUT_DIR / f"{name}-latest.json").write_text(text)
+    return path
+
+
+def chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
