@@ -7,7 +7,9 @@ offsets by hash only; :class:`mqtier.store.store.Store` re-checks the real key o
 
 from __future__ import annotations
 
+import array
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,6 +124,39 @@ class IndexFile:
             cur = prev
             hops += 1
         return out
+
+    def rewind_to_header(self) -> bool:
+        """Undo what was added after the header was last stored (a kill -9 leaves such items).
+
+        Slot heads past the stored item count are walked back along their items' ``prev``
+        links to the newest item the header counts. Returns False when that is impossible (an
+        item reads as zeros: its page never reached the disk); the file must then be rebuilt.
+        """
+        count = self.header.index_count
+        if count <= 0:
+            return False
+        heads = array.array("i")
+        heads.frombytes(self.mm[L.INDEX_HEADER.size : self._items_at])
+        if sys.byteorder == "little":
+            heads.byteswap()  # the file is big-endian
+        zero = bytes(L.INDEX_ITEM_BYTES)
+        for slot, head in enumerate(heads):
+            if head < count:
+                continue
+            cur = head
+            while cur >= count:
+                at = self._items_at + cur * L.INDEX_ITEM_BYTES
+                item = self.mm[at : at + L.INDEX_ITEM_BYTES]
+                if cur >= self.items or item == zero:
+                    return False
+                prev = _ITEM.unpack(item)[3]
+                if prev < 0 or prev >= cur:
+                    return False
+                cur = prev
+            pos = L.INDEX_HEADER.size + slot * L.INDEX_SLOT_BYTES
+            self.mm[pos : pos + L.INDEX_SLOT_BYTES] = _SLOT.pack(cur)
+            self.file.dirty = True
+        return True
 
     def current_header(self) -> IndexHeader:
         # The writer keeps the live header in memory and stores it at flush; readers of a

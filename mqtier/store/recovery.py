@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mqtier.errors import CorruptRecordError
@@ -127,13 +128,10 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
     if dry_run:
         cl.set_end(end)
         report.cq_units_dropped = sum(_units_past(cq, end) for cq in store.consume_queues.values())
-        if abnormal and store.index.files:
-            files = store.index.files
-            report.index_files_dropped = [
-                f.path.name for f in files[:-1] if f.header.end_phy >= redispatch
-            ] + [files[-1].path.name]
-            kept = [f for f in files[:-1] if f.header.end_phy < redispatch]
-            redispatch = min(redispatch, kept[-1].header.end_phy if kept else cl.min_offset)
+        files = store.index.files
+        report.index_files_dropped = [f.path.name for f in files if f.header.end_phy >= end]
+        if abnormal and files:
+            redispatch = min(redispatch, max(files[-1].header.end_phy, cl.min_offset))
         report.redispatch_from = redispatch
         report.messages_redispatched = sum(1 for _ in cl.scan(redispatch, end=end))
         report.seconds = time.monotonic() - t0
@@ -150,13 +148,16 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
         # After a crash the file being written cannot be trusted past its last flush: its slot
         # heads may point at items its stored header does not count. Rebuild it whole, along
         # with any file reaching past where the replay starts.
-        dropped = store.index.drop_after(min(redispatch, end) if abnormal else end)
-        if abnormal and store.index.files:
+        dropped: list[Path] = []
+        if abnormal and store.index.files and not store.index.files[-1].rewind_to_header():
             dropped.extend(store.index.drop_last())
+        dropped.extend(store.index.drop_after(end))
         report.index_files_dropped = [p.name for p in dropped]
-        if dropped:
-            kept_end = store.index.end_phy if store.index.files else cl.min_offset
-            redispatch = max(min(redispatch, kept_end), cl.min_offset)
+        if store.index.files:
+            # Replay from the last indexed record: the items the stored header counts end there.
+            redispatch = min(redispatch, max(store.index.end_phy, cl.min_offset))
+        elif dropped:
+            redispatch = cl.min_offset
     report.redispatch_from = redispatch
     report.messages_redispatched = _replay(store, redispatch, end)
     if report.messages_redispatched or report.cq_units_dropped or report.files_removed:
