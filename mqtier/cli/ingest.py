@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -19,10 +20,23 @@ from mqtier.cli._common import (
     parse_size,
 )
 from mqtier.errors import InputFormatError
+from mqtier.format import layout as L
 from mqtier.ingest import ingest as run_ingest
 from mqtier.inputs import FORMATS, Defaults
 from mqtier.store.config import StoreConfig
-from mqtier.store.store import Store
+from mqtier.store.store import Store, is_store_dir
+
+# What a new store consists of, for removing one a failed first ingest created.
+STORE_ENTRIES = (
+    L.DIR_COMMITLOG,
+    L.DIR_CONSUMEQUEUE,
+    L.DIR_INDEX,
+    L.DIR_CONFIG,
+    L.FILE_CHECKPOINT,
+    L.FILE_ABORT,
+    L.FILE_LOCK,
+    L.FILE_DISPATCH_CHECKPOINT,
+)
 
 
 @handle_errors
@@ -90,34 +104,42 @@ def ingest(
         changes["max_message_bytes"] = parse_size(max_message_size)
     config = StoreConfig().with_changes(**changes) if changes else StoreConfig()
     total = sum(os.path.getsize(p) for p in inputs if p != "-" and os.path.isfile(p))
-    with Store.open(store, create=True, config=config) as st:
-        if topic and queues:
-            st.create_topic(topic, queues)
-        show = not json_out and err_console.is_terminal
-        progress = Progress(
-            TextColumn("ingest"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("{task.fields[messages]} msgs"),
-            console=err_console,
-            transient=True,
-            disable=not show,
-        )
-        with progress:
-            task = progress.add_task("ingest", total=total or None, messages=0)
-
-            def on_progress(messages: int, nbytes: int) -> None:
-                progress.update(task, completed=nbytes, messages=messages)
-
-            summary = run_ingest(
-                st,
-                inputs,
-                fmt=fmt,
-                defaults=Defaults(topic, queue),
-                skip_bad=skip_bad,
-                on_progress=on_progress if show else None,
+    # A failed first ingest must not leave a new, empty store (with its pre-written file) behind.
+    created_dir = not store.exists()
+    created_store = not is_store_dir(store)
+    try:
+        with Store.open(store, create=True, config=config) as st:
+            if topic and queues:
+                st.create_topic(topic, queues)
+            show = not json_out and err_console.is_terminal
+            progress = Progress(
+                TextColumn("ingest"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[messages]} msgs"),
+                console=err_console,
+                transient=True,
+                disable=not show,
             )
+            with progress:
+                task = progress.add_task("ingest", total=total or None, messages=0)
+
+                def on_progress(messages: int, nbytes: int) -> None:
+                    progress.update(task, completed=nbytes, messages=messages)
+
+                summary = run_ingest(
+                    st,
+                    inputs,
+                    fmt=fmt,
+                    defaults=Defaults(topic, queue),
+                    skip_bad=skip_bad,
+                    on_progress=on_progress if show else None,
+                )
+    except BaseException:
+        if created_store:
+            _remove_new_store(store, whole_dir=created_dir)
+        raise
     doc = summary.to_json()
     doc["store"] = str(store)
     if json_out:
@@ -131,3 +153,16 @@ def ingest(
     )
     for sample in summary.bad_samples:
         note(f"  skipped: {sample}")
+
+
+def _remove_new_store(store: Path, *, whole_dir: bool) -> None:
+    """Delete a store this command created (and, if it made it, the directory too)."""
+    if whole_dir:
+        shutil.rmtree(store, ignore_errors=True)
+        return
+    for name in (*STORE_ENTRIES,):
+        p = store / name
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)

@@ -330,3 +330,15 @@ def test_store_without_write_permission_opens_read_only(store_b: Path) -> None:
     res = run("recover", "--store", str(store_b), "--dry-run", "--json")
     assert json.loads(res.stdout)["messages_redispatched"] == 179
     assert tree_digest(store_b) == before
+
+
+def test_failed_first_ingest_leaves_no_store(tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"body": "ok"}\n{broken\n')
+    res = run("ingest", "--store", str(tmp_path / "new"), "-t", "orders", *SMALL, str(src))
+    assert res.exit_code == 8
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    res = run("ingest", "--store", str(tmp_path / "empty"), "-t", "orders", *SMALL, str(src))
+    assert res.exit_code == 8
+    assert list((tmp_path / "empty").iterdir()) == []
