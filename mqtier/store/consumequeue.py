@@ -9,7 +9,6 @@ through :class:`ConsumeQueueExt`.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from mqtier.format import layout as L
@@ -206,22 +205,6 @@ class ConsumeQueue:
         phy, size, _ = self.unit(self.max_offset - 1)
         return phy + size
 
-    def delete_files_below(self, phy_min: int) -> int:
-        """Delete whole files whose last unit points below ``phy_min``; return how many."""
-        n = 0
-        while len(self.files) > 1:
-            f = self.files[0]
-            last = (f.base + self.file_bytes) // _UB - 1
-            phy, _, _ = self.unit(last)
-            if phy >= phy_min:
-                break
-            self.files.pop(0)
-            f.close()
-            f.path.unlink()
-            self.first_offset = max(self.first_offset, last + 1)
-            n += 1
-        return n
-
     def flush(self) -> None:
         for f in self.files:
             f.flush()
@@ -230,11 +213,6 @@ class ConsumeQueue:
         for f in self.files:
             f.close()
         self.files.clear()
-
-    def destroy(self) -> None:
-        self.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-        self.max_offset = self.first_offset = 0
 
 
 class ConsumeQueueExt:

@@ -266,11 +266,6 @@ class IndexService:
         f.path.unlink()
         return [f.path]
 
-    @property
-    def begin_phy(self) -> int | None:
-        """Where a rebuild of the (last) file must restart, or None without files."""
-        return self.files[-1].header.begin_phy if self.files else None
-
     def flush(self) -> None:
         for f in self.files:
             if f.file.writable:

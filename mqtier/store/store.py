@@ -122,6 +122,7 @@ class Store:
         self._queue_offsets: dict[tuple[str, int], int] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._topic_bytes: dict[str, bytes] = {}
+        self._topics_dirty = False  # a topic was added or widened by an append; saved at close
         self.cache = RecordCache(config.cache_bytes)
         self.store_host = parse_host(config.store_host)
         self.recovery: RecoveryReport | None = None
@@ -362,8 +363,6 @@ class Store:
         validate_topic(topic, allow_v2=True)
         if self.topics.ensure(topic, queues):
             self.topics.save()
-
-    _topics_dirty = False
 
     def topics_save_if_dirty(self) -> None:
         if self._topics_dirty:
