@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from mqtier import Store, StoreConfig
+from tests.geometry import TINY
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -86,17 +87,6 @@ def store_b(fixture_store_b_src: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def store_c(fixture_store_c_src: Path, tmp_path: Path) -> Path:
     return copy_fixture(fixture_store_c_src, tmp_path / "store-c")
-
-
-TINY = StoreConfig(
-    broker_name="broker-t",
-    commitlog_file_bytes=64 * 1024,
-    cq_units_per_file=64,
-    index_slots=97,
-    index_items=512,
-    max_batch_bytes=16 * 1024,
-    flush_interval_ms=50,
-)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from mqtier import AppendResult, Message, Store
 from mqtier.errors import CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.message import make_msg_id
-from tests.conftest import TINY
+from tests.geometry import TINY
 
 TOPIC = "power"
 QUEUES = 3

@@ -18,23 +18,16 @@ import threading
 import traceback
 from pathlib import Path
 
-from mqtier import Message, Store, StoreConfig
+from mqtier import Message, Store
+from tests.geometry import TINY
 
 THREADS = 4
 TOPICS = ("crash-a", "crash-b", "crash-c")
 MAX_BODY = 3 * 1024
 
-# The conftest TINY geometry (small files roll often), with frequent checkpoints so that kills
+# The tests' tiny geometry (small files roll often), with frequent checkpoints so that kills
 # land between, during and after checkpoint writes.
-CONFIG = StoreConfig(
-    broker_name="broker-t",
-    commitlog_file_bytes=64 * 1024,
-    cq_units_per_file=64,
-    index_slots=97,
-    index_items=512,
-    max_batch_bytes=16 * 1024,
-    flush_interval_ms=20,
-)
+CONFIG = TINY.with_changes(flush_interval_ms=20)
 
 
 def message_key(seed: int, thread: int, i: int) -> str:
