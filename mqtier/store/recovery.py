@@ -22,6 +22,7 @@ from mqtier.format.javahash import tags_code
 from mqtier.format.message import dispatch_fields
 
 if TYPE_CHECKING:
+    from mqtier.store.consumequeue import ConsumeQueue
     from mqtier.store.store import DispatchItem, Store
 
 
@@ -146,8 +147,9 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
         report.cq_units_dropped += cq.truncate_phy(end)
     if abnormal or store.index.end_phy >= end:
         # After a crash the file being written cannot be trusted past its last flush: its slot
-        # heads may point at items its stored header does not count. Rebuild it whole, along
-        # with any file reaching past where the replay starts.
+        # heads may point at items its stored header does not count. Rewind it to that header
+        # (or rebuild it when an item never reached the disk); files indexing records past the
+        # end of valid data go too.
         dropped: list[Path] = []
         if abnormal and store.index.files and not store.index.files[-1].rewind_to_header():
             dropped.extend(store.index.drop_last())
@@ -168,7 +170,7 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
     return report
 
 
-def _units_past(cq: Any, end: int) -> int:
+def _units_past(cq: ConsumeQueue, end: int) -> int:
     n = 0
     off = cq.max_offset
     while off > cq.min_offset:
