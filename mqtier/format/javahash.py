@@ -23,8 +23,8 @@ def _units(s: str) -> bytes | list[int]:
     return [(raw[i] << 8) | raw[i + 1] for i in range(0, len(raw), 2)]
 
 
-def java_string_hash(s: str) -> int:
-    """``String.hashCode()`` of ``s`` as a signed 32-bit int."""
+def _unsigned_hash(s: str) -> tuple[int, int]:
+    """(``hashCode`` modulo 2**32, length in UTF-16 code units)."""
     units = _units(s)
     n = len(units)
     if n <= _POWERS_LEN:
@@ -33,7 +33,16 @@ def java_string_hash(s: str) -> int:
         h = 0
         for c in units:
             h = (31 * h + c) & _MASK32
+    return h, n
+
+
+def _signed(h: int) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
+
+
+def java_string_hash(s: str) -> int:
+    """``String.hashCode()`` of ``s`` as a signed 32-bit int."""
+    return _signed(_unsigned_hash(s)[0])
 
 
 @lru_cache(maxsize=4096)
@@ -44,9 +53,20 @@ def tags_code(tags: str | None) -> int:
     return java_string_hash(tags)
 
 
+@lru_cache(maxsize=1024)
+def _topic_prefix_hash(topic: str) -> int:
+    return _unsigned_hash(f"{topic}#")[0]
+
+
 def index_key_hash(topic: str, key: str) -> int:
-    """IndexFile key hash: ``abs(hashCode(topic#key))``, with ``Integer.MIN_VALUE`` mapped to 0."""
-    h = java_string_hash(f"{topic}#{key}")
+    """IndexFile key hash: ``abs(hashCode(topic#key))``, with ``Integer.MIN_VALUE`` mapped to 0.
+
+    ``hashCode(a + b) = hashCode(a) * 31**len(b) + hashCode(b)`` (mod 2**32), so the topic's
+    part is computed once per topic and only the key's characters are hashed per message.
+    """
+    kh, n = _unsigned_hash(key)
+    scale = _POWERS[n] if n < _POWERS_LEN else pow(31, n, 1 << 32)
+    h = _signed((_topic_prefix_hash(topic) * scale + kh) & _MASK32)
     if h == -(2**31):
         return 0
     return -h if h < 0 else h
