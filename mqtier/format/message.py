@@ -233,17 +233,33 @@ def check_record(buf: Buffer, pos: int, limit: int, *, verify_crc: bool, path: s
     # A torn write leaves zeros or stale bytes where the topic or properties should be; the body
     # CRC does not cover them, so check their shape: each property entry is name 0x01 value 0x02
     # (as many 0x01 as 0x02, ending in 0x02), and topics hold no NUL.
-    if props_len:
-        props = bytes(buf[props_len_pos + 2 : pos + size])
-        if props[-1] != 2 or props.count(b"\x01") != props.count(b"\x02"):
-            raise CorruptRecordError(
-                path, pos, "properties are not name/value entries (half-written record?)"
-            )
+    if props_len and not _well_formed_properties(bytes(buf[props_len_pos + 2 : pos + size])):
+        raise CorruptRecordError(
+            path, pos, "properties are not name/value entries (half-written record?)"
+        )
     if topic_len and (buf[props_len_pos - 1] == 0 or buf[topic_len_pos + (2 if v2 else 1)] == 0):
         raise CorruptRecordError(path, pos, "topic contains NUL bytes (half-written record?)")
     if verify_crc:
         _verify_crcs(buf, pos, size, body_len_pos + 4, topic_len_pos, props_len, path)
     return int(size)
+
+
+def _well_formed_properties(props: bytes) -> bool:
+    """``name 0x01 value 0x02`` entries in UTF-8, as every RocketMQ writer produces them.
+
+    Torn or stale bytes almost never pass: they must end in 0x02, split into entries that each
+    have a non-empty name before a 0x01, and decode as UTF-8.
+    """
+    if props[-1] != 2:
+        return False
+    for entry in props[:-1].split(b"\x02"):
+        if entry.find(b"\x01") < 1:
+            return False
+    try:
+        props.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _verify_crcs(

@@ -176,11 +176,11 @@ def test_power_loss_cuts_only_the_last_record(built: Built, tmp_path: Path, fill
 
 
 BUG_GARBAGE_PROPERTIES = (
-    "message.py:233-241 (check_record): a torn properties region is recognised only by its "
-    "shape (ends in 0x02, as many 0x01 as 0x02); the body CRC does not cover the properties and "
-    "the __CRC32# entry (when configured) is skipped once damaged, so garbage that happens to "
-    "have that shape is accepted and an unacknowledged record with garbage properties is "
-    "recovered and served as data"
+    "check_record (message.py, _well_formed_properties): torn properties are recognised only by "
+    "their shape (UTF-8 name 0x01 value 0x02 entries); the body CRC does not cover them, so a "
+    "tear that leaves a well-formed tail (e.g. one changed character of the last value) is "
+    "accepted. Only the __CRC32# record CRC could catch it, and it is optional and skipped when "
+    "its own entry is damaged"
 )
 
 
