@@ -21,7 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,3 +316,24 @@ def write_results(name: str, doc: dict[str, Any]) -> Path:
 def chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
+
+
+def run_threads_for(
+    worker: Callable[[int], None],
+    threads: int,
+    barrier: threading.Barrier,
+    stop: threading.Event,
+    duration: float,
+) -> float:
+    """Start ``threads`` workers (each waits on ``barrier``), let them run ``duration`` seconds,
+    set ``stop`` and join them; return the measured seconds."""
+    ts = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in ts:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    time.sleep(duration)
+    stop.set()
+    for t in ts:
+        t.join()
+    return time.perf_counter() - t0

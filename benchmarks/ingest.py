@@ -326,16 +326,7 @@ def run_threads_minimal(threads: int, duration: float, workdir: Path) -> dict[st
             event.wait()
             out.append(perf() - t0)
 
-    ts = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for t in ts:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    time.sleep(duration)
-    stop.set()
-    for t in ts:
-        t.join()
-    seconds = time.perf_counter() - t0
+    seconds = C.run_threads_for(worker, threads, barrier, stop, duration)
     with cond:
         state["closed"] = True
         cond.notify()
@@ -398,16 +389,7 @@ def run_threads(threads: int, duration: float, workdir: Path) -> dict[str, Any]:
                 errors.append(exc)
             body_bytes[n] = nb
 
-        ts = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-        for t in ts:
-            t.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        time.sleep(duration)
-        stop.set()
-        for t in ts:
-            t.join()
-        seconds = time.perf_counter() - t0
+        seconds = C.run_threads_for(worker, threads, barrier, stop, duration)
         after = st.stats()
         if errors:
             raise errors[0]

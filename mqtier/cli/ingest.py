@@ -160,7 +160,7 @@ def _remove_new_store(store: Path, *, whole_dir: bool) -> None:
     if whole_dir:
         shutil.rmtree(store, ignore_errors=True)
         return
-    for name in (*STORE_ENTRIES,):
+    for name in STORE_ENTRIES:
         p = store / name
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

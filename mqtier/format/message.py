@@ -231,8 +231,8 @@ def check_record(buf: Buffer, pos: int, limit: int, *, verify_crc: bool, path: s
             path, pos, f"size {size} does not match the length formula (half-written record?)"
         )
     # A torn write leaves zeros or stale bytes where the topic or properties should be; the body
-    # CRC does not cover them, so check their shape: each property entry is name 0x01 value 0x02
-    # (as many 0x01 as 0x02, ending in 0x02), and topics hold no NUL.
+    # CRC does not cover them, so check their shape: properties are UTF-8 entries of
+    # name 0x01 value 0x02, and topics hold no NUL.
     if props_len and not _well_formed_properties(bytes(buf[props_len_pos + 2 : pos + size])):
         raise CorruptRecordError(
             path, pos, "properties are not name/value entries (half-written record?)"

@@ -30,6 +30,7 @@ from mqtier.store.fileio import (
 log = logging.getLogger(__name__)
 
 _BLANK_HEAD = L.RECORD_SIZE_MAGIC
+_NEVER = 2**63  # an offset no append reaches
 
 
 @dataclass(slots=True)
@@ -259,9 +260,7 @@ class CommitLog:
         pos = self._write_pos
         f = self._current_file(pos)
         if pos >= self._half:
-            # Past half of this file: make the next one ready in the background. Starting any
-            # earlier would only compete with the appends for the disk.
-            self._prewrite_next(f.base + self.file_bytes)
+            self._prewrite_next_once(f)
         in_file = pos - f.base
         left = self.file_bytes - in_file
         if size + L.BLANK_MIN_BYTES > left:
@@ -332,8 +331,15 @@ class CommitLog:
         self._cur = f
         self._half = f.base + self.file_bytes // 2
         if pos >= self._half:
-            self._prewrite_next(f.base + self.file_bytes)
+            self._prewrite_next_once(f)
         return f
+
+    def _prewrite_next_once(self, f: CommitLogFile) -> None:
+        # Past half of the current file: make the next one ready in the background (starting
+        # earlier would only compete with the appends for the disk). Asked once per file, so
+        # the append path pays no further check.
+        self._half = _NEVER
+        self._prewrite_next(f.base + self.file_bytes)
 
     def _prewrite_next(self, base: int) -> None:
         """Pre-write the file after the current one in the background, before it is needed."""

@@ -249,12 +249,9 @@ class IndexService:
 
     def drop_after(self, phy: int) -> list[Path]:
         """Delete files holding items at or past ``phy`` (they are rebuilt from the commit log)."""
-        dropped = []
+        dropped: list[Path] = []
         while self.files and self.files[-1].header.end_phy >= phy:
-            f = self.files.pop()
-            f.close()
-            f.path.unlink()
-            dropped.append(f.path)
+            dropped.extend(self.drop_last())
         return dropped
 
     def drop_last(self) -> list[Path]:
