@@ -20,7 +20,7 @@ from mqtier.errors import InputFormatError, MqtierError
 from mqtier.format.message import Message
 from mqtier.inputs import Defaults, files_in, message_from_json, read_lines
 from mqtier.store.groupcommit import PendingAppend
-from mqtier.store.store import AppendResult, Prepared, Store
+from mqtier.store.store import AppendResult, Prepared, Store, queue_key_hashes
 
 CHUNK_MESSAGES = 1024
 CHUNK_BYTES = 1 << 20
@@ -132,28 +132,46 @@ def ingest(
         if on_progress is not None:
             on_progress(summary.messages, summary.bytes)
 
-    try:
-        for source, line, item in _messages(inputs, fmt, defaults):
+    def bad(exc: MqtierError, source: str, line: int) -> None:
+        if not skip_bad:
+            raise _located(exc, source, line) from None
+        summary.bad_lines += 1
+        if len(summary.bad_samples) < 5:
+            summary.bad_samples.append(str(_located(exc, source, line)))
+
+    def submit(chunk: list[Prepared]) -> None:
+        in_flight.append(store.append_prepared_async(chunk))
+        if len(in_flight) >= MAX_IN_FLIGHT:
+            settle(in_flight.popleft())
+
+    def prepare_parsed(parsed: list[tuple[str, int, Message]]) -> None:
+        nonlocal chunk, chunk_bytes
+        hashes = queue_key_hashes([m for _, _, m in parsed])
+        for (source, line, msg), key_hash in zip(parsed, hashes, strict=True):
             try:
-                if isinstance(item, MqtierError):
-                    raise item
-                prepared = store.prepare(item)
+                prepared = store.prepare(msg, key_hash)
             except MqtierError as exc:
-                if not skip_bad:
-                    raise _located(exc, source, line) from None
-                summary.bad_lines += 1
-                if len(summary.bad_samples) < 5:
-                    summary.bad_samples.append(str(_located(exc, source, line)))
+                bad(exc, source, line)
                 continue
             chunk.append(prepared)
             chunk_bytes += prepared[11]
             summary.messages += 1
             summary.bytes += len(prepared[4])
             if len(chunk) >= CHUNK_MESSAGES or chunk_bytes >= CHUNK_BYTES:
-                in_flight.append(store.append_prepared_async(chunk))
+                submit(chunk)
                 chunk, chunk_bytes = [], 0
-                if len(in_flight) >= MAX_IN_FLIGHT:
-                    settle(in_flight.popleft())
+
+    parsed: list[tuple[str, int, Message]] = []
+    try:
+        for source, line, item in _messages(inputs, fmt, defaults):
+            if isinstance(item, MqtierError):
+                bad(item, source, line)
+                continue
+            parsed.append((source, line, item))
+            if len(parsed) >= CHUNK_MESSAGES:
+                prepare_parsed(parsed)
+                parsed = []
+        prepare_parsed(parsed)
         if chunk:
             in_flight.append(store.append_prepared_async(chunk))
         while in_flight:

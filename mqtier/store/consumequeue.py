@@ -160,6 +160,32 @@ class ConsumeQueue:
         f.dirty = True
         self.max_offset = offset + 1
 
+    def put_run(self, units: list[tuple[int, int, int, int]]) -> None:
+        """Record (queue offset, commit-log offset, size, tags code) units in order.
+
+        The common case (consecutive offsets continuing the queue) is packed and copied into
+        the map in one slice per file; anything else goes unit by unit through :meth:`put`.
+        """
+        first = units[0][0]
+        contiguous = first == self.max_offset and units[-1][0] - first == len(units) - 1
+        if not contiguous or (first > 0 and not self.files):  # the latter needs pre-blank units
+            for offset, phy, size, tags_code in units:
+                self.put(offset, phy, size, tags_code)
+            return
+        _, phys, sizes, tags = zip(*units, strict=True)
+        data = b"".join(map(_UNIT.pack, phys, sizes, tags))
+        pos = first * _UB
+        done = 0
+        while done < len(data):
+            f = self._file_for(pos + done, create=True)
+            assert f is not None
+            at = pos + done - f.base
+            n = min(len(data) - done, self.file_bytes - at)
+            f.mm[at : at + n] = data[done : done + n]
+            f.dirty = True
+            done += n
+        self.max_offset = first + len(units)
+
     def _fill_pre_blank(self, start: int, end: int) -> None:
         for off in range(start, end):
             pos = off * _UB

@@ -62,7 +62,7 @@ class IndexFile:
         self.header = IndexHeader(*_HDR.unpack_from(self.mm, 0))
         if create or self.header.index_count <= 0:
             self.header.index_count = max(self.header.index_count, 1)
-        self._items_at = L.INDEX_HEADER.size + slots * L.INDEX_SLOT_BYTES
+        self.items_at = L.INDEX_HEADER.size + slots * L.INDEX_SLOT_BYTES
 
     @property
     def full(self) -> bool:
@@ -82,7 +82,7 @@ class IndexFile:
         else:
             diff = min(max((store_ts - h.begin_ts) // 1000, 0), _INT_MAX)
         n = h.index_count
-        item_pos = self._items_at + n * L.INDEX_ITEM_BYTES
+        item_pos = self.items_at + n * L.INDEX_ITEM_BYTES
         self.mm[item_pos : item_pos + L.INDEX_ITEM_BYTES] = _ITEM.pack(key_hash, phy, diff, prev)
         self.mm[slot_pos : slot_pos + 4] = _SLOT.pack(n)
         if n <= 1:
@@ -112,7 +112,7 @@ class IndexFile:
         hops = 0
         while 0 < cur < h.index_count and len(out) < limit and hops < self.items:
             item_hash, phy, diff, prev = _ITEM.unpack_from(
-                self.mm, self._items_at + cur * L.INDEX_ITEM_BYTES
+                self.mm, self.items_at + cur * L.INDEX_ITEM_BYTES
             )
             ts = h.begin_ts + diff * 1000
             if ts < begin_ms - 999:  # timeDiff is in whole seconds: allow the rounding
@@ -136,7 +136,7 @@ class IndexFile:
         if count <= 0:
             return False
         heads = array.array("i")
-        heads.frombytes(self.mm[L.INDEX_HEADER.size : self._items_at])
+        heads.frombytes(self.mm[L.INDEX_HEADER.size : self.items_at])
         if sys.byteorder == "little":
             heads.byteswap()  # the file is big-endian
         zero = bytes(L.INDEX_ITEM_BYTES)
@@ -145,7 +145,7 @@ class IndexFile:
                 continue
             cur = head
             while cur >= count:
-                at = self._items_at + cur * L.INDEX_ITEM_BYTES
+                at = self.items_at + cur * L.INDEX_ITEM_BYTES
                 item = self.mm[at : at + L.INDEX_ITEM_BYTES]
                 if cur >= self.items or item == zero:
                     return False
@@ -203,7 +203,7 @@ class IndexService:
         h = self.files[-1].header
         return h.end_phy if h.index_count > 1 else h.begin_phy
 
-    def _writable_file(self) -> IndexFile:
+    def writable_file(self) -> IndexFile:
         if self.files and not self.files[-1].full:
             return self.files[-1]
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -227,10 +227,10 @@ class IndexService:
             # indexed again, as RocketMQ does: its keys may have been split over the file that
             # filled up and the next one; queries drop the duplicate.
             return
-        f = self._writable_file()
+        f = self.writable_file()
         for key_hash in hashes:
             if not f.put(key_hash, phy, store_ts):
-                f = self._writable_file()
+                f = self.writable_file()
                 f.put(key_hash, phy, store_ts)
 
     def query(self, key_hash: int, begin_ms: int, end_ms: int, limit: int) -> list[int]:
