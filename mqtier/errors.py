@@ -101,3 +101,21 @@ class InvalidMessageError(MqtierError, ValueError):
     """A key, tag or property cannot be stored (separator characters, bad queue id)."""
 
     exit_code = 13
+
+
+class ColdStoreError(MqtierError):
+    """A cold-tier request failed and retrying did not help (network, permissions, server)."""
+
+    exit_code = 14
+
+
+class ColdObjectNotFoundError(ColdStoreError, NotFoundError):
+    """A cold-tier object that should exist does not."""
+
+    exit_code = 3
+
+
+class CommitConflictError(MqtierError):
+    """Another tiering job committed to the same cold prefix first; this run committed nothing."""
+
+    exit_code = 5
