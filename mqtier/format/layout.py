@@ -131,3 +131,16 @@ DISPATCH_CHECKPOINT: Final = struct.Struct(">qI")
 def offset_file_name(offset: int) -> str:
     """``UtilAll.offset2FileName``: the start offset, zero-padded to 20 digits."""
     return f"{offset:020d}"
+
+
+# ---- mqtier cold data objects (docs/FORMAT.md section 15) ----------------------------------------
+COLD_DATA_MAGIC: Final = b"MQTDATA1"
+COLD_FOOTER_MAGIC: Final = b"MQTFOOT1"
+COLD_DATA_VERSION: Final = 1
+# magic, version, flags, reserved, created ms, run id
+COLD_HEADER: Final = struct.Struct(">8sHHIq16s")
+# object offset, compressed length, uncompressed length, first queue offset, record count,
+# CRC32 of the compressed frame, min store timestamp, max store timestamp
+COLD_BLOCK_ENTRY: Final = struct.Struct(">QIIqIIqq")
+# footer position, footer length, footer CRC32, magic
+COLD_TRAILER: Final = struct.Struct(">QII8s")
