@@ -126,6 +126,17 @@ class CommitLog:
     def min_offset(self) -> int:
         return self.files[0].base if self.files else 0
 
+    def drop_head_files(self, below: int) -> list[Path]:
+        """Delete the oldest files that lie wholly below offset ``below`` (never the last)."""
+        dropped: list[Path] = []
+        while len(self.files) > 1 and self.files[0].base + self.file_bytes <= below:
+            f = self.files.pop(0)
+            self._bases.pop(0)
+            os.close(f.fd)
+            f.path.unlink()
+            dropped.append(f.path)
+        return dropped
+
     def file_for(self, offset: int) -> CommitLogFile:
         i = bisect.bisect_right(self._bases, offset) - 1
         if i < 0 or offset >= self.files[i].base + self.file_bytes:

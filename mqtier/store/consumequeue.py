@@ -231,6 +231,24 @@ class ConsumeQueue:
         phy, size, _ = self.unit(self.max_offset - 1)
         return phy + size
 
+    def drop_head_files(self, min_phy: int) -> list[Path]:
+        """Delete the oldest files whose every unit points below commit-log offset ``min_phy``
+        (never the last file). The queue's minimum offset moves up accordingly."""
+        dropped: list[Path] = []
+        per_file = self.file_bytes // _UB
+        while len(self.files) > 1:
+            f = self.files[0]
+            last = f.base // _UB + per_file - 1
+            phy, size, _ = self.unit(last)
+            if phy < 0 or phy + size > min_phy:
+                break
+            self.files.pop(0)
+            f.close()
+            f.path.unlink()
+            dropped.append(f.path)
+            self.first_offset = max(self.first_offset, self.files[0].base // _UB)
+        return dropped
+
     def flush(self) -> None:
         for f in self.files:
             f.flush()

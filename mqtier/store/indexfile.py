@@ -254,6 +254,16 @@ class IndexService:
             dropped.extend(self.drop_last())
         return dropped
 
+    def drop_head_files(self, min_phy: int) -> list[Path]:
+        """Delete the oldest files whose items all point below ``min_phy`` (never the last)."""
+        dropped: list[Path] = []
+        while len(self.files) > 1 and self.files[0].header.end_phy < min_phy:
+            f = self.files.pop(0)
+            f.close()
+            f.path.unlink()
+            dropped.append(f.path)
+        return dropped
+
     def drop_last(self) -> list[Path]:
         """Delete the newest file (the one a crash may have left half-linked)."""
         if not self.files:

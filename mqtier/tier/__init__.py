@@ -1,0 +1,1 @@
+"""The cold tier: catalog (the tier's own commit log), tiering dispatcher, cold reader."""

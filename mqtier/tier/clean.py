@@ -1,0 +1,102 @@
+"""Free hot-store space: delete commit-log files whose every message is committed cold.
+
+A commit-log file goes only when (1) every message in it belongs to a queue offset the cold tier
+has committed, and (2) its newest message is older than ``keep``. The active (last) file always
+stays. Consume-queue and index files that then point only below the new minimum go too.
+
+(1) is decided with one number: the smallest commit-log offset of any queue's first message that
+is *not* committed cold (``safe_below``). A queue's messages sit in the commit log in queue
+order, so everything below that offset is committed, whichever queue it belongs to.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mqtier.format import layout as L
+from mqtier.store.store import Store
+from mqtier.tier.catalog import CatalogState
+
+
+@dataclass
+class CleanReport:
+    safe_below: int
+    keep_ms: int
+    files: list[dict[str, Any]] = field(default_factory=list)  # commit-log files deleted
+    derived_files: int = 0
+    freed_bytes: int = 0
+    dry_run: bool = False
+    blocked_by: str | None = None  # why the oldest file had to stay
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "safe_below": self.safe_below,
+            "keep_ms": self.keep_ms,
+            "commitlog_files": self.files,
+            "derived_files": self.derived_files,
+            "freed_bytes": self.freed_bytes,
+            "kept_because": self.blocked_by,
+        }
+
+
+def safe_below(store: Store, state: CatalogState) -> int:
+    """Commit-log offset below which every message is committed in the cold tier."""
+    safe = store.commitlog.durable_end
+    for qo in store.offsets():
+        cold_next = state.next_offset((qo.topic, qo.queue_id))
+        first_uncommitted = qo.min_offset if cold_next is None else max(cold_next, qo.min_offset)
+        if first_uncommitted >= qo.max_offset:
+            continue
+        cq = store.consume_queue(qo.topic, qo.queue_id)
+        assert cq is not None
+        safe = min(safe, cq.unit(first_uncommitted)[0])
+    return safe
+
+
+def _newest_store_ts(store: Store, base: int) -> int:
+    newest = 0
+    end = base + store.commitlog.file_bytes
+    for _off, _size, mm, pos in store.commitlog.scan(base, verify_crc=False, end=end):
+        if _off >= end:
+            break
+        sysflag = L.INT32.unpack_from(mm, pos + L.POS_SYSFLAG)[0]
+        born_len = 20 if sysflag & L.SYSFLAG_BORNHOST_V6 else 8
+        newest = max(newest, L.INT64.unpack_from(mm, pos + 48 + born_len)[0])
+    return newest
+
+
+def clean(store: Store, state: CatalogState, *, keep_ms: int, dry_run: bool = False) -> CleanReport:
+    cl = store.commitlog
+    report = CleanReport(safe_below(store, state), keep_ms, dry_run=dry_run)
+    cutoff = int(time.time() * 1000) - keep_ms
+    drop_below = cl.min_offset
+    for f in cl.files[:-1]:
+        end = f.base + cl.file_bytes
+        if end > cl.durable_end:
+            report.blocked_by = f"{f.path.name} is the file being written"
+            break
+        if end > report.safe_below:
+            report.blocked_by = f"{f.path.name} holds messages not yet committed cold"
+            break
+        newest = _newest_store_ts(store, f.base)
+        if newest > cutoff:
+            report.blocked_by = f"{f.path.name} holds messages newer than --keep"
+            break
+        report.files.append({"file": f.path.name, "base": f.base, "newest_store_ms": newest})
+        report.freed_bytes += cl.file_bytes
+        drop_below = end
+    if dry_run or drop_below <= cl.min_offset:
+        return report
+    # Commit-log files first: a crash after this leaves derived files that point below the
+    # minimum, which reads skip and the next clean removes.
+    cl.drop_head_files(drop_below)
+    derived: list[Path] = []
+    for cq in store.consume_queues.values():
+        derived.extend(cq.drop_head_files(drop_below))
+    derived.extend(store.index.drop_head_files(drop_below))
+    report.derived_files = len(derived)
+    return report

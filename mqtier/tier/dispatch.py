@@ -1,0 +1,393 @@
+"""The tiering job: copy committed hot messages to the cold tier, exactly once per queue offset.
+
+A run reads the catalog, decides per (topic, queue) what is ready (batch policy), reads those
+records from the hot store (verifying each one), packs them into data objects, uploads the
+objects in parallel with building the next, and finally creates one commit record naming them.
+The hot store keeps taking appends meanwhile: a run tiers what was durable when it looked.
+
+Packing keeps the PUT count proportional to bytes, not queues: a queue with at least
+``object_bytes`` pending fills objects of its own; the remainders of all other queues share
+objects, each as one contiguous segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from mqtier.backend.base import ColdStore
+from mqtier.backend.open import bill_of
+from mqtier.errors import CorruptionError, NotFoundError
+from mqtier.format import layout as L
+from mqtier.format.coldobject import ObjectBuilder, Segment, SourceRecord
+from mqtier.format.message import check_record
+from mqtier.store.store import Store
+from mqtier.tier.catalog import (
+    CatalogState,
+    QueueKey,
+    check_broker,
+    commit,
+    data_prefix,
+    load_catalog,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """When a queue's pending messages are worth an upload: whichever threshold comes first."""
+
+    max_count: int = 4096
+    max_bytes: int = 4 << 20
+    max_age_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOptions:
+    policy: BatchPolicy = BatchPolicy()
+    force: bool = False  # tier every pending message, ignoring the thresholds
+    dry_run: bool = False
+    object_bytes: int = 8 << 20  # target raw bytes per data object
+    block_bytes: int = 256 << 10
+    level: int = 1  # zstd level
+    upload_concurrency: int = 4
+    commit_every_bytes: int = 256 << 20  # commit at least this often, bounding lost work
+    max_bytes: int | None = None  # stop after tiering this many raw bytes (--max-bytes)
+    max_bytes_per_sec: float | None = None  # upload bandwidth cap (--max-bytes-per-sec)
+    max_requests: int | None = None  # stop before the run's request count would pass this
+    gc: bool = True  # delete objects of commits that can no longer happen
+
+
+@dataclass
+class QueuePlan:
+    topic: str
+    queue: int
+    start: int  # first queue offset to tier
+    end: int  # one past the last
+    pending_bytes: int
+    reason: str  # count | bytes | age | force
+
+
+@dataclass
+class DispatchReport:
+    broker: str
+    committed_seq_before: int = 0
+    committed_seq: int = 0
+    queues_pending: int = 0
+    queues_tiered: int = 0
+    messages: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    objects: int = 0
+    commits: int = 0
+    garbage_deleted: int = 0
+    seconds: float = 0.0
+    plans: list[QueuePlan] = field(default_factory=list)
+    waiting: list[QueuePlan] = field(default_factory=list)  # pending, below the thresholds
+    stopped_by: str | None = None  # "max_bytes" or "max_requests" when a limit ended the run
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "broker": self.broker,
+            "committed_seq_before": self.committed_seq_before,
+            "committed_seq": self.committed_seq,
+            "queues_pending": self.queues_pending,
+            "queues_tiered": self.queues_tiered,
+            "messages": self.messages,
+            "raw_bytes": self.raw_bytes,
+            "stored_bytes": self.stored_bytes,
+            "compression_ratio": round(self.raw_bytes / self.stored_bytes, 3)
+            if self.stored_bytes
+            else None,
+            "objects": self.objects,
+            "commits": self.commits,
+            "garbage_deleted": self.garbage_deleted,
+            "stopped_by": self.stopped_by,
+            "seconds": round(self.seconds, 6),
+            # Nothing left behind: every pending message was tiered (none waits for a batch
+            # threshold, no limit stopped the run).
+            "up_to_date": not self.waiting and self.stopped_by is None,
+            "nothing_to_do": self.queues_pending == 0,
+            "waiting_queues": len(self.waiting),
+            "waiting_messages": sum(p.end - p.start for p in self.waiting),
+            "queues": [
+                {
+                    "topic": p.topic,
+                    "queue": p.queue,
+                    "from": p.start,
+                    "to": p.end,
+                    "bytes": p.pending_bytes,
+                    "reason": p.reason,
+                }
+                for p in self.plans
+            ],
+        }
+
+
+def _store_ts(record: bytes) -> int:
+    sysflag = L.INT32.unpack_from(record, L.POS_SYSFLAG)[0]
+    born_len = 20 if sysflag & L.SYSFLAG_BORNHOST_V6 else 8
+    ts: int = L.INT64.unpack_from(record, 48 + born_len)[0]
+    return ts
+
+
+def plan_queues(
+    store: Store,
+    state: CatalogState,
+    opts: DispatchOptions,
+    now_ms: int,
+    waiting: list[QueuePlan] | None = None,
+) -> list[QueuePlan]:
+    """Which queues to tier in this run, and from where to where.
+
+    Queues with pending messages below every threshold go to ``waiting`` (reason "waiting").
+    """
+    plans: list[QueuePlan] = []
+    for qo in store.offsets():
+        key: QueueKey = (qo.topic, qo.queue_id)
+        cold_next = state.next_offset(key)
+        start = qo.min_offset if cold_next is None else cold_next
+        if cold_next is not None and cold_next < qo.min_offset:
+            raise NotFoundError(
+                f"{qo.topic}/{qo.queue_id}: the cold tier ends at offset {cold_next} but the hot "
+                f"store starts at {qo.min_offset}; offsets in between were deleted before they "
+                "were tiered"
+            )
+        if start >= qo.max_offset:
+            continue
+        cq = store.consume_queue(qo.topic, qo.queue_id)
+        assert cq is not None
+        units = cq.units(start, qo.max_offset - start)
+        pending_bytes = sum(size for _, size, _ in units)
+        if opts.force:
+            reason = "force"
+        elif len(units) >= opts.policy.max_count:
+            reason = "count"
+        elif pending_bytes >= opts.policy.max_bytes:
+            reason = "bytes"
+        else:
+            phy, size, _ = units[0]
+            first_ts = _store_ts(store.commitlog.read(phy, min(size, 80)))
+            if now_ms - first_ts < opts.policy.max_age_s * 1000:
+                if waiting is not None:
+                    waiting.append(
+                        QueuePlan(
+                            qo.topic, qo.queue_id, start, qo.max_offset, pending_bytes, "waiting"
+                        )
+                    )
+                continue
+            reason = "age"
+        plans.append(QueuePlan(qo.topic, qo.queue_id, start, qo.max_offset, pending_bytes, reason))
+    plans.sort(key=lambda p: -p.pending_bytes)
+    return plans
+
+
+class _Uploader:
+    """Uploads finished objects on a thread pool while the caller builds the next."""
+
+    def __init__(
+        self, cold: ColdStore, concurrency: int, bytes_per_sec: float | None = None
+    ) -> None:
+        self.cold = cold
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="mqtier-put")
+        self.inflight: list[Future[None]] = []
+        self.limit = concurrency * 2
+        self.bytes_per_sec = bytes_per_sec
+        self.sent = 0
+        self.started = time.monotonic()
+
+    def submit(self, key: str, data: bytes) -> None:
+        # Bound the bytes held in memory; .result() re-raises a failed upload here, early.
+        while len(self.inflight) >= self.limit:
+            self.inflight.pop(0).result()
+        if self.bytes_per_sec:
+            # Pace the starts so the average since the run began stays under the cap.
+            due = self.started + self.sent / self.bytes_per_sec
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        self.sent += len(data)
+        self.inflight.append(self.pool.submit(self.cold.put, key, data))
+
+    def drain(self) -> None:
+        pending, self.inflight = self.inflight, []
+        for f in pending:
+            f.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_dispatch(
+    store: Store,
+    cold: ColdStore,
+    opts: DispatchOptions | None = None,
+    *,
+    broker: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> DispatchReport:
+    """Tier what is ready once, commit it, and return what was done.
+
+    Raises:
+        CommitConflictError: another job committed to this broker's prefix meanwhile.
+        CorruptionError: a hot record failed verification (nothing of its queue is tiered).
+    """
+    opts = opts or DispatchOptions()
+    broker = check_broker(broker or store.config.broker_name)
+    t0 = time.perf_counter()
+    bill0 = bill_of(cold)
+    first_requests = bill0.requests if bill0 is not None else 0
+    state = load_catalog(cold, broker)
+    report = DispatchReport(broker, state.seq, state.seq)
+    plans = plan_queues(store, state, opts, int(time.time() * 1000), report.waiting)
+    report.queues_pending = len(plans)
+    report.plans = plans
+    if opts.dry_run or not plans:
+        report.seconds = time.perf_counter() - t0
+        return report
+    run_id = uuid.uuid4().hex
+    uploader = _Uploader(cold, opts.upload_concurrency, opts.max_bytes_per_sec)
+    bill = bill_of(cold)
+    # Requests the run has sent so far (loading the catalog); the rest are counted as planned.
+    loaded = bill.requests - first_requests if bill is not None else state.loaded_requests
+    added: list[Segment] = []
+    since_commit = 0
+    counter = 0
+    shared: ObjectBuilder | None = None
+
+    def new_builder() -> ObjectBuilder:
+        nonlocal counter
+        counter += 1
+        key = f"{data_prefix(broker)}{state.seq + 1:020d}/{run_id}-{counter:06d}.mqd"
+        return ObjectBuilder(
+            key,
+            bytes.fromhex(run_id),
+            int(time.time() * 1000),
+            block_bytes=opts.block_bytes,
+            level=opts.level,
+        )
+
+    def seal(builder: ObjectBuilder) -> None:
+        data = builder.finish()
+        uploader.submit(builder.key, data)
+        added.extend(builder.segments)
+        report.objects += 1
+        report.stored_bytes += sum(s.stored_bytes for s in builder.segments)
+
+    def commit_now() -> None:
+        """Seal the shared object, wait for every upload, then create the commit record."""
+        nonlocal shared, since_commit
+        if shared is not None:
+            seal(shared)
+            shared = None
+        uploader.drain()  # every object is in place before the record names it
+        if added:
+            commit(cold, state, added=list(added), run_id=run_id)
+            report.commits += 1
+            report.committed_seq = state.seq
+            added.clear()
+        since_commit = 0
+
+    def may_open_object() -> bool:
+        """Under --max-requests: is there room for one more PUT and the final create?"""
+        if opts.max_requests is None:
+            return True
+        planned = loaded + report.objects + (shared is not None) + report.commits + 1
+        return planned + 1 <= opts.max_requests
+
+    def tier_run(plan: QueuePlan, run: list[SourceRecord], run_bytes: int, own: bool) -> bool:
+        """Put a run into an object; False when --max-requests leaves no room for it."""
+        nonlocal shared, since_commit
+        if (own or shared is None) and not may_open_object():
+            report.stopped_by = "max_requests"
+            return False
+        if own:
+            builder = new_builder()
+        else:
+            if shared is None:
+                shared = new_builder()
+            builder = shared
+        builder.add_segment(plan.topic, plan.queue, run)
+        since_commit += run_bytes
+        report.messages += len(run)
+        report.raw_bytes += run_bytes
+        if own or builder.raw_bytes >= opts.object_bytes:
+            seal(builder)
+            if not own:
+                shared = None
+        return True
+
+    try:
+        budget = opts.max_bytes
+        for plan in plans:
+            cq = store.consume_queue(plan.topic, plan.queue)
+            assert cq is not None
+            offset = plan.start
+            run: list[SourceRecord] = []
+            run_bytes = 0
+            tiered_any = False
+            for phy, size, _tag in cq.units(plan.start, plan.end - plan.start):
+                if budget is not None and budget <= 0:
+                    report.stopped_by = "max_bytes"
+                    break
+                record = store.commitlog.read(phy, size)
+                where = str(store.commitlog.file_for(phy).path)
+                if check_record(record, 0, size, verify_crc=True, path=where) != size:
+                    raise CorruptionError(f"{where} @ {phy}: record size disagrees with its unit")
+                run.append(SourceRecord(offset, _store_ts(record), phy, record))
+                run_bytes += size
+                offset += 1
+                if budget is not None:
+                    budget -= size
+                if run_bytes >= opts.object_bytes:  # a busy queue: an object of its own
+                    if not tier_run(plan, run, run_bytes, own=True):
+                        run = []
+                        break
+                    run, run_bytes, tiered_any = [], 0, True
+                    if since_commit >= opts.commit_every_bytes:
+                        commit_now()
+            if run and tier_run(plan, run, run_bytes, own=False):
+                tiered_any = True
+            if tiered_any:
+                report.queues_tiered += 1
+            if on_progress is not None:
+                on_progress(report.messages, report.raw_bytes)
+            if report.stopped_by:
+                break
+            if since_commit >= opts.commit_every_bytes:
+                commit_now()
+        commit_now()
+    finally:
+        uploader.close()
+    if opts.gc and report.stopped_by != "max_requests":
+        report.garbage_deleted = collect_garbage(cold, state)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def collect_garbage(cold: ColdStore, state: CatalogState) -> int:
+    """Delete data objects that no commit names and no commit can name any more.
+
+    Objects live under the number of the commit they were made for; once that number is taken,
+    an object not named by the state is an orphan of a failed, raced or killed run. Objects made
+    for a later commit may belong to a run still in progress and are left alone.
+    """
+    referenced = state.referenced_objects()
+    prefix = data_prefix(state.broker)
+    orphans = []
+    for info in cold.list(prefix):
+        seq_part = info.key[len(prefix) :].split("/", 1)[0]
+        if not seq_part.isdigit() or int(seq_part) > state.seq:
+            continue
+        if info.key not in referenced:
+            orphans.append(info.key)
+    if orphans:
+        log.info("deleting %d uncommitted objects", len(orphans))
+        cold.delete(orphans)
+    return len(orphans)

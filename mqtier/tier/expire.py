@@ -1,0 +1,84 @@
+"""Cold-tier TTL: drop the oldest segments whose every message is older than its topic's TTL.
+
+Only a queue's leading segments go (dropping one in the middle would open a gap in the queue).
+The catalog entries go first, in one commit record; the objects follow once no committed segment
+names them (an object shared with a younger segment waits for that one).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mqtier.backend.base import ColdStore
+from mqtier.format.coldobject import Segment
+from mqtier.tier.catalog import CatalogState, commit
+from mqtier.tier.dispatch import collect_garbage
+
+
+@dataclass
+class ExpireReport:
+    segments: list[Segment] = field(default_factory=list)
+    messages: int = 0
+    stored_bytes: int = 0
+    objects_deleted: int = 0
+    committed_seq: int = 0
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        queues: dict[str, dict[str, int]] = {}
+        for s in self.segments:
+            q = queues.setdefault(f"{s.topic}/{s.queue}", {"messages": 0, "new_first": 0})
+            q["messages"] += s.count
+            q["new_first"] = max(q["new_first"], s.end)
+        return {
+            "dry_run": self.dry_run,
+            "segments": len(self.segments),
+            "messages": self.messages,
+            "stored_bytes": self.stored_bytes,
+            "objects_deleted": self.objects_deleted,
+            "committed_seq": self.committed_seq,
+            "queues": queues,
+        }
+
+
+def expired_segments(
+    state: CatalogState, default_ttl_ms: int | None, topic_ttl_ms: dict[str, int], now_ms: int
+) -> list[Segment]:
+    out: list[Segment] = []
+    for (topic, _queue), segs in sorted(state.queues.items()):
+        ttl = topic_ttl_ms.get(topic, default_ttl_ms)
+        if ttl is None:
+            continue
+        for seg in segs:  # oldest first; stop at the first one still alive
+            if seg.max_ts >= now_ms - ttl:
+                break
+            out.append(seg)
+    return out
+
+
+def expire(
+    cold: ColdStore,
+    state: CatalogState,
+    *,
+    default_ttl_ms: int | None,
+    topic_ttl_ms: dict[str, int] | None = None,
+    dry_run: bool = False,
+    run_id: str = "expire",
+) -> ExpireReport:
+    now = int(time.time() * 1000)
+    segs = expired_segments(state, default_ttl_ms, topic_ttl_ms or {}, now)
+    report = ExpireReport(
+        segs,
+        sum(s.count for s in segs),
+        sum(s.stored_bytes for s in segs),
+        dry_run=dry_run,
+        committed_seq=state.seq,
+    )
+    if dry_run or not segs:
+        return report
+    commit(cold, state, added=[], removed=segs, run_id=run_id)
+    report.committed_seq = state.seq
+    report.objects_deleted = collect_garbage(cold, state)
+    return report

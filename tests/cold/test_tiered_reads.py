@@ -1,0 +1,95 @@
+"""Read policies across tiers, the fallback to hot, and cold read-ahead."""
+
+from __future__ import annotations
+
+import pytest
+
+from mqtier import Store
+from mqtier.backend.base import ColdStore
+from mqtier.errors import NotFoundError
+from mqtier.tier.catalog import load_catalog
+from mqtier.tier.clean import clean
+from mqtier.tier.dispatch import DispatchOptions, run_dispatch
+from mqtier.tier.reader import ColdReader
+from mqtier.tier.tiered import ReadPolicy, read_tiered
+from tests.cold.conftest import BROKER, fill
+
+
+@pytest.fixture
+def tiered(hot: Store, cold: ColdStore) -> Store:
+    """900 messages tiered, the oldest hot files cleaned, then 300 more kept hot only."""
+    fill(hot, 900)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    clean(hot, load_catalog(cold, BROKER), keep_ms=0)
+    fill(hot, 300, start=900)
+    return hot
+
+
+def test_not_in_disk_joins_both_tiers(tiered: Store, cold: ColdStore) -> None:
+    reader = ColdReader(cold, BROKER)
+    hot_first = next(q.min_offset for q in tiered.offsets() if q.queue_id == 0)
+    assert hot_first > 0  # the clean removed the head of queue 0 from the hot store
+    msgs = read_tiered(tiered, reader, "orders", 0, 0, 1000)
+    assert [m.queue_offset for m in msgs] == list(range(400))
+    assert msgs[0].body.startswith(b"order 0 ")
+
+
+def test_disable_reads_hot_only_and_force_cold_only(tiered: Store, cold: ColdStore) -> None:
+    reader = ColdReader(cold, BROKER)
+    hot_only = read_tiered(tiered, reader, "orders", 0, 0, 1000, policy=ReadPolicy.DISABLE)
+    hot_first = next(q.min_offset for q in tiered.offsets() if q.queue_id == 0)
+    assert [m.queue_offset for m in hot_only] == list(range(hot_first, 400))
+    cold_only = read_tiered(tiered, reader, "orders", 0, 0, 1000, policy=ReadPolicy.FORCE)
+    assert [m.queue_offset for m in cold_only] == list(range(300))
+
+
+def test_cold_only_read_without_a_store(tiered: Store, cold: ColdStore) -> None:
+    reader = ColdReader(cold, BROKER)
+    msgs = read_tiered(None, reader, "orders", 1, 10, 5, tags=["odd"])
+    assert [m.queue_offset for m in msgs] == [10, 12, 14]  # queue 1 holds i = 3k+1
+    with pytest.raises(NotFoundError):
+        reader.read("nosuch", 0, 0, 1)
+
+
+def test_cold_failure_falls_back_to_hot_when_hot_has_it(hot: Store, cold: ColdStore) -> None:
+    fill(hot, 300)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    reader = ColdReader(cold, BROKER)
+    for info in cold.list(f"{BROKER}/data/"):  # every object gone: cold reads fail
+        cold.delete([info.key])
+    msgs = read_tiered(hot, reader, "orders", 0, 0, 50, policy=ReadPolicy.NOT_IN_MEM)
+    assert [m.queue_offset for m in msgs] == list(range(50))
+
+
+def test_read_ahead_prefetches_and_grows_the_window(hot: Store, cold: ColdStore) -> None:
+    fill(hot, 1200, queues=1, size=2000)
+    run_dispatch(hot, cold, DispatchOptions(force=True, block_bytes=8 << 10))
+    with ColdReader(cold, BROKER) as reader:
+        seen: list[int] = []
+        off = 0
+        while batch := reader.read("orders", 0, off, 16):
+            seen.extend(m.queue_offset for m in batch)
+            off = batch[-1].queue_offset + 1
+        stats = reader.window_stats
+    assert seen == list(range(1200))
+    assert stats["prefetched_blocks"] > 0
+    assert stats["prefetch_hits"] > 0
+    assert stats["windows"]["orders/0"] > 16  # grew past one batch
+
+
+def test_read_ahead_window_halves_when_prefetched_data_expires(hot: Store, cold: ColdStore) -> None:
+    fill(hot, 600, queues=1, size=2000)
+    run_dispatch(hot, cold, DispatchOptions(force=True, block_bytes=8 << 10))
+    # A cache of ~2 blocks: a big window's prefetched blocks are evicted before they are read.
+    reader = ColdReader(cold, BROKER, cache_bytes=16 << 10, fetch_concurrency=1)
+    try:
+        off = 0
+        for _ in range(20):
+            batch = reader.read("orders", 0, off, 8)
+            off = batch[-1].queue_offset + 1
+        reader._pool.shutdown(wait=True)  # type: ignore[union-attr]  # let prefetches land
+        reader._pool = None
+        assert reader.stats["expired_unread"] > 0
+        assert reader.window_stats["windows"]["orders/0"] < 8 * 20
+    finally:
+        reader.close()
