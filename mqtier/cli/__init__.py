@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from mqtier.cli import ingest, inspect, offsets, query, read, recover
+from mqtier.cli import (
+    _cold,
+    clean,
+    dispatch,
+    expire,
+    ingest,
+    inspect,
+    offsets,
+    query,
+    read,
+    recover,
+)
 
 app = typer.Typer(
     name="mqtier",
@@ -19,6 +33,9 @@ app.command("offsets")(offsets.offsets)
 app.command("read")(read.read)
 app.command("inspect")(inspect.inspect)
 app.command("recover")(recover.recover)
+app.command("dispatch")(dispatch.dispatch)
+app.command("clean")(clean.clean)
+app.command("expire")(expire.expire)
 
 query_app = typer.Typer(
     no_args_is_help=True, help="Look messages up by key, message id or UNIQ_KEY."
@@ -27,6 +44,21 @@ query_app.command("key")(query.query_key)
 query_app.command("id")(query.query_id)
 query_app.command("uniq")(query.query_uniq)
 app.add_typer(query_app, name="query")
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="MQTIER_CONFIG",
+            help="Config file (default ./mqtier.toml if present; see mqtier(1)).",
+        ),
+    ] = None,
+) -> None:
+    """RocketMQ-compatible message store with tiering to any fsspec URL."""
+    _cold.config_path = config
 
 
 def main() -> None:

@@ -60,8 +60,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 bool(kwargs.get("json_out")), type(exc).__name__, f"{exc.strerror or exc}{where}", 1
             )
             raise typer.Exit(1) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, typer.BadParameter):
+            raise  # typer reports a bad parameter itself, with usage (exit 2)
         except Exception as exc:
             if os.environ.get("MQTIER_DEBUG"):
                 raise

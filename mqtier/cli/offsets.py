@@ -8,36 +8,109 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from mqtier.backend.metered import RequestBill
+from mqtier.cli._cold import (
+    Broker,
+    ColdUrl,
+    StorageOptions,
+    broker_name,
+    cold_url,
+    open_cold,
+    report_bill,
+)
 from mqtier.cli._common import (
     JsonOut,
     ReadOnly,
-    StoreDir,
     emit_json,
     handle_errors,
     out_console,
     parse_time,
 )
+from mqtier.errors import ConfigError
 from mqtier.store.store import Store
+from mqtier.tier.catalog import load_catalog
+
+
+def _cold_columns(
+    doc: dict[str, Any], cold: str, broker: str | None, options: list[str] | None
+) -> RequestBill:
+    """Add the cold tier's committed range and the pending count to every queue of ``doc``."""
+    cold_store, bill = open_cold(cold, options)
+    name = broker_name(broker, doc.get("broker"))
+    if not name:
+        raise ConfigError("reading the cold tier without --store needs --broker")
+    state = load_catalog(cold_store, name)
+    doc["cold"] = {"url": cold_store.url, "broker": name, "committed_seq": state.seq}
+    seen = set()
+    for q in doc["queues"]:
+        key = (q["topic"], q["queue"])
+        seen.add(key)
+        first, nxt = state.first_offset(key), state.next_offset(key)
+        q["cold_min_offset"] = first
+        q["cold_max_offset"] = nxt
+        q["pending"] = q["max_offset"] - max(q["min_offset"], nxt if nxt is not None else 0)
+    for (topic, queue), _segs in sorted(state.queues.items()):
+        if (topic, queue) in seen or (doc.get("topic_filter") not in (None, topic)):
+            continue
+        doc["queues"].append(
+            {
+                "topic": topic,
+                "queue": queue,
+                "min_offset": None,
+                "max_offset": None,
+                "messages": 0,
+                "min_commitlog_offset": None,
+                "max_commitlog_offset": None,
+                "cold_min_offset": state.first_offset((topic, queue)),
+                "cold_max_offset": state.next_offset((topic, queue)),
+                "pending": 0,
+            }
+        )
+    cold_store.close()
+    return bill
 
 
 @handle_errors
 def offsets(
-    store: StoreDir = Path("store"),
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", "-s", envvar="MQTIER_STORE", help="Store directory (or $MQTIER_STORE)."
+        ),
+    ] = None,
     topic: Annotated[str | None, typer.Option("--topic", "-t", help="Only this topic.")] = None,
     at: Annotated[
         str | None,
         typer.Option("--at", help="Also give each queue's first offset stored at/after this time."),
     ] = None,
     read_only: ReadOnly = False,
+    cold: ColdUrl = None,
+    broker: Broker = None,
+    storage_option: StorageOptions = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Show each queue's min/max offset and where its messages sit in the commit log.
+    """Show each queue's offsets and commit-log range, and with --cold its cold range.
+
+    With --cold (or a configured cold tier) each queue also shows its committed cold range and
+    how many hot messages are not tiered yet (pending).
 
     max_offset is the next offset to be written (a queue holds [min_offset, max_offset)).
 
     Example: mqtier offsets --store ./store --json
+
+    Example: mqtier offsets --store ./store --cold s3://bucket/prefix
     """
     at_ms = parse_time(at) if at else None
+    cold = cold_url(cold)
+    if store is None and cold is not None:
+        doc: dict[str, Any] = {"store": None, "broker": broker, "queues": [], "topic_filter": topic}
+        bill = _cold_columns(doc, cold, broker, storage_option)
+        doc.pop("topic_filter")
+        doc["requests"] = bill.to_json()
+        _show(doc, {}, json_out=json_out)
+        report_bill(bill, json_out=json_out)
+        return
+    store = store or Path("store")
     with Store.open(store, read_only=read_only) as st:
         rows = [q for q in st.offsets() if topic is None or q.topic == topic]
         by_time = {
@@ -45,7 +118,7 @@ def offsets(
             for q in rows
             if at_ms is not None
         }
-        doc: dict[str, Any] = {
+        doc = {
             "store": str(store),
             "broker": st.config.broker_name,
             "read_only": st.read_only,
@@ -69,27 +142,51 @@ def offsets(
                 for q in rows
             ],
         }
+    cold_bill = _cold_columns(doc, cold, broker, storage_option) if cold else None
+    if cold_bill is not None:
+        doc["requests"] = cold_bill.to_json()
+    _show(doc, by_time, json_out=json_out)
+    if cold_bill is not None:
+        report_bill(cold_bill, json_out=json_out)
+
+
+def _num(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def _show(doc: dict[str, Any], by_time: dict[Any, int], *, json_out: bool) -> None:
     if json_out:
         emit_json(doc)
         return
-    cl = doc["commitlog"]
-    table = Table(
-        title=f"{store}  broker {doc['broker']}  commit log [{cl['min_offset']:,}, {cl['max_offset']:,})",
-        title_justify="left",
-    )
-    for name in ("topic", "queue", "min", "max", "messages", "commit-log range"):
+    cl = doc.get("commitlog")
+    title = f"{doc['store'] or doc.get('cold', {}).get('url')}  broker {doc['broker']}"
+    if cl:
+        title += f"  commit log [{cl['min_offset']:,}, {cl['max_offset']:,})"
+    table = Table(title=title, title_justify="left")
+    cold = "cold" in doc
+    names = ["topic", "queue", "min", "max", "messages", "commit-log range"]
+    if cold:
+        names += ["cold min", "cold max", "pending"]
+    for name in names:
         table.add_column(name, justify="left" if name in ("topic", "commit-log range") else "right")
     if by_time:
         table.add_column("offset at time", justify="right")
     for q in doc["queues"]:
+        rng = (
+            f"{q['min_commitlog_offset']:,} .. {q['max_commitlog_offset']:,}"
+            if q["min_commitlog_offset"] is not None
+            else "-"
+        )
         row = [
             q["topic"],
             str(q["queue"]),
-            f"{q['min_offset']:,}",
-            f"{q['max_offset']:,}",
+            _num(q["min_offset"]),
+            _num(q["max_offset"]),
             f"{q['messages']:,}",
-            f"{q['min_commitlog_offset']:,} .. {q['max_commitlog_offset']:,}",
+            rng,
         ]
+        if cold:
+            row += [_num(q["cold_min_offset"]), _num(q["cold_max_offset"]), f"{q['pending']:,}"]
         if by_time:
             row.append(f"{q['offset_at_time']:,}")
         table.add_row(*row)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -10,16 +12,29 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mqtier.cli._cold import (
+    Broker,
+    ColdUrl,
+    StorageOptions,
+    broker_name,
+    cold_url,
+    open_cold,
+    report_bill,
+)
 from mqtier.cli._common import (
     JsonOut,
     ReadOnly,
-    StoreDir,
     emit_jsonl,
     handle_errors,
     out_console,
 )
+from mqtier.errors import ColdStoreError, ConfigError
 from mqtier.format.message import MessageRecord
 from mqtier.store.store import Store
+from mqtier.tier.reader import ColdReader
+from mqtier.tier.tiered import ReadPolicy, read_tiered
+
+log = logging.getLogger(__name__)
 
 B64 = Annotated[bool, typer.Option("--b64", help="Always give bodies as body_b64 in --json.")]
 
@@ -56,9 +71,24 @@ def print_messages(msgs: Sequence[MessageRecord], *, json_out: bool, b64: bool) 
     out_console.print(table)
 
 
+Policy = Annotated[
+    ReadPolicy | None,
+    typer.Option(
+        "--policy",
+        help="Which tier serves the read (default not_in_disk with --cold, else disable).",
+        case_sensitive=False,
+    ),
+]
+
+
 @handle_errors
 def read(
-    store: StoreDir = Path("store"),
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", "-s", envvar="MQTIER_STORE", help="Store directory (or $MQTIER_STORE)."
+        ),
+    ] = None,
     topic: Annotated[str, typer.Option("--topic", "-t", help="Topic to read.")] = ...,  # type: ignore[assignment]
     queue: Annotated[int, typer.Option("--queue", "-q", help="Queue id.")] = 0,
     from_offset: Annotated[int, typer.Option("--from", help="First queue offset.")] = 0,
@@ -68,12 +98,44 @@ def read(
     ] = None,
     b64: B64 = False,
     read_only: ReadOnly = False,
+    cold: ColdUrl = None,
+    policy: Policy = None,
+    broker: Broker = None,
+    storage_option: StorageOptions = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Read messages of one queue from an offset, in order.
+    """Read messages of one queue from an offset, in order, from either tier.
+
+    --policy decides which tier serves which offsets when a cold tier is given.
 
     Example: mqtier read --store ./store --topic orders --queue 3 --from 100 --count 10 --json
+
+    Example: mqtier read --cold s3://bucket/prefix --broker broker-a --topic orders --queue 3
     """
-    with Store.open(store, read_only=read_only) as st:
-        msgs = st.read(topic, queue, from_offset, count, tags=tags)
+    cold = cold_url(cold)
+    if policy is not None and policy is not ReadPolicy.DISABLE and cold is None:
+        raise typer.BadParameter("--policy needs a cold tier (--cold, $MQTIER_COLD or config)")
+    if cold is None or policy is ReadPolicy.DISABLE:
+        with Store.open(store or Path("store"), read_only=read_only) as st:
+            msgs = st.read(topic, queue, from_offset, count, tags=tags)
+            print_messages(msgs, json_out=json_out, b64=b64)
+        return
+    cold_store, bill = open_cold(cold, storage_option)
+    with contextlib.ExitStack() as stack:
+        hot: Store | None = None
+        if store is not None:
+            hot = stack.enter_context(Store.open(store, read_only=read_only))
+        name = broker_name(broker, hot.config.broker_name if hot is not None else None)
+        if not name:
+            raise ConfigError("reading the cold tier without --store needs --broker")
+        try:
+            reader: ColdReader | None = ColdReader(cold_store, name)
+        except ColdStoreError as exc:
+            if hot is None:
+                raise
+            log.warning("cold tier unavailable, reading the hot store only: %s", exc)
+            reader = None
+        chosen = policy or ReadPolicy.NOT_IN_DISK
+        msgs = read_tiered(hot, reader, topic, queue, from_offset, count, policy=chosen, tags=tags)
         print_messages(msgs, json_out=json_out, b64=b64)
+    report_bill(bill, json_out=json_out)

@@ -1,0 +1,95 @@
+"""Options and helpers of the commands that talk to the cold tier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from mqtier.backend.metered import RequestBill
+from mqtier.backend.open import open_cold_store
+from mqtier.backend.retrying import RetryingColdStore
+from mqtier.cli._common import note
+from mqtier.settings import Settings, load_settings, merge_options
+
+ColdUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--cold",
+        "--to",
+        envvar="MQTIER_COLD",
+        help="Cold tier root URL: file:///dir, s3://bucket/prefix, ... (or $MQTIER_COLD).",
+    ),
+]
+StorageOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        "-o",
+        help="fsspec storage option key=value (repeatable; dots nest: client_kwargs.region_name=x).",
+    ),
+]
+Broker = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="Broker name in the cold tier (default: the config file's, else the store's own).",
+    ),
+]
+
+
+def _value(text: str) -> Any:
+    """'true', '3', '1.5', 'null' and JSON objects become typed; anything else stays text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--storage-option {pair!r}: expected key=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise typer.BadParameter(f"--storage-option {pair!r}: {p} is not a group")
+        node[leaf] = _value(value)
+    return out
+
+
+# Set by the root command's --config (mqtier/cli/__init__.py); None means "look it up".
+config_path: Path | None = None
+
+
+def settings() -> Settings:
+    return load_settings(config_path)
+
+
+def cold_url(given: str | None) -> str | None:
+    """--cold/--to (or $MQTIER_COLD, which typer already applied), else the config file's."""
+    return given or settings().cold_url
+
+
+def broker_name(given: str | None, store_broker: str | None = None) -> str | None:
+    """--broker, else the config file's cold.broker, else the store's own name."""
+    return given or settings().broker or store_broker
+
+
+def open_cold(url: str, options: list[str] | None) -> tuple[RetryingColdStore, RequestBill]:
+    """The cold store at ``url`` with the config file's storage options under the flags'."""
+    bill = RequestBill()
+    merged = merge_options(settings().storage_options, parse_storage_options(options))
+    return open_cold_store(url, merged, bill=bill), bill
+
+
+def report_bill(bill: RequestBill, *, json_out: bool) -> None:
+    """Text mode: the request bill as one line on stderr (--json puts it in the document)."""
+    if not json_out:
+        note(bill.summary())

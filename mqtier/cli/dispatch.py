@@ -1,0 +1,198 @@
+"""``mqtier dispatch``: tier a store's messages to a cold tier, exactly once per queue offset."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from mqtier.cli._cold import (
+    Broker,
+    ColdUrl,
+    StorageOptions,
+    broker_name,
+    cold_url,
+    open_cold,
+    report_bill,
+)
+from mqtier.cli._common import JsonOut, StoreDir, emit_json, handle_errors, note, parse_size
+from mqtier.errors import ConfigError
+from mqtier.store.store import Store
+from mqtier.tier.dispatch import BatchPolicy, DispatchOptions, DispatchReport, run_dispatch
+
+
+def parse_duration(text: str) -> float:
+    t = text.strip().lower()
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for suffix in ("ms", "s", "m", "h", "d"):
+        if t.endswith(suffix) and t[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(t[: -len(suffix)]) * units[suffix]
+    if t.replace(".", "", 1).isdigit():
+        return float(t)
+    raise typer.BadParameter(f"{text!r} is not a duration (like 30s, 5m, 2h)")
+
+
+@handle_errors
+def dispatch(
+    store: StoreDir = Path("store"),
+    cold: ColdUrl = None,
+    once: Annotated[bool, typer.Option("--once", help="One run, then exit (default).")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep tiering until SIGTERM/SIGINT, then exit.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Tier every pending message, ignoring thresholds.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be tiered; upload nothing.")
+    ] = False,
+    batch_count: Annotated[
+        int, typer.Option("--batch-count", help="Tier a queue once it has this many pending.")
+    ] = 4096,
+    batch_bytes: Annotated[
+        str, typer.Option("--batch-bytes", help="... or this many pending bytes.")
+    ] = "4M",
+    batch_age: Annotated[
+        str, typer.Option("--batch-age", help="... or its oldest pending message is this old.")
+    ] = "60s",
+    max_bytes: Annotated[
+        str | None, typer.Option("--max-bytes", help="Stop a run after this many bytes.")
+    ] = None,
+    max_bytes_per_sec: Annotated[
+        str | None,
+        typer.Option("--max-bytes-per-sec", help="Cap the upload rate, e.g. 50M (bytes/s)."),
+    ] = None,
+    max_requests: Annotated[
+        int | None,
+        typer.Option("--max-requests", help="Stop a run before it sends more requests."),
+    ] = None,
+    max_duration: Annotated[
+        str | None, typer.Option("--max-duration", help="With --follow: stop after this long.")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option("--interval", help="With --follow: pause between runs (5s).")
+    ] = None,
+    object_size: Annotated[
+        str, typer.Option("--object-size", help="Target bytes per uploaded object.")
+    ] = "8M",
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel uploads.")] = 4,
+    broker: Broker = None,
+    storage_option: StorageOptions = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Tier what is ready to the cold tier and commit it (cron-friendly; exit 0 when up to date).
+
+    A queue is ready when its pending messages reach --batch-count, --batch-bytes or
+    --batch-age, whichever comes first; --force tiers everything. The store may be in use by a
+    writer meanwhile: the run tiers what was durable when it started.
+
+    Example: mqtier dispatch --store ./store --to s3://bucket/prefix --once --json
+    """
+    cold = cold_url(cold)
+    if not cold:
+        raise ConfigError("no cold tier: give --to/--cold URL or set MQTIER_COLD")
+    if once and follow:
+        raise typer.BadParameter("--once and --follow exclude each other")
+    if not follow and (max_duration or interval):
+        raise typer.BadParameter("--max-duration and --interval need --follow")
+    if max_requests is not None and max_requests < 4:
+        raise typer.BadParameter("--max-requests must be at least 4 (load, PUT, commit)")
+    opts = DispatchOptions(
+        policy=BatchPolicy(batch_count, parse_size(batch_bytes), parse_duration(batch_age)),
+        force=force,
+        dry_run=dry_run,
+        object_bytes=parse_size(object_size),
+        upload_concurrency=concurrency,
+        max_bytes=parse_size(max_bytes) if max_bytes else None,
+        max_bytes_per_sec=parse_size(max_bytes_per_sec) if max_bytes_per_sec else None,
+        max_requests=max_requests,
+    )
+    cold_store, bill = open_cold(cold, storage_option)
+    if not cold_store.atomic_create:
+        note(
+            f"warning: {cold_store.url} cannot create objects atomically; run only one "
+            "dispatch job per prefix at a time"
+        )
+    stop = threading.Event()
+    if follow:
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            stop.set()  # the current run finishes and commits; then we exit
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    deadline = time.monotonic() + parse_duration(max_duration) if max_duration else None
+    pause = parse_duration(interval or "5s")
+    reports: list[DispatchReport] = []
+    while True:
+        # Read-only: a writer may own the store. Reopened per run to see what it added since.
+        with Store.open(store, read_only=True) as st:
+            name = broker_name(broker, st.config.broker_name)
+            reports.append(run_dispatch(st, cold_store, opts, broker=name))
+        if not follow or stop.is_set():
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        stop.wait(pause)
+        if stop.is_set():
+            break
+    cold_store.close()
+    _print(reports, bill.to_json(), json_out=json_out)
+    report_bill(bill, json_out=json_out)
+
+
+def _print(reports: list[DispatchReport], requests: dict[str, Any], *, json_out: bool) -> None:
+    last = reports[-1]
+    total_msgs = sum(r.messages for r in reports)
+    total_raw = sum(r.raw_bytes for r in reports)
+    total_stored = sum(r.stored_bytes for r in reports)
+    if json_out:
+        # One document for the whole command: counts are totals over every run (--follow
+        # makes several); states (queues, waiting, up_to_date, committed_seq) are the last run's.
+        doc = last.to_json()
+        doc.update(
+            runs=len(reports),
+            committed_seq_before=reports[0].committed_seq_before,
+            messages=total_msgs,
+            raw_bytes=total_raw,
+            stored_bytes=total_stored,
+            queues_tiered=sum(r.queues_tiered for r in reports),
+            objects=sum(r.objects for r in reports),
+            commits=sum(r.commits for r in reports),
+            garbage_deleted=sum(r.garbage_deleted for r in reports),
+            seconds=round(sum(r.seconds for r in reports), 6),
+            compression_ratio=round(total_raw / total_stored, 3) if total_stored else None,
+            requests=requests,
+        )
+        emit_json(doc)
+        return
+    if total_msgs == 0 and not any(r.queues_pending for r in reports):
+        waiting = sum(p.end - p.start for p in last.waiting)
+        if waiting:
+            note(
+                f"nothing ready: {waiting:,} messages in {len(last.waiting)} queues wait for a "
+                "batch threshold (--force tiers them now)"
+            )
+        else:
+            note(f"already up to date (cold catalog at commit {last.committed_seq})")
+        return
+    if reports[0].plans and total_msgs == 0:
+        note(f"dry run: {len(reports[0].plans)} queues would be tiered")
+        for p in reports[0].plans[:20]:
+            note(
+                f"  {p.topic}/{p.queue}: offsets {p.start}..{p.end} ({p.pending_bytes:,} B, {p.reason})"
+            )
+        return
+    ratio = f", {total_raw / total_stored:.1f}x smaller" if total_stored else ""
+    secs = sum(r.seconds for r in reports)
+    note(
+        f"tiered {total_msgs:,} messages ({total_raw / 1e6:.1f} MB{ratio}) from "
+        f"{sum(r.queues_tiered for r in reports)} queues in {sum(r.objects for r in reports)} "
+        f"objects, {sum(r.commits for r in reports)} commits, {secs:.2f}s; "
+        f"cold catalog at commit {last.committed_seq}"
+    )

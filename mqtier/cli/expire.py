@@ -1,0 +1,90 @@
+"""``mqtier expire``: delete cold data older than a TTL (per topic if wanted)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import typer
+
+from mqtier.cli._cold import (
+    ColdUrl,
+    StorageOptions,
+    broker_name,
+    cold_url,
+    open_cold,
+    report_bill,
+)
+from mqtier.cli._common import JsonOut, emit_json, handle_errors, note
+from mqtier.cli.dispatch import parse_duration
+from mqtier.errors import ConfigError
+from mqtier.tier.catalog import load_catalog
+from mqtier.tier.expire import expire as run_expire
+
+
+@handle_errors
+def expire(
+    cold: ColdUrl = None,
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="Delete cold data older than this (e.g. 30d).")
+    ] = None,
+    topic_ttl: Annotated[
+        list[str] | None,
+        typer.Option("--topic-ttl", help="TOPIC=TTL for one topic, e.g. orders=7d (repeatable)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", help="Broker whose cold data expires (or the config file's)."),
+    ] = None,
+    storage_option: StorageOptions = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Delete cold segments whose every message is older than the TTL of its topic.
+
+    A queue loses only its oldest segments, so it never gets a gap. Catalog entries go first,
+    then the objects no committed segment names any more. Topics with neither --ttl nor a
+    --topic-ttl are kept.
+
+    Example: mqtier expire --cold s3://bucket/prefix --broker broker-a --ttl 30d --topic-ttl orders=7d
+    """
+    cold = cold_url(cold)
+    broker = broker_name(broker)
+    if not cold:
+        raise ConfigError("expire needs the cold tier: give --cold URL or set MQTIER_COLD")
+    if not broker:
+        raise ConfigError("expire needs --broker (the cold tier keeps each broker apart)")
+    per_topic: dict[str, int] = {}
+    for item in topic_ttl or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"--topic-ttl {item!r}: expected TOPIC=TTL")
+        per_topic[name] = int(parse_duration(value) * 1000)
+    if ttl is None and not per_topic:
+        raise typer.BadParameter("give --ttl and/or --topic-ttl")
+    cold_store, bill = open_cold(cold, storage_option)
+    state = load_catalog(cold_store, broker)
+    report = run_expire(
+        cold_store,
+        state,
+        default_ttl_ms=int(parse_duration(ttl) * 1000) if ttl else None,
+        topic_ttl_ms=per_topic,
+        dry_run=dry_run,
+        run_id=f"expire-{uuid.uuid4().hex}",
+    )
+    cold_store.close()
+    if json_out:
+        doc = report.to_json()
+        doc["requests"] = bill.to_json()
+        emit_json(doc)
+        return
+    verb = "would expire" if dry_run else "expired"
+    if report.segments:
+        note(
+            f"{verb} {report.messages:,} messages in {len(report.segments)} segments "
+            f"({report.stored_bytes / 1e6:.1f} MB stored)"
+            + ("" if dry_run else f"; deleted {report.objects_deleted} objects")
+        )
+    else:
+        note("nothing has expired")
+    report_bill(bill, json_out=json_out)

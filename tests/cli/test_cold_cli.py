@@ -1,0 +1,141 @@
+"""The cold-tier commands from the command line: exit codes, JSON, config file, no stray writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from mqtier.cli import _cold
+from tests.cli.test_cli import SMALL, run, write_jsonl
+
+
+def tree_digest(root: Path) -> dict[str, object]:
+    """Content hashes of small files; size and mtime of big ones (the 420 MB sparse index)."""
+    out: dict[str, object] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            small = st.st_size < (8 << 20)
+            out[str(p.relative_to(root))] = (
+                hashlib.sha256(p.read_bytes()).hexdigest()
+                if small
+                else (st.st_size, st.st_mtime_ns)
+            )
+    return out
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Path:
+    store = tmp_path / "s"
+    src = write_jsonl(tmp_path / "o.jsonl", 3000)
+    res = run(
+        "ingest", "--store", str(store), "--topic", "orders", "--queues", "4", *SMALL, str(src)
+    )
+    assert res.exit_code == 0, res.output
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _no_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MQTIER_CONFIG", raising=False)
+    monkeypatch.delenv("MQTIER_COLD", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./mqtier.toml unless a test writes one
+    monkeypatch.setattr(_cold, "config_path", None)
+
+
+def url(tmp_path: Path) -> str:
+    return f"file://{tmp_path / 'cold'}"
+
+
+def test_dispatch_json_then_up_to_date(filled: Path, tmp_path: Path) -> None:
+    res = run("dispatch", "--store", str(filled), "--to", url(tmp_path), "--force", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["messages"] == 3000 and doc["commits"] == 1 and doc["committed_seq"] == 1
+    assert doc["requests"]["by_kind"]["create"]["requests"] == 1
+    assert doc["compression_ratio"] > 1
+    again = run("dispatch", "--store", str(filled), "--to", url(tmp_path), "--json")
+    assert again.exit_code == 0
+    doc2 = json.loads(again.stdout)
+    assert doc2["up_to_date"] and doc2["messages"] == 0
+    assert "put" not in doc2["requests"]["by_kind"]
+
+
+def test_dispatch_without_threshold_waits_and_says_so(filled: Path, tmp_path: Path) -> None:
+    res = run("dispatch", "--store", str(filled), "--to", url(tmp_path))
+    assert res.exit_code == 0
+    assert "nothing ready" in res.output and "--force" in res.output
+
+
+def test_dispatch_dry_run_writes_nothing(filled: Path, tmp_path: Path) -> None:
+    before = tree_digest(filled)
+    res = run("dispatch", "--store", str(filled), "--to", url(tmp_path), "--force", "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "cold").exists() or not any((tmp_path / "cold").rglob("*.mqd"))
+    assert tree_digest(filled) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["dispatch", "--store", "{store}"], 2),  # no cold tier
+        (["dispatch", "--store", "{store}", "--to", "file://relative"], 2),
+        (["read", "--cold", "{cold}", "--topic", "orders"], 2),  # no store, no --broker
+        (["expire", "--cold", "{cold}", "--ttl", "1d"], 2),  # no --broker
+        (["expire", "--cold", "{cold}", "--broker", "b"], 2),  # no TTL
+        (["clean", "--store", "{store}"], 2),  # no cold tier
+        (["dispatch", "--store", "{store}", "--to", "{cold}", "--broker", "../x"], 2),
+        (["read", "--cold", "{cold}", "--broker", "nobody", "--topic", "orders"], 3),
+    ],
+)
+def test_bad_invocations_exit_with_their_code(
+    filled: Path, tmp_path: Path, args: list[str], code: int
+) -> None:
+    before = tree_digest(filled)
+    argv = [a.format(store=filled, cold=url(tmp_path)) for a in args]
+    res = run(*argv)
+    assert res.exit_code == code, res.output
+    assert tree_digest(filled) == before
+
+
+def test_read_offsets_clean_expire_round(filled: Path, tmp_path: Path) -> None:
+    assert run("dispatch", "--store", str(filled), "--to", url(tmp_path), "--force").exit_code == 0
+    cold_read = run(
+        "read", "--cold", url(tmp_path), "--broker", "broker-cli", "-t", "orders", "-q", "1",
+        "--from", "0", "-n", "3", "--json",
+    )  # fmt: skip
+    assert cold_read.exit_code == 0, cold_read.output
+    docs = [json.loads(line) for line in cold_read.stdout.splitlines()]
+    hot_read = run("read", "--store", str(filled), "-t", "orders", "-q", "1", "-n", "3", "--json")
+    assert docs == [json.loads(line) for line in hot_read.stdout.splitlines()]
+
+    off = run("offsets", "--store", str(filled), "--cold", url(tmp_path), "--json")
+    assert off.exit_code == 0, off.output
+    queues = json.loads(off.stdout)["queues"]
+    assert all(q["pending"] == 0 and q["cold_max_offset"] == q["max_offset"] for q in queues)
+
+    cl = run("clean", "--store", str(filled), "--cold", url(tmp_path), "--keep", "0s", "--json")
+    assert cl.exit_code == 0, cl.output
+    assert json.loads(cl.stdout)["commitlog_files"]
+
+    ex = run("expire", "--cold", url(tmp_path), "--broker", "broker-cli", "--ttl", "1ms", "--json")
+    assert ex.exit_code == 0, ex.output
+    assert json.loads(ex.stdout)["messages"] == 3000
+
+
+def test_config_file_supplies_the_cold_url(filled: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "mq.toml"
+    cfg.write_text(f'[cold]\nurl = "{url(tmp_path)}"\nbroker = "broker-cli"\n')
+    res = run("--config", str(cfg), "dispatch", "--store", str(filled), "--force", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["messages"] == 3000
+    read = run("--config", str(cfg), "read", "-t", "orders", "-q", "0", "-n", "1", "--json")
+    assert read.exit_code == 0, read.output
+    assert json.loads(read.stdout)["queue_offset"] == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cold\n")
+    res = run("--config", str(bad), "dispatch", "--store", str(filled))
+    assert res.exit_code == 2 and "bad.toml" in res.output
