@@ -337,3 +337,168 @@ def run_threads_for(
     for t in ts:
         t.join()
     return time.perf_counter() - t0
+
+
+# ---- hot-store fill and the cold tier (dispatch.py, cold_read.py) --------------------------
+
+
+def parse_size(text: str) -> int:
+    """``256M``, ``1G``, ``64MiB`` or a plain byte count."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def fill_store(
+    st: Any,
+    topic: str,
+    target_record_bytes: int,
+    pick_queue: Callable[[random.Random], int],
+    *,
+    workload: str = "mixed",
+    seed: int = 1,
+    batch: int = 4096,
+    in_flight: int = 3,
+) -> dict[str, Any]:
+    """Append ``workload`` messages to ``st`` until ``target_record_bytes`` of records are durable.
+
+    Bodies are generated ``batch`` at a time (``make_workload`` with a seed per batch, so no body
+    repeats), each message goes to ``pick_queue(rng)`` (a seeded ``random.Random``), and up to
+    ``in_flight`` ``append_batch_async`` batches are in flight. Waits for the dispatcher at the end.
+    """
+    from collections import deque
+
+    from mqtier.format.message import Message
+
+    rng = random.Random(f"queues-{seed}")
+    pending: deque[Any] = deque()
+    n = body_bytes = record_bytes = submitted = chunk = 0
+    per_queue: dict[int, int] = {}
+
+    def settle() -> None:
+        nonlocal record_bytes
+        for r in pending.popleft().wait():
+            record_bytes += r.size
+            per_queue[r.queue_id] = per_queue.get(r.queue_id, 0) + r.size
+
+    t0 = time.perf_counter()
+    while submitted < target_record_bytes:
+        wl = make_workload(workload, batch, seed=seed * 1_000_003 + chunk)
+        chunk += 1
+        msgs = []
+        for body, key, tag in zip(wl.bodies, wl.keys, wl.tags, strict=True):
+            msgs.append(Message(topic, body, queue_id=pick_queue(rng), keys=(key,), tags=tag))
+            body_bytes += len(body)
+            submitted += len(body) + 200  # a guess of the framing, only to decide when to stop
+            n += 1
+            if submitted >= target_record_bytes:
+                break
+        pending.append(st.append_batch_async(msgs))
+        if len(pending) >= in_flight:
+            settle()
+    while pending:
+        settle()
+    appended = time.perf_counter() - t0
+    st.wait_dispatched()
+    seconds = time.perf_counter() - t0
+    return {
+        "messages": n,
+        "body_bytes": body_bytes,
+        "record_bytes": record_bytes,
+        "append_seconds": appended,
+        "seconds": seconds,
+        "queues_used": len(per_queue),
+        "record_bytes_per_queue": per_queue,
+    }
+
+
+class MotoS3:
+    """A moto S3 server in this process on 127.0.0.1, as machine-facts 4 and the tests run it.
+
+    The client and the server share the GIL and the 2 vCPUs: figures against it describe the
+    test environment, not real S3. Objects over ~5 MiB spill to moto's temporary files
+    (``tempfile.gettempdir()``; the scripts point it at their work directory).
+    """
+
+    def __init__(self) -> None:
+        import logging
+
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        _host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.client = boto3.client(
+            "s3",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+        )
+        self.buckets: list[str] = []
+
+    def storage_options(self) -> dict[str, Any]:
+        return {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+            "skip_instance_cache": True,
+        }
+
+    def bucket(self, name: str) -> str:
+        self.client.create_bucket(Bucket=name)  # not s3fs mkdir: moto rejects its constraint
+        self.buckets.append(name)
+        return name
+
+    def empty(self, bucket: str, prefix: str = "") -> int:
+        """Delete every object under ``prefix``; returns how many."""
+        n = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+                n += len(keys)
+        return n
+
+    def close(self) -> None:
+        try:
+            for b in self.buckets:
+                self.empty(b)
+                self.client.delete_bucket(Bucket=b)
+        finally:
+            self.server.stop()
+
+
+def open_warm_cold(url: str, storage_options: dict[str, Any] | None, bill: Any) -> Any:
+    """``open_cold_store(url, ...)`` metered into ``bill``, after one *unmetered* request.
+
+    s3fs builds its HTTP client on first use; the warm-up keeps that out of timed sections and
+    out of the request bill.
+    """
+    from mqtier.backend.open import open_cold_store
+
+    def warm(store: Any) -> Any:
+        store.exists("warm-up/none")
+        return store
+
+    return open_cold_store(url, storage_options, bill=bill, wrap=warm)
+
+
+def bill_counts(bill: Any) -> dict[str, int]:
+    return {k: bill.count(k) for k in bill.KINDS}
+
+
+def object_payload(nbytes: int, seed: int = 11) -> bytes:
+    """``nbytes`` of mixed-workload JSON text: what a baseline uploads in place of records."""
+    out = bytearray()
+    i = 0
+    while len(out) < nbytes:
+        out += b"".join(make_workload("mixed", 256, seed=seed * 1000 + i).bodies)
+        i += 1
+    return bytes(out[:nbytes])
