@@ -9,7 +9,7 @@ store offers with one request each, which keeps the request bill predictable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -59,6 +59,16 @@ class ColdStore(ABC):
         Raises:
             ColdObjectNotFoundError: no such object.
         """
+
+    def list_incomplete(self, prefix: str) -> Sequence[str]:
+        """Keys of writes under ``prefix`` that were started and never finished.
+
+        A writer killed mid-put leaves these behind where the backend cannot finish or undo the
+        write by itself (a file tier's temporary files); they are not objects, never appear in
+        :meth:`list`, and :meth:`delete` removes them. Object stores that keep no such debris
+        answer with nothing.
+        """
+        return []
 
     def exists(self, key: str) -> bool:
         from mqtier.errors import ColdObjectNotFoundError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mqtier.backend.base import ColdStore, ObjectInfo
@@ -82,6 +82,10 @@ class FaultyColdStore(ColdStore):
     def list(self, prefix: str) -> list[ObjectInfo]:
         self._before_read()
         return self.inner.list(prefix)
+
+    def list_incomplete(self, prefix: str) -> Sequence[str]:
+        self._before_read()
+        return self.inner.list_incomplete(prefix)
 
     def delete(self, keys: Iterable[str]) -> None:
         self._before_write()

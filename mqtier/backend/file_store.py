@@ -11,7 +11,7 @@ import errno
 import os
 import stat
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from mqtier.backend.base import ColdStore, ObjectInfo, check_key
@@ -92,28 +92,41 @@ class FileColdStore(ColdStore):
         finally:
             os.close(fd)
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    def _walk(self, prefix: str, *, temporary: bool) -> Iterator[tuple[str, Path]]:
+        """(key, path) of the objects under ``prefix``, or of the temporary files there."""
         # Walk only the directory the prefix names, not the whole tier.
         head, _, _ = prefix.rpartition("/")
         if head:
             check_key(head)  # no '..', no absolute path: stay inside the root
         base = self.root / head if head else self.root
-        out: list[ObjectInfo] = []
         if not base.is_dir():
-            return out
+            return
         for dirpath, _dirs, files in os.walk(base):
             for name in files:
-                if name.endswith(_TMP_SUFFIX):
+                if name.endswith(_TMP_SUFFIX) != temporary:
                     continue
                 full = Path(dirpath) / name
                 key = full.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    try:
-                        out.append(ObjectInfo(key, full.stat().st_size))
-                    except FileNotFoundError:
-                        continue  # deleted while listing
+                if temporary:
+                    # a temporary file is named after its key: ".{name}.{uuid}.mqtier-tmp"
+                    target = key.rpartition("/")[0] + "/" + name[1:].rsplit(".", 2)[0]
+                    if target.lstrip("/").startswith(prefix):
+                        yield key, full
+                elif key.startswith(prefix):
+                    yield key, full
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        for key, full in self._walk(prefix, temporary=False):
+            try:
+                out.append(ObjectInfo(key, full.stat().st_size))
+            except FileNotFoundError:
+                continue  # deleted while listing
         out.sort(key=lambda o: o.key)
         return out
+
+    def list_incomplete(self, prefix: str) -> Sequence[str]:
+        return sorted(key for key, _ in self._walk(prefix, temporary=True))
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -125,6 +125,9 @@ class MeteredColdStore(ColdStore):
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         return self._timed("list", lambda: self.inner.list(prefix), size_in=_zero)
+
+    def list_incomplete(self, prefix: str) -> Sequence[str]:
+        return self._timed("list", lambda: self.inner.list_incomplete(prefix), size_in=_zero)
 
     def delete(self, keys: Iterable[str]) -> None:
         batch = list(keys)

@@ -13,7 +13,7 @@ import errno
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -139,6 +139,9 @@ class RetryingColdStore(ColdStore):
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         return self._call(f"list {prefix or '/'}", lambda: self.inner.list(prefix))
+
+    def list_incomplete(self, prefix: str) -> Sequence[str]:
+        return self._call(f"list {prefix or '/'}", lambda: self.inner.list_incomplete(prefix))
 
     def delete(self, keys: Iterable[str]) -> None:
         batch = list(keys)

@@ -78,7 +78,11 @@ def dispatch(
         str | None, typer.Option("--interval", help="With --follow: pause between runs (5s).")
     ] = None,
     object_size: Annotated[
-        str, typer.Option("--object-size", help="Target bytes per uploaded object.")
+        str,
+        typer.Option(
+            "--object-size",
+            help="Target compressed bytes per uploaded object (at most 32 MiB of records).",
+        ),
     ] = "8M",
     concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel uploads.")] = 4,
     broker: Broker = None,

@@ -20,9 +20,12 @@ objects alone; the catalog repeats each segment's metadata so readers need no ex
 
 from __future__ import annotations
 
+import functools
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from concurrent.futures import Executor, Future
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -94,8 +97,102 @@ class SourceRecord:
     data: bytes
 
 
+class CompressionMeter:
+    """Raw and compressed bytes of the blocks compressed so far (shared by a run's objects).
+
+    Lets a builder estimate an object's compressed size before its blocks are done. Until a
+    block is done the ratio is 1: an object is never cut later than its raw size says.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.raw = 0
+        self.stored = 0
+
+    def add(self, raw: int, stored: int) -> None:
+        with self._lock:
+            self.raw += raw
+            self.stored += stored
+
+    @property
+    def ratio(self) -> float:
+        return self.raw / self.stored if self.stored else 1.0
+
+
+_compressors = threading.local()
+
+
+def verify_source_records(raw: bytes, phys: Sequence[int], where: str) -> None:
+    """Check every record of a block being built (sizes, shape, body CRC, ``__CRC32#``).
+
+    Raises:
+        CorruptionError: naming the commit-log offset of the first bad record.
+    """
+    pos = 0
+    for phy in phys:
+        try:
+            size = check_record(raw, pos, len(raw), verify_crc=True, path=where)
+        except CorruptionError as exc:
+            raise CorruptionError(f"{where} @ {phy}: {getattr(exc, 'detail', exc)}") from None
+        if size <= 0:
+            raise CorruptionError(f"{where} @ {phy}: no record where the consume queue points")
+        pos += size
+    if pos != len(raw):
+        raise CorruptionError(f"{where} @ {phys[-1]}: record sizes disagree with the units")
+
+
+def _compress(
+    raw: bytes,
+    level: int,
+    meter: CompressionMeter | None,
+    verify: tuple[Sequence[int], str] | None = None,
+) -> tuple[bytes, int]:
+    """One block's zstd frame and its CRC32 (zstd and zlib release the GIL: runs in parallel).
+
+    With ``verify`` (the records' commit-log offsets and where they come from), the records are
+    checked first, so the check runs in parallel too.
+    """
+    if verify is not None:
+        verify_source_records(raw, *verify)
+    cached: dict[int, zstandard.ZstdCompressor] = getattr(_compressors, "by_level", {})
+    _compressors.by_level = cached
+    compressor = cached.get(level)
+    if compressor is None:
+        compressor = cached[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    frame = compressor.compress(raw)
+    if meter is not None:
+        meter.add(len(raw), len(frame))
+    return frame, zlib.crc32(frame)
+
+
+@dataclass(slots=True)
+class _PendingBlock:
+    ulen: int
+    first: int
+    count: int
+    min_ts: int
+    max_ts: int
+    frame: Future[tuple[bytes, int]]
+
+
+@dataclass(slots=True)
+class _OpenSegment:
+    topic: str
+    queue: int
+    first: int
+    cl_min: int
+    count: int = 0
+    cl_max: int = 0
+    blocks: list[_PendingBlock] = field(default_factory=list)
+
+
 class ObjectBuilder:
-    """Builds one data object in memory, segment by segment."""
+    """Builds one data object in memory: records go in queue run by queue run.
+
+    Blocks are compressed as they fill, on ``pool`` when one is given (so compression runs
+    while the caller reads the next records) or right away otherwise. :meth:`finish` waits for
+    them and lays the object out.
+    """
 
     def __init__(
         self,
@@ -105,67 +202,112 @@ class ObjectBuilder:
         *,
         block_bytes: int = DEFAULT_BLOCK_BYTES,
         level: int = 1,
+        pool: Executor | None = None,
+        meter: CompressionMeter | None = None,
+        verify_from: str | None = None,
     ) -> None:
+        """``verify_from`` names where the records come from and has every record checked
+        (CRCs included) as its block is compressed; :meth:`finish` raises CorruptionError."""
         self.key = key
         self.block_bytes = block_bytes
-        self._compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
-        self._parts: list[bytes] = [
-            HEADER.pack(MAGIC_HEAD, FORMAT_VERSION, 0, 0, created_ms, run_id)
-        ]
-        self._pos = HEADER.size
-        self._pending: list[tuple[str, int, list[Block], dict[str, int]]] = []
+        self.level = level
+        self._pool = pool
+        self._meter = meter
+        self._verify_from = verify_from
+        self._run_id = run_id
+        self._created_ms = created_ms
+        self._segs: list[_OpenSegment] = []
+        self._partial: list[SourceRecord] = []
+        self._partial_bytes = 0
+        self._lock = threading.Lock()
+        self._stored_done = 0  # compressed bytes of the blocks done so far
+        self._raw_waiting = 0  # raw bytes of the blocks not compressed yet (and the partial one)
         self.segments: list[Segment] = []
         self.raw_bytes = 0
 
     @property
-    def size(self) -> int:
-        return self._pos
+    def stored_estimate(self) -> int:
+        """The object's compressed size as far as it is known, the rest by the run's ratio."""
+        ratio = self._meter.ratio if self._meter is not None else 1.0
+        with self._lock:
+            return self._stored_done + int(self._raw_waiting / ratio)
 
     def add_segment(self, topic: str, queue: int, records: Sequence[SourceRecord]) -> None:
-        """Append a run of consecutive queue offsets of one queue."""
+        """Append consecutive records of one queue; continues its segment if it is the last one."""
         if not records:
             return
-        blocks: list[Block] = []
-        i = 0
-        while i < len(records):
-            j, size = i, 0
-            while j < len(records) and (j == i or size + len(records[j].data) <= self.block_bytes):
-                size += len(records[j].data)
-                j += 1
-            run = records[i:j]
-            raw = b"".join(r.data for r in run)
-            frame = self._compressor.compress(raw)
-            blocks.append(
-                Block(
-                    self._pos,
-                    len(frame),
-                    len(raw),
-                    run[0].queue_offset,
-                    len(run),
-                    zlib.crc32(frame),
-                    min(r.store_ts for r in run),
-                    max(r.store_ts for r in run),
-                )
+        seg = self._segs[-1] if self._segs else None
+        if seg is None or (seg.topic, seg.queue, seg.first + seg.count) != (
+            topic,
+            queue,
+            records[0].queue_offset,
+        ):
+            self._close_block()
+            seg = _OpenSegment(topic, queue, records[0].queue_offset, records[0].phy)
+            self._segs.append(seg)
+        added = 0
+        for r in records:
+            if self._partial and self._partial_bytes + len(r.data) > self.block_bytes:
+                self._close_block()
+            self._partial.append(r)
+            self._partial_bytes += len(r.data)
+            added += len(r.data)
+        seg.count += len(records)
+        seg.cl_max = records[-1].phy
+        self.raw_bytes += added
+        with self._lock:
+            self._raw_waiting += added
+
+    def _close_block(self) -> None:
+        if not self._partial:
+            return
+        run, self._partial, self._partial_bytes = self._partial, [], 0
+        raw = b"".join(r.data for r in run)
+        verify = None if self._verify_from is None else ([r.phy for r in run], self._verify_from)
+        if self._pool is not None:
+            frame = self._pool.submit(_compress, raw, self.level, self._meter, verify)
+        else:
+            frame = Future()
+            try:
+                frame.set_result(_compress(raw, self.level, self._meter, verify))
+            except CorruptionError as exc:
+                frame.set_exception(exc)
+        frame.add_done_callback(functools.partial(self._block_done, len(raw)))
+        self._segs[-1].blocks.append(
+            _PendingBlock(
+                len(raw),
+                run[0].queue_offset,
+                len(run),
+                min(r.store_ts for r in run),
+                max(r.store_ts for r in run),
+                frame,
             )
-            self._parts.append(frame)
-            self._pos += len(frame)
-            self.raw_bytes += len(raw)
-            i = j
-        stats = {
-            "first": records[0].queue_offset,
-            "count": len(records),
-            "min_ts": min(b.min_ts for b in blocks),
-            "max_ts": max(b.max_ts for b in blocks),
-            "cl_min": records[0].phy,
-            "cl_max": records[-1].phy,
-            "raw_bytes": sum(b.ulen for b in blocks),
-            "stored_bytes": sum(b.clen for b in blocks),
-        }
-        self._pending.append((topic, queue, blocks, stats))
+        )
+
+    def _block_done(self, ulen: int, frame: Future[tuple[bytes, int]]) -> None:
+        if frame.cancelled() or frame.exception() is not None:
+            return
+        with self._lock:
+            self._raw_waiting -= ulen
+            self._stored_done += len(frame.result()[0])
 
     def finish(self) -> bytes:
-        """The object's bytes; :attr:`segments` then describes each segment."""
-        for topic, queue, blocks, stats in self._pending:
+        """The object's bytes (waits for its blocks); :attr:`segments` then describes them."""
+        self._close_block()
+        parts = [HEADER.pack(MAGIC_HEAD, FORMAT_VERSION, 0, 0, self._created_ms, self._run_id)]
+        pos = HEADER.size
+        placed: list[tuple[_OpenSegment, list[Block]]] = []
+        for seg in self._segs:
+            blocks = []
+            for pb in seg.blocks:
+                frame, crc = pb.frame.result()
+                blocks.append(
+                    Block(pos, len(frame), pb.ulen, pb.first, pb.count, crc, pb.min_ts, pb.max_ts)
+                )
+                parts.append(frame)
+                pos += len(frame)
+            placed.append((seg, blocks))
+        for seg, blocks in placed:
             index = b"".join(
                 BLOCK_ENTRY.pack(
                     b.offset, b.clen, b.ulen, b.first, b.count, b.crc, b.min_ts, b.max_ts
@@ -175,16 +317,23 @@ class ObjectBuilder:
             self.segments.append(
                 Segment(
                     object=self.key,
-                    topic=topic,
-                    queue=queue,
-                    index_pos=self._pos,
+                    topic=seg.topic,
+                    queue=seg.queue,
+                    first=seg.first,
+                    count=seg.count,
+                    min_ts=min(b.min_ts for b in blocks),
+                    max_ts=max(b.max_ts for b in blocks),
+                    cl_min=seg.cl_min,
+                    cl_max=seg.cl_max,
+                    raw_bytes=sum(b.ulen for b in blocks),
+                    stored_bytes=sum(b.clen for b in blocks),
+                    index_pos=pos,
                     index_len=len(index),
                     index_crc=zlib.crc32(index),
-                    **stats,
                 )
             )
-            self._parts.append(index)
-            self._pos += len(index)
+            parts.append(index)
+            pos += len(index)
         footer = orjson.dumps(
             {
                 "format": "mqtier-data",
@@ -193,17 +342,34 @@ class ObjectBuilder:
                 "segments": [s.to_json() for s in self.segments],
             }
         )
-        self._parts.append(footer)
-        self._parts.append(TRAILER.pack(self._pos, len(footer), zlib.crc32(footer), MAGIC_TAIL))
-        self._pos += len(footer) + TRAILER.size
-        return b"".join(self._parts)
+        parts.append(footer)
+        parts.append(TRAILER.pack(pos, len(footer), zlib.crc32(footer), MAGIC_TAIL))
+        return b"".join(parts)
 
 
 def parse_block_index(data: bytes, seg: Segment) -> list[Block]:
     where = f"{seg.object} @ {seg.index_pos}"
     if len(data) != seg.index_len or zlib.crc32(data) != seg.index_crc:
         raise CorruptionError(f"{where}: block index of {seg.topic}/{seg.queue} fails its CRC")
-    return [Block(*BLOCK_ENTRY.unpack_from(data, p)) for p in range(0, len(data), BLOCK_ENTRY.size)]
+    blocks = [
+        Block(*BLOCK_ENTRY.unpack_from(data, p)) for p in range(0, len(data), BLOCK_ENTRY.size)
+    ]
+    # The catalog's copy of the segment is not covered by this CRC: hold the two to each other,
+    # so a reader never walks past what the object really holds.
+    expected = seg.first
+    for b in blocks:
+        if b.first != expected or b.count <= 0:
+            raise CorruptionError(
+                f"{where}: block index of {seg.topic}/{seg.queue} has a block at offset "
+                f"{b.first} where {expected} was expected"
+            )
+        expected += b.count
+    if expected != seg.end:
+        raise CorruptionError(
+            f"{where}: block index of {seg.topic}/{seg.queue} ends at offset {expected}, "
+            f"the catalog says {seg.end}"
+        )
+    return blocks
 
 
 def decode_block(frame: bytes, block: Block, object_key: str) -> bytes:
@@ -238,6 +404,33 @@ def block_records(raw: bytes, block: Block, object_key: str) -> Iterator[tuple[i
         pos += size
     if pos != len(raw):
         raise CorruptionError(f"{where}: {len(raw) - pos} stray bytes after the last record")
+
+
+def record_starts(raw: bytes, block: Block, object_key: str) -> list[int]:
+    """Where each record of a decoded block starts, then ``len(raw)``.
+
+    Walks the records' sizes and checks each one's queue offset; no record CRCs. For a block that
+    passed its own CRC32: the records in it were CRC-checked when they were tiered.
+    """
+    where = f"{object_key} @ {block.offset}"
+    starts = []
+    pos = 0
+    limit = len(raw)
+    for i in range(block.count):
+        if pos + L.POS_QUEUE_OFFSET + 8 > limit:
+            raise CorruptionError(f"{where}: record {i} of {block.count} is missing")
+        size = L.INT32.unpack_from(raw, pos)[0]
+        qoff = L.INT64.unpack_from(raw, pos + L.POS_QUEUE_OFFSET)[0]
+        if size <= L.POS_QUEUE_OFFSET + 8 or pos + size > limit or qoff != block.first + i:
+            raise CorruptionError(
+                f"{where}: record {i} (size {size}, queue offset {qoff}) does not fit the block"
+            )
+        starts.append(pos)
+        pos += size
+    if pos != limit:
+        raise CorruptionError(f"{where}: {limit - pos} stray bytes after the last record")
+    starts.append(pos)
+    return starts
 
 
 def parse_trailer(tail: bytes, object_key: str) -> tuple[int, int, int]:

@@ -416,6 +416,15 @@ def decode_record(
             else "no record (zeros or bad magic)"
         )
         raise CorruptRecordError(path, pos, f"expected a message, found {what}")
+    return decode_checked_record(buf, pos, size)
+
+
+def decode_checked_record(buf: Buffer, pos: int, size: int) -> MessageRecord:
+    """Decode a record of ``size`` bytes at ``buf[pos:]`` that was already checked.
+
+    For bytes whose integrity is established otherwise (a cold block that passed its CRC32 and
+    whose records were verified when they were tiered): skips the shape and CRC checks.
+    """
     sysflag = L.INT32.unpack_from(buf, pos + L.POS_SYSFLAG)[0]
     born_v6 = bool(sysflag & L.SYSFLAG_BORNHOST_V6)
     store_v6 = bool(sysflag & L.SYSFLAG_STOREHOST_V6)

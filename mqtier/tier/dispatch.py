@@ -5,14 +5,19 @@ records from the hot store (verifying each one), packs them into data objects, u
 objects in parallel with building the next, and finally creates one commit record naming them.
 The hot store keeps taking appends meanwhile: a run tiers what was durable when it looked.
 
-Packing keeps the PUT count proportional to bytes, not queues: a queue with at least
-``object_bytes`` pending fills objects of its own; the remainders of all other queues share
-objects, each as one contiguous segment.
+Packing keeps the PUT count proportional to bytes, not queues: queues go into one object after
+the other, each as one contiguous segment, and an object is cut when its compressed size
+reaches ``object_bytes`` (or its raw size ``object_raw_limit``). A busy queue, taken first, fills
+objects of its own; the sparse ones share the rest. Blocks are compressed on a thread pool while
+the next records are read, and finished objects upload on another.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -24,8 +29,7 @@ from mqtier.backend.base import ColdStore
 from mqtier.backend.open import bill_of
 from mqtier.errors import CorruptionError, NotFoundError
 from mqtier.format import layout as L
-from mqtier.format.coldobject import ObjectBuilder, Segment, SourceRecord
-from mqtier.format.message import check_record
+from mqtier.format.coldobject import CompressionMeter, ObjectBuilder, Segment, SourceRecord
 from mqtier.store.store import Store
 from mqtier.tier.catalog import (
     CatalogState,
@@ -53,7 +57,10 @@ class DispatchOptions:
     policy: BatchPolicy = BatchPolicy()
     force: bool = False  # tier every pending message, ignoring the thresholds
     dry_run: bool = False
-    object_bytes: int = 8 << 20  # target raw bytes per data object
+    object_bytes: int = 8 << 20  # target compressed bytes per data object
+    object_raw_limit: int = 32 << 20  # and at most this much raw (memory per object in flight)
+    # zstd and CRC32 release the GIL, so blocks compress beside the thread reading the hot store
+    compress_threads: int = field(default_factory=lambda: min(8, max(2, os.cpu_count() or 2)))
     block_bytes: int = 256 << 10
     level: int = 1  # zstd level
     upload_concurrency: int = 4
@@ -188,37 +195,69 @@ def plan_queues(
     return plans
 
 
+class _HotReader:
+    """Copies records out of maps of the commit-log files: no system call per record."""
+
+    def __init__(self, store: Store) -> None:
+        self.log = store.commitlog
+        self.end = self.log.durable_end  # what the run may read: durable when it started
+        self.maps: dict[int, mmap.mmap] = {}
+
+    def read(self, phy: int, size: int) -> bytes:
+        f = self.log.file_for(phy)
+        if phy + size > self.end:
+            raise NotFoundError(f"commit-log offset {phy} is past the durable end {self.end}")
+        mm = self.maps.get(f.base)
+        if mm is None:
+            mm = self.maps[f.base] = self.log.map_file(f)
+        return mm[phy - f.base : phy - f.base + size]
+
+    def close(self) -> None:
+        for mm in self.maps.values():
+            mm.close()
+        self.maps.clear()
+
+
 class _Uploader:
-    """Uploads finished objects on a thread pool while the caller builds the next."""
+    """Finishes and uploads objects on a thread pool while the caller builds the next."""
 
     def __init__(
         self, cold: ColdStore, concurrency: int, bytes_per_sec: float | None = None
     ) -> None:
         self.cold = cold
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="mqtier-put")
-        self.inflight: list[Future[None]] = []
-        self.limit = concurrency * 2
+        self.inflight: list[Future[list[Segment]]] = []
+        self.limit = concurrency + 2  # objects held in memory: uploading, and ready to
         self.bytes_per_sec = bytes_per_sec
         self.sent = 0
         self.started = time.monotonic()
+        self._pace = threading.Lock()
+        self.finished: list[Future[list[Segment]]] = []  # done, in the order they were sealed
 
-    def submit(self, key: str, data: bytes) -> None:
-        # Bound the bytes held in memory; .result() re-raises a failed upload here, early.
+    def submit(self, builder: ObjectBuilder) -> None:
+        # Bound the objects held in memory; .result() re-raises a failed upload here, early.
         while len(self.inflight) >= self.limit:
-            self.inflight.pop(0).result()
+            self.inflight[0].result()
+            self.finished.append(self.inflight.pop(0))
+        self.inflight.append(self.pool.submit(self._upload, builder))
+
+    def _upload(self, builder: ObjectBuilder) -> list[Segment]:
+        data = builder.finish()
         if self.bytes_per_sec:
             # Pace the starts so the average since the run began stays under the cap.
-            due = self.started + self.sent / self.bytes_per_sec
+            with self._pace:
+                due = self.started + self.sent / self.bytes_per_sec
+                self.sent += len(data)
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        self.sent += len(data)
-        self.inflight.append(self.pool.submit(self.cold.put, key, data))
+        self.cold.put(builder.key, data)
+        return builder.segments
 
-    def drain(self) -> None:
-        pending, self.inflight = self.inflight, []
-        for f in pending:
-            f.result()
+    def drain(self) -> list[Segment]:
+        """Wait for every upload; the segments of the objects in the order they were sealed."""
+        done, self.finished, pending, self.inflight = self.finished, [], self.inflight, []
+        return [seg for f in (*done, *pending) for seg in f.result()]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -253,76 +292,77 @@ def run_dispatch(
         return report
     run_id = uuid.uuid4().hex
     uploader = _Uploader(cold, opts.upload_concurrency, opts.max_bytes_per_sec)
+    compressors = ThreadPoolExecutor(opts.compress_threads, thread_name_prefix="mqtier-zstd")
+    meter = CompressionMeter()
     bill = bill_of(cold)
     # Requests the run has sent so far (loading the catalog); the rest are counted as planned.
     loaded = bill.requests - first_requests if bill is not None else state.loaded_requests
-    added: list[Segment] = []
     since_commit = 0
     counter = 0
-    shared: ObjectBuilder | None = None
+    current: ObjectBuilder | None = None
 
-    def new_builder() -> ObjectBuilder:
+    def open_object() -> ObjectBuilder | None:
+        """A new object, or None when --max-requests leaves no room for its PUT and the commit."""
         nonlocal counter
+        if opts.max_requests is not None:
+            planned = loaded + report.objects + report.commits + 1  # + this PUT
+            if planned + 1 > opts.max_requests:  # + the commit's create
+                report.stopped_by = "max_requests"
+                return None
         counter += 1
         key = f"{data_prefix(broker)}{state.seq + 1:020d}/{run_id}-{counter:06d}.mqd"
+        report.objects += 1
         return ObjectBuilder(
             key,
             bytes.fromhex(run_id),
             int(time.time() * 1000),
             block_bytes=opts.block_bytes,
             level=opts.level,
+            pool=compressors,
+            meter=meter,
+            verify_from=str(store.commitlog.directory),
         )
 
-    def seal(builder: ObjectBuilder) -> None:
-        data = builder.finish()
-        uploader.submit(builder.key, data)
-        added.extend(builder.segments)
-        report.objects += 1
-        report.stored_bytes += sum(s.stored_bytes for s in builder.segments)
+    def full(builder: ObjectBuilder) -> bool:
+        return (
+            builder.raw_bytes >= opts.object_raw_limit
+            or builder.stored_estimate >= opts.object_bytes
+        )
+
+    def seal() -> None:
+        nonlocal current
+        if current is not None and current.raw_bytes:
+            uploader.submit(current)
+        current = None
 
     def commit_now() -> None:
-        """Seal the shared object, wait for every upload, then create the commit record."""
-        nonlocal shared, since_commit
-        if shared is not None:
-            seal(shared)
-            shared = None
-        uploader.drain()  # every object is in place before the record names it
+        """Seal the open object, wait for every upload, then create the commit record."""
+        nonlocal since_commit
+        seal()
+        added = uploader.drain()  # every object is in place before the record names it
         if added:
-            commit(cold, state, added=list(added), run_id=run_id)
+            report.stored_bytes += sum(s.stored_bytes for s in added)
+            commit(cold, state, added=added, run_id=run_id)
             report.commits += 1
             report.committed_seq = state.seq
-            added.clear()
         since_commit = 0
 
-    def may_open_object() -> bool:
-        """Under --max-requests: is there room for one more PUT and the final create?"""
-        if opts.max_requests is None:
-            return True
-        planned = loaded + report.objects + (shared is not None) + report.commits + 1
-        return planned + 1 <= opts.max_requests
-
-    def tier_run(plan: QueuePlan, run: list[SourceRecord], run_bytes: int, own: bool) -> bool:
-        """Put a run into an object; False when --max-requests leaves no room for it."""
-        nonlocal shared, since_commit
-        if (own or shared is None) and not may_open_object():
-            report.stopped_by = "max_requests"
-            return False
-        if own:
-            builder = new_builder()
-        else:
-            if shared is None:
-                shared = new_builder()
-            builder = shared
-        builder.add_segment(plan.topic, plan.queue, run)
+    def tier(plan: QueuePlan, run: list[SourceRecord], run_bytes: int) -> bool:
+        """Add a run to the open object; False when --max-requests leaves no room for it."""
+        nonlocal current, since_commit
+        if current is None:
+            current = open_object()
+            if current is None:
+                return False
+        current.add_segment(plan.topic, plan.queue, run)
         since_commit += run_bytes
         report.messages += len(run)
         report.raw_bytes += run_bytes
-        if own or builder.raw_bytes >= opts.object_bytes:
-            seal(builder)
-            if not own:
-                shared = None
         return True
 
+    # Records go to the object in pieces of about a block, so a full object is noticed in time.
+    piece_bytes = max(1, min(opts.block_bytes, opts.object_bytes))
+    hot = _HotReader(store)
     try:
         budget = opts.max_bytes
         for plan in plans:
@@ -336,24 +376,29 @@ def run_dispatch(
                 if budget is not None and budget <= 0:
                     report.stopped_by = "max_bytes"
                     break
-                record = store.commitlog.read(phy, size)
-                where = str(store.commitlog.file_for(phy).path)
-                if check_record(record, 0, size, verify_crc=True, path=where) != size:
+                record = hot.read(phy, size)
+                if L.INT32.unpack_from(record)[0] != size:  # the full check runs with compression
+                    where = store.commitlog.file_for(phy).path
                     raise CorruptionError(f"{where} @ {phy}: record size disagrees with its unit")
                 run.append(SourceRecord(offset, _store_ts(record), phy, record))
                 run_bytes += size
                 offset += 1
                 if budget is not None:
                     budget -= size
-                if run_bytes >= opts.object_bytes:  # a busy queue: an object of its own
-                    if not tier_run(plan, run, run_bytes, own=True):
+                if run_bytes >= piece_bytes:
+                    if not tier(plan, run, run_bytes):
                         run = []
                         break
                     run, run_bytes, tiered_any = [], 0, True
-                    if since_commit >= opts.commit_every_bytes:
-                        commit_now()
-            if run and tier_run(plan, run, run_bytes, own=False):
+                    assert current is not None
+                    if full(current):
+                        seal()
+                        if since_commit >= opts.commit_every_bytes:
+                            commit_now()
+            if run and tier(plan, run, run_bytes):
                 tiered_any = True
+            if current is not None and full(current):
+                seal()
             if tiered_any:
                 report.queues_tiered += 1
             if on_progress is not None:
@@ -364,7 +409,9 @@ def run_dispatch(
                 commit_now()
         commit_now()
     finally:
-        uploader.close()
+        uploader.close()  # before the compressors: an upload in progress waits for its blocks
+        compressors.shutdown(wait=True, cancel_futures=True)
+        hot.close()
     if opts.gc and report.stopped_by != "max_requests":
         report.garbage_deleted = collect_garbage(cold, state)
     report.seconds = time.perf_counter() - t0
@@ -380,13 +427,14 @@ def collect_garbage(cold: ColdStore, state: CatalogState) -> int:
     """
     referenced = state.referenced_objects()
     prefix = data_prefix(state.broker)
-    orphans = []
-    for info in cold.list(prefix):
-        seq_part = info.key[len(prefix) :].split("/", 1)[0]
-        if not seq_part.isdigit() or int(seq_part) > state.seq:
-            continue
-        if info.key not in referenced:
-            orphans.append(info.key)
+
+    def settled(key: str) -> bool:
+        seq_part = key[len(prefix) :].split("/", 1)[0]
+        return seq_part.isdigit() and int(seq_part) <= state.seq
+
+    orphans = [i.key for i in cold.list(prefix) if settled(i.key) and i.key not in referenced]
+    # the same rule for writes killed before they became objects (a file tier's temporary files)
+    orphans += [key for key in cold.list_incomplete(prefix) if settled(key)]
     if orphans:
         log.info("deleting %d uncommitted objects", len(orphans))
         cold.delete(orphans)

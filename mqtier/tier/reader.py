@@ -2,30 +2,42 @@
 
 A read finds the segment holding the queue offset in the catalog, that segment's block index
 (one ranged GET, then cached), and the block (one ranged GET). Every block is checked against
-its CRC32 and every record against its own CRC before anything is returned.
+its CRC32 before anything in it is returned; the records in it were CRC-checked when they were
+tiered, so a read only walks their sizes and queue offsets.
 
 Read-ahead: a reader that consumes a queue in order gets the blocks ahead of it fetched in the
 background. The window (in messages) starts at the reader's batch size, grows by one batch each
-time prefetched data is consumed, and halves when prefetched data is evicted unread. A window
-spanning many blocks is fetched as several concurrent ranged GETs of adjacent blocks.
+time prefetched data is consumed, and halves when prefetched data is evicted unread; it never
+holds more than half the block cache. A new window is fetched when less than half of the current
+one is left ahead of the reader, so GETs grow with the window; a window spanning many blocks is
+fetched as up to ``fetch_concurrency`` concurrent ranged GETs of adjacent blocks, and no round
+asks for less than MIN_FETCH_BYTES of compressed blocks. Blocks are decompressed and checked in
+the fetching threads; the block index of the next segment is loaded before the reader gets there.
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
+import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Self
 
 from mqtier.backend.base import ColdStore
-from mqtier.errors import NotFoundError
-from mqtier.format.coldobject import Block, Segment, block_records, decode_block, parse_block_index
-from mqtier.format.message import MessageRecord, decode_record
-from mqtier.tier.catalog import CatalogState, load_catalog
+from mqtier.errors import CorruptionError, MqtierError, NotFoundError
+from mqtier.format.coldobject import Block, Segment, decode_block, parse_block_index, record_starts
+from mqtier.format.message import MessageRecord, decode_checked_record
+from mqtier.tier.catalog import CatalogState, QueueKey, load_catalog
+
+log = logging.getLogger(__name__)
+
+# A ranged GET costs about as much as moving ~1 MiB (a few ms of latency at 150-400 MB/s), so
+# read-ahead never asks for less than this much compressed data at once.
+MIN_FETCH_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,13 @@ class ColdQueueRange:
 
 
 BlockKey = tuple[str, int]  # (object, block offset)
+
+
+@dataclass(slots=True)
+class _Decoded:
+    raw: bytes
+    starts: list[int]  # where each record starts, then len(raw)
+    unread: bool  # prefetched and not read yet
 
 
 class ColdReader:
@@ -58,8 +77,7 @@ class ColdReader:
         self.cold = cold
         self.state = state or load_catalog(cold, broker)
         self._indexes: dict[tuple[str, int], list[Block]] = {}
-        # Decoded blocks; the flag says "prefetched and not read yet".
-        self._blocks: OrderedDict[BlockKey, tuple[bytes, bool]] = OrderedDict()
+        self._blocks: OrderedDict[BlockKey, _Decoded] = OrderedDict()
         self._cache_bytes = cache_bytes
         self._cached = 0
         self._lock = threading.Lock()
@@ -69,22 +87,33 @@ class ColdReader:
         self._fetch_concurrency = fetch_concurrency
         self._max_fetch_bytes = max_fetch_bytes
         self._max_window = max_window
-        self._window: dict[tuple[str, int], int] = {}
-        self._next: dict[tuple[str, int], int] = {}
-        self.stats = {"gets": 0, "prefetched_blocks": 0, "prefetch_hits": 0, "expired_unread": 0}
+        self._window: dict[QueueKey, int] = {}
+        self._next: dict[QueueKey, int] = {}  # where a sequential reader reads next
+        self._ahead: dict[QueueKey, int] = {}  # read-ahead has been asked for up to here
+        self._planning: set[QueueKey] = set()  # a planner is choosing blocks for these
+        self._index_loads: dict[tuple[str, int], Future[None]] = {}
+        self._closed = False
+        self._thrashed = False  # prefetched data was evicted unread since the last look ahead
+        self.stats = {
+            "gets": 0,
+            "prefetched_blocks": 0,
+            "prefetch_hits": 0,
+            "expired_unread": 0,
+            "prefetch_errors": 0,
+        }
 
     @property
     def window_stats(self) -> dict[str, Any]:
-        return {"windows": dict(self._window_by_name()), **self.stats}
-
-    def _window_by_name(self) -> Iterable[tuple[str, int]]:
-        for (topic, queue), w in self._window.items():
-            yield f"{topic}/{queue}", w
+        windows = {f"{topic}/{queue}": w for (topic, queue), w in self._window.items()}
+        return {"windows": windows, **self.stats}
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop read-ahead and wait for its fetches; reads still work, without read-ahead."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Self:
         return self
@@ -108,33 +137,67 @@ class ColdReader:
             )
         return out
 
+    # -- blocks ----------------------------------------------------------------------------------
+
     def _index(self, seg: Segment) -> list[Block]:
         key = (seg.object, seg.index_pos)
         blocks = self._indexes.get(key)
-        if blocks is None:
-            data = self.cold.get(seg.object, seg.index_pos, seg.index_pos + seg.index_len)
-            blocks = parse_block_index(data, seg)
-            self._indexes[key] = blocks
+        if blocks is not None:
+            return blocks
+        with self._lock:
+            loading = self._index_loads.get(key)
+        if loading is not None:
+            try:
+                loading.result()  # read-ahead is loading it
+            except Exception:  # noqa: BLE001, S110 - loaded again below; its error is the one
+                pass
+            blocks = self._indexes.get(key)
+            if blocks is not None:
+                return blocks
+        return self._load_index(seg)
+
+    def _load_index(self, seg: Segment) -> list[Block]:
+        data = self.cold.get(seg.object, seg.index_pos, seg.index_pos + seg.index_len)
+        blocks = parse_block_index(data, seg)
+        self._indexes[(seg.object, seg.index_pos)] = blocks
         return blocks
 
-    def _store(self, key: BlockKey, raw: bytes, *, prefetched: bool) -> None:
+    def _warm_index(self, seg: Segment) -> None:
+        """Load a segment's block index in the background, before a read reaches it."""
+        key = (seg.object, seg.index_pos)
+        with self._lock:
+            if key in self._indexes or key in self._index_loads:
+                return
+        fut = self._pool_submit(self._index_quietly, seg)
+        with self._lock:
+            if not fut.done():
+                self._index_loads[key] = fut
+        fut.add_done_callback(lambda _f: self._index_loads.pop(key, None))
+
+    def _index_quietly(self, seg: Segment) -> None:
+        try:
+            self._load_index(seg)
+        except MqtierError:
+            self._count("prefetch_errors")  # a read of that segment will report it
+
+    def _store(self, key: BlockKey, block: _Decoded) -> None:
         with self._lock:
             if key in self._blocks:
                 return
-            self._blocks[key] = (raw, prefetched)
-            self._cached += len(raw)
+            self._blocks[key] = block
+            self._cached += len(block.raw)
             while self._cached > self._cache_bytes and len(self._blocks) > 1:
-                _, (old, unread) = self._blocks.popitem(last=False)
-                self._cached -= len(old)
-                if unread:
+                _, old = self._blocks.popitem(last=False)
+                self._cached -= len(old.raw)
+                if old.unread:
                     self.stats["expired_unread"] += 1
-                    self._shrink_windows()
+                    self._thrashed = True
 
-    def _shrink_windows(self) -> None:
-        for k, w in self._window.items():
-            self._window[k] = max(1, w // 2)
+    def _decode(self, frame: bytes, block: Block, obj: str, *, prefetched: bool) -> _Decoded:
+        raw = decode_block(frame, block, obj)
+        return _Decoded(raw, record_starts(raw, block, obj), prefetched)
 
-    def _block(self, seg: Segment, block: Block) -> tuple[bytes, bool]:
+    def _block(self, seg: Segment, block: Block) -> tuple[_Decoded, bool]:
         """The decoded block, and whether it came from read-ahead (first use)."""
         key = (seg.object, block.offset)
         with self._lock:
@@ -147,76 +210,167 @@ class ColdReader:
         with self._lock:
             hit = self._blocks.get(key)
             if hit is not None:
-                raw, unread = hit
-                self._blocks[key] = (raw, False)
+                unread, hit.unread = hit.unread, False
                 self._blocks.move_to_end(key)
                 if unread:
                     self.stats["prefetch_hits"] += 1
-                return raw, unread
+                return hit, unread
         frame = self.cold.get(seg.object, block.offset, block.offset + block.clen)
         self._count("gets")
-        raw = decode_block(frame, block, seg.object)
-        self._store(key, raw, prefetched=False)
-        return raw, False
+        decoded = self._decode(frame, block, seg.object, prefetched=False)
+        self._store(key, decoded)
+        return decoded, False
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[name] += n
+
+    # -- read-ahead ------------------------------------------------------------------------------
 
     def _fetch_run(self, seg: Segment, run: list[Block]) -> None:
-        """Pool thread: one ranged GET for adjacent blocks, each verified and cached."""
+        """Pool thread: one ranged GET for adjacent blocks, each verified, decoded and cached."""
         start = run[0].offset
         data = self.cold.get(seg.object, start, run[-1].offset + run[-1].clen)
         self._count("gets")
-        for b in run:
-            frame = data[b.offset - start : b.offset - start + b.clen]
-            self._store((seg.object, b.offset), decode_block(frame, b, seg.object), prefetched=True)
-            self._count("prefetched_blocks")
+        with memoryview(data) as view:
+            for b in run:
+                frame = bytes(view[b.offset - start : b.offset - start + b.clen])
+                self._store(
+                    (seg.object, b.offset), self._decode(frame, b, seg.object, prefetched=True)
+                )
+        self._count("prefetched_blocks", len(run))
 
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self.stats[name] += 1
+    def _prefetch(
+        self, key: QueueKey, start: int, end: int, *, may_load_index: bool
+    ) -> tuple[int, bool]:
+        """Fetch the blocks holding offsets [start, end) that are neither cached nor on their way.
 
-    def _prefetch(self, key: tuple[str, int], start: int, window: int) -> None:
-        """Fetch the blocks holding offsets [start, start + window) that are not cached."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._fetch_concurrency, "mqtier-readahead")
-        off, end = start, start + window
-        while off < end:
+        Extends the range to at least MIN_FETCH_BYTES of compressed blocks, and stops at half
+        the cache. Returns where the planned range really ends, and False when it stopped at a
+        segment whose block index is not loaded (``may_load_index`` False). Read-ahead is a
+        guess: a failure here (an unreachable or damaged segment the caller has not asked for)
+        is counted and left for a real read of that data to report.
+        """
+        try:
+            return self._plan(key, start, end, may_load_index)
+        except MqtierError as exc:
+            log.debug("read-ahead of %s/%s from %d failed: %s", key[0], key[1], start, exc)
+            self._count("prefetch_errors")
+            return end, True
+
+    def _plan(self, key: QueueKey, start: int, end: int, may_load_index: bool) -> tuple[int, bool]:
+        budget = self._cache_bytes // 2  # decoded bytes: never evict what was just fetched
+        fetched = 0
+        off = start
+        while budget > 0 and (off < end or fetched < MIN_FETCH_BYTES):
             seg = self.state.segment_for(key, off)
             if seg is None:
-                return
+                break  # the end of what is committed
+            if not may_load_index and (seg.object, seg.index_pos) not in self._indexes:
+                return off, False
             blocks = self._index(seg)
-            i = bisect.bisect_right([b.first for b in blocks], off) - 1
-            run: list[Block] = []
-            run_bytes = 0
-            for b in blocks[i:]:
-                if b.first >= end:
+            wanted: list[Block] = []
+            for b in blocks[bisect.bisect_right([b.first for b in blocks], off) - 1 :]:
+                if budget <= 0 or (b.first >= end and fetched >= MIN_FETCH_BYTES):
                     break
+                budget -= b.ulen
+                fetched += b.clen
+                off = b.first + b.count
                 bkey = (seg.object, b.offset)
                 with self._lock:
-                    cached = bkey in self._blocks or bkey in self._inflight
-                if cached or (run and run_bytes + b.clen > self._max_fetch_bytes):
-                    self._submit(seg, run)
-                    run, run_bytes = [], 0
-                if not cached:
-                    run.append(b)
-                    run_bytes += b.clen
-            self._submit(seg, run)
-            off = seg.end
+                    busy = bkey in self._blocks or bkey in self._inflight
+                if not busy:
+                    wanted.append(b)
+            self._submit_runs(seg, wanted)
+            if off < seg.end:
+                # stopped inside this segment by the rules above; the next one comes soon
+                following = self.state.segment_for(key, seg.end)
+                if following is not None:
+                    self._warm_index(following)
+                break
+        return off, True
+
+    def _submit_runs(self, seg: Segment, wanted: list[Block]) -> None:
+        """Cut the wanted blocks into adjacent runs, about one per fetch thread."""
+        if not wanted:
+            return
+        total = sum(b.clen for b in wanted)
+        limit = min(
+            self._max_fetch_bytes, max(MIN_FETCH_BYTES, -(-total // self._fetch_concurrency))
+        )
+        run: list[Block] = []
+        run_bytes = 0
+        for b in wanted:
+            adjacent = bool(run) and run[-1].offset + run[-1].clen == b.offset
+            if run and (not adjacent or run_bytes + b.clen > limit):
+                self._submit(seg, run)
+                run, run_bytes = [], 0
+            run.append(b)
+            run_bytes += b.clen
+        self._submit(seg, run)
+
+    def _pool_submit(self, fn: Callable[..., None], *args: Any) -> Future[None]:
+        with self._lock:
+            if self._closed:  # a planner still running while the reader closes: do nothing
+                skipped: Future[None] = Future()
+                skipped.set_result(None)
+                return skipped
+            if self._pool is None:
+                # one more thread than fetches: a planner never waits for a fetch to finish
+                self._pool = ThreadPoolExecutor(self._fetch_concurrency + 1, "mqtier-readahead")
+            return self._pool.submit(fn, *args)
 
     def _submit(self, seg: Segment, run: list[Block]) -> None:
-        if not run:
-            return
-        assert self._pool is not None
         keys = [(seg.object, b.offset) for b in run]
-        fut = self._pool.submit(self._fetch_run, seg, list(run))
+        fut = self._pool_submit(self._fetch_run, seg, run)
         with self._lock:
-            for k in keys:
-                if not fut.done():
+            if not fut.done():
+                for k in keys:
                     self._inflight[k] = fut
         fut.add_done_callback(functools.partial(self._done, keys))
 
-    def _done(self, keys: list[BlockKey], _fut: Future[None]) -> None:
+    def _done(self, keys: list[BlockKey], fut: Future[None]) -> None:
         with self._lock:
             for k in keys:
                 self._inflight.pop(k, None)
+        if not fut.cancelled() and fut.exception() is not None:
+            self._count("prefetch_errors")
+
+    def _look_ahead(self, key: QueueKey, offset: int, count: int) -> None:
+        """Before a read: if the reader goes on where it stopped, fetch what it will want next."""
+        end = offset + count
+        sequential = self._next.get(key) == offset
+        self._next[key] = end
+        if not sequential:
+            self._ahead.pop(key, None)
+            return
+        window = self._window.setdefault(key, count)
+        if self._thrashed:  # the window outran the cache: halve it, once per read
+            self._thrashed = False
+            window = self._window[key] = max(1, window // 2)
+        with self._lock:
+            ahead = max(self._ahead.get(key, end), end)
+            if key in self._planning or ahead - end >= window // 2:
+                return  # enough is on its way
+        planned, done = self._prefetch(key, ahead, end + window, may_load_index=False)
+        with self._lock:
+            self._ahead[key] = max(planned, end + window) if not done else planned
+            if not done:
+                self._planning.add(key)
+        if not done:
+            # the rest needs a segment's block index: load it off the reader's path
+            self._pool_submit(self._plan_in_background, key, planned, end + window)
+
+    def _plan_in_background(self, key: QueueKey, start: int, end: int) -> None:
+        try:
+            planned, _ = self._prefetch(key, start, end, may_load_index=True)
+        finally:
+            with self._lock:
+                self._planning.discard(key)
+        with self._lock:
+            self._ahead[key] = max(self._ahead.get(key, planned), planned)
+
+    # -- reads -----------------------------------------------------------------------------------
 
     def read(
         self,
@@ -231,7 +385,8 @@ class ColdReader:
 
         Raises:
             NotFoundError: the queue has nothing in the cold tier.
-            CorruptionError: a block or record fails its checksum (object and offset named).
+            CorruptionError: a block fails its checksum or does not hold what the catalog
+                says (object and offset named).
         """
         key = (topic, queue_id)
         if key not in self.state.queues:
@@ -240,29 +395,29 @@ class ColdReader:
         out: list[MessageRecord] = []
         off = max(offset, self.state.queues[key][0].first)
         end = offset + count
+        if self._read_ahead and not self._closed:
+            self._look_ahead(key, offset, count)
         while off < end:
             seg = self.state.segment_for(key, off)
             if seg is None:
                 break
             blocks = self._index(seg)
-            i = bisect.bisect_right([b.first for b in blocks], off) - 1
-            block = blocks[i]
-            raw, from_read_ahead = self._block(seg, block)
-            if from_read_ahead:
-                w = self._window.get(key, count)
-                self._window[key] = min(self._max_window, w + count)  # it paid off: grow
-            for qoff, _pos, rec in block_records(raw, block, seg.object):
-                if qoff < off:
-                    continue
-                if qoff >= end:
-                    break
-                msg = decode_record(rec, 0, verify_crc=False, path=seg.object)
+            block = blocks[bisect.bisect_right([b.first for b in blocks], off) - 1]
+            if not block.first <= off < block.first + block.count:
+                # parse_block_index holds the index to the catalog, so this is a bug, not data
+                raise CorruptionError(
+                    f"{seg.object}: no block of {topic}/{queue_id} holds offset {off}"
+                )
+            decoded, from_read_ahead = self._block(seg, block)
+            if from_read_ahead:  # it paid off: grow, up to what half the cache holds
+                fits = int(self._cache_bytes // 2 * seg.count / max(1, seg.raw_bytes))
+                w = self._window.get(key, count) + count
+                self._window[key] = max(1, min(w, self._max_window, fits))
+            starts = decoded.starts
+            stop = min(end, block.first + block.count)
+            for i in range(off - block.first, stop - block.first):
+                msg = decode_checked_record(decoded.raw, starts[i], starts[i + 1] - starts[i])
                 if wanted is None or msg.tags in wanted:
                     out.append(msg)
-            off = block.first + block.count
-        if self._read_ahead and out:
-            sequential = self._next.get(key) == offset
-            self._next[key] = end
-            if sequential:
-                self._prefetch(key, end, self._window.setdefault(key, count))
+            off = stop
         return out

@@ -547,3 +547,22 @@ def test_s3_keys_live_under_the_url_prefix(
         assert whole.atomic_create is True
     finally:
         whole.close()
+
+
+def test_incomplete_writes_are_listed_apart_and_deletable(cold: ColdStore, cold_kind: str) -> None:
+    cold.put("data/1/a", b"1")
+    if cold_kind not in FILE_KINDS:
+        assert cold.list_incomplete("") == []  # nothing half-written survives a put here
+        return
+    assert isinstance(cold, FileColdStore)
+    half = cold.root / "data" / "1" / f".b.{uuid.uuid4().hex}.mqtier-tmp"
+    half.write_bytes(b"half")
+    key = half.relative_to(cold.root).as_posix()
+    assert cold.list_incomplete("data/") == [key]
+    assert cold.list_incomplete("data/1/b") == [key]  # matched by the key it was writing
+    assert cold.list_incomplete("data/1/a") == []
+    assert cold.list_incomplete("other/") == []
+    assert cold.list("") == [ObjectInfo("data/1/a", 1)]
+    cold.delete([key])
+    assert not half.exists()
+    assert cold.get("data/1/a") == b"1"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mqtier import Store
 from mqtier.backend.base import ColdStore
+from mqtier.backend.metered import RequestBill
+from mqtier.backend.open import open_cold_store
 from mqtier.errors import NotFoundError
+from mqtier.format.coldobject import parse_block_index
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean
 from mqtier.tier.dispatch import DispatchOptions, run_dispatch
@@ -93,3 +98,48 @@ def test_read_ahead_window_halves_when_prefetched_data_expires(hot: Store, cold:
         assert reader.window_stats["windows"]["orders/0"] < 8 * 20
     finally:
         reader.close()
+
+
+def test_read_ahead_fetches_each_block_once_in_few_large_gets(hot: Store, tmp_path: Path) -> None:
+    fill(hot, 3000, queues=1, size=2000)
+    bill = RequestBill()
+    cold = open_cold_store(f"file://{tmp_path / 'metered'}", bill=bill)
+    run_dispatch(
+        hot, cold, DispatchOptions(force=True, block_bytes=16 << 10, object_bytes=128 << 10)
+    )
+    state = load_catalog(cold, BROKER)
+    segments = state.queues[("orders", 0)]
+    blocks = sum(
+        len(parse_block_index(cold.get(s.object, s.index_pos, s.index_pos + s.index_len), s))
+        for s in segments
+    )
+    stored = sum(s.stored_bytes for s in segments)
+    bill = RequestBill()
+    cold = open_cold_store(f"file://{tmp_path / 'metered'}", bill=bill)
+    with ColdReader(cold, BROKER, state=state) as reader:
+        off = 0
+        while batch := reader.read("orders", 0, off, 16):
+            assert [m.queue_offset for m in batch] == list(range(off, off + len(batch)))
+            off += len(batch)
+        stats = reader.window_stats
+    assert off == 3000
+    assert len(segments) > 1 and blocks > 8 * len(segments)
+    index_bytes = sum(s.index_len for s in segments)
+    # every block fetched exactly once, by read-ahead after the first reads
+    assert bill.kinds["get"].bytes_in == stored + index_bytes
+    assert bill.count("get") <= len(segments) * 2 + 4 < blocks
+    assert stats["prefetch_hits"] > blocks // 2
+    assert stats["prefetch_errors"] == 0
+
+
+def test_close_stops_read_ahead_and_reads_still_work(hot: Store, cold: ColdStore) -> None:
+    fill(hot, 600, queues=1, size=2000)
+    run_dispatch(hot, cold, DispatchOptions(force=True, block_bytes=8 << 10))
+    reader = ColdReader(cold, BROKER)
+    assert len(reader.read("orders", 0, 0, 8)) == 8
+    assert len(reader.read("orders", 0, 8, 8)) == 8  # sequential: read-ahead starts
+    reader.close()
+    gets = reader.stats["gets"]
+    assert [m.queue_offset for m in reader.read("orders", 0, 16, 100)] == list(range(16, 116))
+    assert reader._pool is None  # nothing restarted it
+    assert reader.stats["gets"] >= gets

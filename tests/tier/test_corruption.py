@@ -150,12 +150,6 @@ def test_deleted_object_fails_by_name(tiered: tuple[ColdStore, Ledger, Path]) ->
     assert info.value.exit_code == 3  # ColdObjectNotFoundError
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mqtier/tier/reader.py:ColdReader.read: a segment whose catalog count disagrees "
-    "with its object's block index (commit records carry no checksum) makes read() loop "
-    "forever: after the object's last block `off` stops advancing",
-)
 def test_commit_record_disagreeing_with_its_object_is_detected(
     tiered: tuple[ColdStore, Ledger, Path],
 ) -> None:
@@ -193,13 +187,6 @@ def test_commit_record_disagreeing_with_its_object_is_detected(
     assert isinstance(outcome[0], CorruptionError), outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CorruptionError,
-    reason="mqtier/tier/reader.py:ColdReader._prefetch: read() loads the *next* segment's block "
-    "index synchronously for read-ahead, so a damaged (or unreachable) segment the caller did "
-    "not ask for fails a read of intact data",
-)
 def test_read_ahead_does_not_fail_a_read_of_intact_data(
     hot: Store, file_url: str, open_cold: Callable[..., ColdStore]
 ) -> None:

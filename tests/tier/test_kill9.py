@@ -121,12 +121,6 @@ def test_sigkill_during_tiering_leaves_an_exact_cold_tier(seed: int, tmp_path: P
         assert run_dispatch(st, cold, DispatchOptions(force=True)).queues_pending == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mqtier/backend/file_store.py:FileColdStore._write_tmp + tier/dispatch.py:"
-    "collect_garbage: the temporary file of a put killed before its rename stays in the cold "
-    "directory forever (list() hides it, so no collection ever sees it)",
-)
 def test_temporary_file_of_a_killed_upload_is_collected(tmp_path: Path) -> None:
     ledger = Ledger()
     rng = random.Random(42)
