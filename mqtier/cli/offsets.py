@@ -29,12 +29,23 @@ from mqtier.cli._common import (
 from mqtier.errors import ConfigError
 from mqtier.store.store import Store
 from mqtier.tier.catalog import load_catalog
+from mqtier.tier.reader import ColdReader
+from mqtier.tier.tiered import offset_by_time_tiered
 
 
 def _cold_columns(
-    doc: dict[str, Any], cold: str, broker: str | None, options: list[str] | None
+    doc: dict[str, Any],
+    cold: str,
+    broker: str | None,
+    options: list[str] | None,
+    *,
+    store: Store | None = None,
+    at_ms: int | None = None,
 ) -> RequestBill:
-    """Add the cold tier's committed range and the pending count to every queue of ``doc``."""
+    """Add the cold tier's committed range and the pending count to every queue of ``doc``.
+
+    With ``at_ms``, also each queue's first offset stored at or after it, over both tiers.
+    """
     cold_store, bill = open_cold(cold, options)
     name = broker_name(broker, doc.get("broker"))
     if not name:
@@ -66,6 +77,12 @@ def _cold_columns(
                 "pending": 0,
             }
         )
+    if at_ms is not None:
+        with ColdReader(cold_store, name, state=state, read_ahead=False) as reader:
+            for q in doc["queues"]:
+                q["offset_at_time"] = offset_by_time_tiered(
+                    store, reader, q["topic"], q["queue"], at_ms
+                )
     cold_store.close()
     return bill
 
@@ -98,26 +115,22 @@ def offsets(
 
     Example: mqtier offsets --store ./store --json
 
-    Example: mqtier offsets --store ./store --cold s3://bucket/prefix
+    Example: mqtier offsets --store ./store --cold s3://bucket/prefix --at 2026-11-01T00:00
     """
     at_ms = parse_time(at) if at else None
     cold = cold_url(cold)
     if store is None and cold is not None:
         doc: dict[str, Any] = {"store": None, "broker": broker, "queues": [], "topic_filter": topic}
-        bill = _cold_columns(doc, cold, broker, storage_option)
+        bill = _cold_columns(doc, cold, broker, storage_option, at_ms=at_ms)
         doc.pop("topic_filter")
         doc["requests"] = bill.to_json()
-        _show(doc, {}, json_out=json_out)
+        _show(doc, json_out=json_out)
         report_bill(bill, json_out=json_out)
         return
     store = store or Path("store")
     with Store.open(store, read_only=read_only) as st:
         rows = [q for q in st.offsets() if topic is None or q.topic == topic]
-        by_time = {
-            (q.topic, q.queue_id): st.offset_by_time(q.topic, q.queue_id, at_ms)
-            for q in rows
-            if at_ms is not None
-        }
+        hot_at = at_ms if cold is None else None  # with a cold tier both tiers answer, below
         doc = {
             "store": str(store),
             "broker": st.config.broker_name,
@@ -137,15 +150,23 @@ def offsets(
                     "messages": q.max_offset - q.min_offset,
                     "min_commitlog_offset": q.min_phy,
                     "max_commitlog_offset": q.max_phy,
-                    **({"offset_at_time": by_time[(q.topic, q.queue_id)]} if by_time else {}),
+                    **(
+                        {"offset_at_time": st.offset_by_time(q.topic, q.queue_id, hot_at)}
+                        if hot_at is not None
+                        else {}
+                    ),
                 }
                 for q in rows
             ],
         }
-    cold_bill = _cold_columns(doc, cold, broker, storage_option) if cold else None
+        cold_bill = (
+            _cold_columns(doc, cold, broker, storage_option, store=st, at_ms=at_ms)
+            if cold
+            else None
+        )
     if cold_bill is not None:
         doc["requests"] = cold_bill.to_json()
-    _show(doc, by_time, json_out=json_out)
+    _show(doc, json_out=json_out)
     if cold_bill is not None:
         report_bill(cold_bill, json_out=json_out)
 
@@ -154,7 +175,7 @@ def _num(v: int | None) -> str:
     return "-" if v is None else f"{v:,}"
 
 
-def _show(doc: dict[str, Any], by_time: dict[Any, int], *, json_out: bool) -> None:
+def _show(doc: dict[str, Any], *, json_out: bool) -> None:
     if json_out:
         emit_json(doc)
         return
@@ -169,7 +190,8 @@ def _show(doc: dict[str, Any], by_time: dict[Any, int], *, json_out: bool) -> No
         names += ["cold min", "cold max", "pending"]
     for name in names:
         table.add_column(name, justify="left" if name in ("topic", "commit-log range") else "right")
-    if by_time:
+    at_time = any("offset_at_time" in q for q in doc["queues"])
+    if at_time:
         table.add_column("offset at time", justify="right")
     for q in doc["queues"]:
         rng = (
@@ -187,7 +209,7 @@ def _show(doc: dict[str, Any], by_time: dict[Any, int], *, json_out: bool) -> No
         ]
         if cold:
             row += [_num(q["cold_min_offset"]), _num(q["cold_max_offset"]), f"{q['pending']:,}"]
-        if by_time:
+        if at_time:
             row.append(f"{q['offset_at_time']:,}")
         table.add_row(*row)
     out_console.print(table)

@@ -481,6 +481,14 @@ def record_size(
     return header + body_len + topic_len_size + topic_len + 2 + props_len
 
 
+def record_store_ts(buf: Buffer, pos: int = 0) -> int:
+    """STORETIMESTAMP of the record at ``buf[pos:]`` (after the born host, v4 or v6)."""
+    sysflag = L.INT32.unpack_from(buf, pos + L.POS_SYSFLAG)[0]
+    born_len = 20 if sysflag & L.SYSFLAG_BORNHOST_V6 else 8
+    ts: int = L.INT64.unpack_from(buf, pos + 48 + born_len)[0]
+    return ts
+
+
 def dispatch_fields(buf: Buffer, pos: int) -> tuple[str, int, int, int, int, int, dict[str, str]]:
     """What the dispatcher needs from a validated record, without copying the body.
 

@@ -30,6 +30,7 @@ from mqtier.backend.open import bill_of
 from mqtier.errors import CorruptionError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.coldobject import CompressionMeter, ObjectBuilder, Segment, SourceRecord
+from mqtier.format.message import record_store_ts
 from mqtier.store.store import Store
 from mqtier.tier.catalog import (
     CatalogState,
@@ -137,13 +138,6 @@ class DispatchReport:
         }
 
 
-def _store_ts(record: bytes) -> int:
-    sysflag = L.INT32.unpack_from(record, L.POS_SYSFLAG)[0]
-    born_len = 20 if sysflag & L.SYSFLAG_BORNHOST_V6 else 8
-    ts: int = L.INT64.unpack_from(record, 48 + born_len)[0]
-    return ts
-
-
 def plan_queues(
     store: Store,
     state: CatalogState,
@@ -180,7 +174,7 @@ def plan_queues(
             reason = "bytes"
         else:
             phy, size, _ = units[0]
-            first_ts = _store_ts(store.commitlog.read(phy, min(size, 80)))
+            first_ts = record_store_ts(store.commitlog.read(phy, min(size, 80)))
             if now_ms - first_ts < opts.policy.max_age_s * 1000:
                 if waiting is not None:
                     waiting.append(
@@ -380,7 +374,7 @@ def run_dispatch(
                 if L.INT32.unpack_from(record)[0] != size:  # the full check runs with compression
                     where = store.commitlog.file_for(phy).path
                     raise CorruptionError(f"{where} @ {phy}: record size disagrees with its unit")
-                run.append(SourceRecord(offset, _store_ts(record), phy, record))
+                run.append(SourceRecord(offset, record_store_ts(record), phy, record))
                 run_bytes += size
                 offset += 1
                 if budget is not None:

@@ -30,7 +30,7 @@ from typing import Any, Self
 from mqtier.backend.base import ColdStore
 from mqtier.errors import CorruptionError, MqtierError, NotFoundError
 from mqtier.format.coldobject import Block, Segment, decode_block, parse_block_index, record_starts
-from mqtier.format.message import MessageRecord, decode_checked_record
+from mqtier.format.message import MessageRecord, decode_checked_record, record_store_ts
 from mqtier.tier.catalog import CatalogState, QueueKey, load_catalog
 
 log = logging.getLogger(__name__)
@@ -371,6 +371,33 @@ class ColdReader:
             self._ahead[key] = max(self._ahead.get(key, planned), planned)
 
     # -- reads -----------------------------------------------------------------------------------
+
+    def offset_by_time(self, topic: str, queue_id: int, ts_ms: int) -> int:
+        """The first committed offset of a queue stored at or after ``ts_ms``.
+
+        One past the last committed offset when every cold message is older. Costs at most one
+        block-index GET and one block GET: segments and blocks carry their time ranges.
+
+        Raises:
+            NotFoundError: the queue has nothing in the cold tier.
+        """
+        key = (topic, queue_id)
+        segs = self.state.queues.get(key)
+        if not segs:
+            raise NotFoundError(f"{topic}/{queue_id} has nothing in the cold tier")
+        seg = next((s for s in segs if s.max_ts >= ts_ms), None)
+        if seg is None:
+            return segs[-1].end
+        blocks = self._index(seg)
+        block = next(b for b in blocks if b.max_ts >= ts_ms)  # the segment's max is a block's
+        decoded, _ = self._block(seg, block)
+        for i in range(block.count):
+            pos = decoded.starts[i]
+            if record_store_ts(decoded.raw, pos) >= ts_ms:
+                return block.first + i
+        raise CorruptionError(
+            f"{seg.object} @ {block.offset}: no record reaches the block's max store time"
+        )
 
     def read(
         self,

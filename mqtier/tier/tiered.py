@@ -86,3 +86,29 @@ def read_tiered(
     if offset < end and hot_first is not None:
         out.extend(store.read(topic, queue_id, offset, end - offset, tags=tag_list))
     return out
+
+
+def offset_by_time_tiered(
+    store: Store | None, cold: ColdReader | None, topic: str, queue_id: int, ts_ms: int
+) -> int:
+    """The first offset of a queue stored at or after ``ts_ms``, looking at both tiers.
+
+    The cold tier holds a queue's oldest messages, so it answers first; when all it has is older,
+    the hot store answers (its messages come after the cold ones). One past the newest message
+    when every message is older.
+
+    Raises:
+        NotFoundError: neither tier has the queue.
+    """
+    key = (topic, queue_id)
+    hot_has = store is not None and _hot_first(store, topic, queue_id) is not None
+    if cold is not None and cold.state.queues.get(key):
+        found = cold.offset_by_time(topic, queue_id, ts_ms)
+        cold_end = cold.state.next_offset(key)
+        if found != cold_end or not hot_has:
+            return found
+        assert store is not None
+        return max(found, store.offset_by_time(topic, queue_id, ts_ms))
+    if store is None or not hot_has:
+        raise NotFoundError(f"topic {topic!r} queue {queue_id} is in neither tier")
+    return store.offset_by_time(topic, queue_id, ts_ms)

@@ -116,6 +116,19 @@ def test_read_offsets_clean_expire_round(filled: Path, tmp_path: Path) -> None:
     assert off.exit_code == 0, off.output
     queues = json.loads(off.stdout)["queues"]
     assert all(q["pending"] == 0 and q["cold_max_offset"] == q["max_offset"] for q in queues)
+    # --at over both tiers, and over the cold tier alone: the same answers
+    at = run(
+        "offsets", "--store", str(filled), "--cold", url(tmp_path), "--at", "2000-01-01", "--json"
+    )
+    assert at.exit_code == 0, at.output
+    assert all(q["offset_at_time"] == 0 for q in json.loads(at.stdout)["queues"])
+    cold_at = run(
+        "offsets", "--cold", url(tmp_path), "--broker", "broker-cli", "--at", "2999-01-01", "--json"
+    )
+    assert cold_at.exit_code == 0, cold_at.output
+    assert all(
+        q["offset_at_time"] == q["cold_max_offset"] for q in json.loads(cold_at.stdout)["queues"]
+    )
 
     cl = run("clean", "--store", str(filled), "--cold", url(tmp_path), "--keep", "0s", "--json")
     assert cl.exit_code == 0, cl.output

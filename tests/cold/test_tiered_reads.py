@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean
 from mqtier.tier.dispatch import DispatchOptions, run_dispatch
 from mqtier.tier.reader import ColdReader
-from mqtier.tier.tiered import ReadPolicy, read_tiered
+from mqtier.tier.tiered import ReadPolicy, offset_by_time_tiered, read_tiered
 from tests.cold.conftest import BROKER, fill
 
 
@@ -143,3 +144,36 @@ def test_close_stops_read_ahead_and_reads_still_work(hot: Store, cold: ColdStore
     assert [m.queue_offset for m in reader.read("orders", 0, 16, 100)] == list(range(16, 116))
     assert reader._pool is None  # nothing restarted it
     assert reader.stats["gets"] >= gets
+
+
+def _ts_of_first(st: Store, reader: ColdReader | None, offset: int) -> int:
+    msgs = read_tiered(st, reader, "orders", 0, offset, 1)
+    assert [m.queue_offset for m in msgs] == [offset]
+    return msgs[0].store_ts
+
+
+def test_offset_by_time_across_tiers(hot: Store, cold: ColdStore) -> None:
+    # Three rounds a few ms apart, each 100 messages in queue 0: cold and cleaned, cold, hot only.
+    for rnd in range(3):
+        if rnd:
+            time.sleep(0.02)
+        fill(hot, 300, start=300 * rnd)
+        if rnd == 1:
+            run_dispatch(hot, cold, DispatchOptions(force=True, block_bytes=2 << 10))
+            clean(hot, load_catalog(cold, BROKER), keep_ms=0)
+    reader = ColdReader(cold, BROKER)
+    assert hot.offsets()[0].min_offset > 0  # the oldest part is in the cold tier only
+    starts = [_ts_of_first(hot, reader, off) for off in (0, 100, 200)]
+    assert starts[0] < starts[1] < starts[2]
+    for want, ts in zip((0, 100, 200), starts, strict=True):
+        assert offset_by_time_tiered(hot, reader, "orders", 0, ts) == want
+        assert offset_by_time_tiered(hot, reader, "orders", 0, ts - 1) <= want
+    assert offset_by_time_tiered(hot, reader, "orders", 0, 0) == 0
+    assert offset_by_time_tiered(hot, reader, "orders", 0, starts[2] + 10**9) == 300  # all older
+    # each tier alone
+    assert reader.offset_by_time("orders", 0, starts[1]) == 100
+    assert reader.offset_by_time("orders", 0, starts[2]) == 200  # one past the cold end
+    assert offset_by_time_tiered(None, reader, "orders", 0, starts[2]) == 200
+    assert offset_by_time_tiered(hot, None, "orders", 0, starts[2]) == 200
+    with pytest.raises(NotFoundError):
+        offset_by_time_tiered(hot, reader, "orders", 7, 0)
