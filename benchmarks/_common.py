@@ -527,3 +527,46 @@ def object_payload(nbytes: int, seed: int = 11) -> bytes:
         )
         i += 1
     return bytes(out[:nbytes])
+
+
+# ---- shared set-up of the cold-tier benchmarks ------------------------------------------------
+
+
+def size_args(
+    doc: str | None,
+    quick_help: str,
+    full_bytes: int,
+    quick_bytes: int,
+    *extra: tuple[str, dict[str, Any]],
+) -> tuple[Any, int, int]:
+    """Parse ``--quick --repeats --size`` (and ``extra`` options): (args, target bytes, repeats)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
+    ap.add_argument("--size", default=None, help="record bytes to fill")
+    for flag, kwargs in extra:
+        ap.add_argument(flag, **kwargs)
+    args = ap.parse_args()
+    target = parse_size(args.size) if args.size else (quick_bytes if args.quick else full_bytes)
+    return args, target, args.repeats or (1 if args.quick else 3)
+
+
+def bench_store(path: Path, broker: str, file_bytes: int, topic: str, queues: int) -> Any:
+    """A new hot store named ``broker`` with one topic of ``queues`` queues."""
+    from mqtier.store.config import StoreConfig
+    from mqtier.store.store import Store
+
+    st = Store.open(
+        path, create=True, config=StoreConfig(commitlog_file_bytes=file_bytes, broker_name=broker)
+    )
+    st.create_topic(topic, queues)
+    return st
+
+
+def fill_line(fill: dict[str, Any]) -> str:
+    return (
+        f"fill: {fill['messages']:,} msgs, {fill['record_bytes'] / 2**20:,.1f} MiB of records "
+        f"({mb(fill['body_bytes']):,.1f} MB of bodies) in {fill['seconds']:.1f} s"
+    )

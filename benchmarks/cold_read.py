@@ -38,7 +38,6 @@ moves the raw byte count uncompressed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -160,20 +159,15 @@ def get_cell(url: str, opts: Any, keys: list[str], threads: int, total: int) -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="32 MiB instead of 256 MiB")
-    ap.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
-    ap.add_argument("--size", default=None, help="record bytes to fill (default 256M / 32M)")
-    ap.add_argument("--batch", type=int, default=32, help="messages per read call (default 32)")
-    args = ap.parse_args()
-    target_bytes = (
-        C.parse_size(args.size) if args.size else (QUICK_BYTES if args.quick else FULL_BYTES)
+    args, target_bytes, repeats = C.size_args(
+        __doc__,
+        "32 MiB instead of 256 MiB",
+        FULL_BYTES,
+        QUICK_BYTES,
+        ("--batch", {"type": int, "default": 32, "help": "messages per read call (default 32)"}),
     )
-    repeats = args.repeats or (1 if args.quick else 3)
 
     from mqtier.backend.metered import RequestBill
-    from mqtier.store.config import StoreConfig
-    from mqtier.store.store import Store
     from mqtier.tier.dispatch import DispatchOptions, run_dispatch
 
     info = C.machine_info()
@@ -191,21 +185,11 @@ def main() -> None:
     try:
         moto = C.MotoS3()
         moto.bucket(BUCKET)
-        st = Store.open(
-            work / "store",
-            create=True,
-            config=StoreConfig(commitlog_file_bytes=FILE_BYTES, broker_name=BROKER),
-        )
+        st = C.bench_store(work / "store", BROKER, FILE_BYTES, TOPIC, 1)
         try:
-            st.create_topic(TOPIC, 1)
             fill = C.fill_store(st, TOPIC, target_bytes, lambda _rng: QUEUE, seed=2)
             fill.pop("record_bytes_per_queue")
-            print(
-                f"fill: {fill['messages']:,} msgs, {fill['record_bytes'] / 2**20:,.1f} MiB of "
-                f"records ({C.mb(fill['body_bytes']):,.1f} MB of bodies) in "
-                f"{fill['seconds']:.1f} s",
-                flush=True,
-            )
+            print(C.fill_line(fill), flush=True)
             for kind in TARGETS:
                 url, opts = location(kind, moto, work, "tier")
                 bill = RequestBill()

@@ -42,7 +42,6 @@ is what the dispatcher reads and tiers, not body bytes alone as in ingest.py.
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import sys
@@ -177,15 +176,10 @@ def baseline_cell(
 def make_sparse_store(root: Path) -> Any:
     """1,000 queues x 10 messages of 200 B (JSON text), all durable and dispatched."""
     from mqtier.format.message import Message
-    from mqtier.store.config import StoreConfig
-    from mqtier.store.store import Store
 
     rng = random.Random("sparse")
     filler = C._filler(rng, 4096)
-    st = Store.open(
-        root, create=True, config=StoreConfig(commitlog_file_bytes=FILE_BYTES, broker_name=BROKER)
-    )
-    st.create_topic(TOPIC, QUEUES)
+    st = C.bench_store(root, BROKER, FILE_BYTES, TOPIC, QUEUES)
     msgs = [
         Message(
             TOPIC,
@@ -230,18 +224,9 @@ def verdict(ok: bool) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="~64 MiB instead of ~1 GiB")
-    ap.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
-    ap.add_argument("--size", default=None, help="record bytes to fill (default 1G / 64M)")
-    args = ap.parse_args()
-    target_bytes = (
-        C.parse_size(args.size) if args.size else (QUICK_BYTES if args.quick else FULL_BYTES)
+    _args, target_bytes, repeats = C.size_args(
+        __doc__, "~64 MiB instead of ~1 GiB", FULL_BYTES, QUICK_BYTES
     )
-    repeats = args.repeats or (1 if args.quick else 3)
-
-    from mqtier.store.config import StoreConfig
-    from mqtier.store.store import Store
 
     info = C.machine_info()
     print(
@@ -260,12 +245,7 @@ def main() -> None:
         targets = {k: Target(k, moto, work) for k in TARGETS}
 
         pick, hot = skewed_picker()
-        st = Store.open(
-            work / "store",
-            create=True,
-            config=StoreConfig(commitlog_file_bytes=FILE_BYTES, broker_name=BROKER),
-        )
-        st.create_topic(TOPIC, QUEUES)
+        st = C.bench_store(work / "store", BROKER, FILE_BYTES, TOPIC, QUEUES)
         fill = C.fill_store(st, TOPIC, target_bytes, pick, workload="mixed", seed=1)
         per_queue = fill.pop("record_bytes_per_queue")
         hot_bytes = sum(per_queue.get(q, 0) for q in hot)
@@ -275,9 +255,7 @@ def main() -> None:
             [per_queue.get(q, 0) for q in range(QUEUES) if q not in set(hot)]
         )
         print(
-            f"fill: {fill['messages']:,} msgs, {fill['record_bytes'] / 2**20:,.1f} MiB of records "
-            f"({C.mb(fill['body_bytes']):,.1f} MB of bodies) in {fill['seconds']:.1f} s; "
-            f"{fill['queues_used']} queues used, the 100 hot ones hold "
+            f"{C.fill_line(fill)}; {fill['queues_used']} queues used, the 100 hot ones hold "
             f"{fill['hot_queue_share']:.1%} of the bytes",
             flush=True,
         )

@@ -19,6 +19,7 @@ A, B and C use the same messages and the CLI's batching rule (1024 messages or 1
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sqlite3
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,14 +177,9 @@ def mqtier_cmd() -> list[str]:
 
 
 def write_jsonl(wl: C.Workload, path: Path) -> None:
-    try:
-        import orjson
+    import orjson
 
-        dumps = orjson.dumps
-    except ImportError:  # pragma: no cover - orjson is an mqtier dependency
-
-        def dumps(doc: object) -> bytes:
-            return json.dumps(doc, separators=(",", ":")).encode()
+    dumps = orjson.dumps
 
     with open(path, "wb") as f:
         f.writelines(
@@ -480,11 +477,12 @@ def main() -> None:
         minimal_runs: list[dict[str, Any]] = []
         for rep in range(repeats):
             for name, (wl, jsonl) in loads.items():
-                for cell, fn in (
-                    ("A", lambda wl=wl: run_plain_file(wl, workdir)),
-                    ("B", lambda wl=wl: run_sqlite(wl, workdir)),
-                    ("C", lambda wl=wl, jsonl=jsonl: run_cli(wl, jsonl, one, workdir)),
-                ):
+                cells_of: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
+                    ("A", functools.partial(run_plain_file, wl, workdir)),
+                    ("B", functools.partial(run_sqlite, wl, workdir)),
+                    ("C", functools.partial(run_cli, wl, jsonl, one, workdir)),
+                )
+                for cell, fn in cells_of:
                     if cell in skip:
                         continue
                     r = fn()

@@ -24,6 +24,7 @@ drop worked.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,12 +211,13 @@ def one_repeat(target: int, file_bytes: int, rep: int) -> dict[str, Any]:
         )
         snap = work / "snap"
         snapshot(root, snap)
-        for variant, prepare, cold in (
+        variants: tuple[tuple[str, Callable[[], None] | None, bool], ...] = (
             ("crash, warm", None, False),
-            ("crash, cold", lambda: restore(root, snap), True),
-            ("rebuild, cold", lambda: make_rebuild_state(root), True),
-            ("rebuild, warm", lambda: make_rebuild_state(root), False),
-        ):
+            ("crash, cold", functools.partial(restore, root, snap), True),
+            ("rebuild, cold", functools.partial(make_rebuild_state, root), True),
+            ("rebuild, warm", functools.partial(make_rebuild_state, root), False),
+        )
+        for variant, prepare, cold in variants:
             if prepare is not None:
                 prepare()
             r = timed_open(root, cold=cold)
@@ -282,7 +285,7 @@ def main() -> None:
         rows.append(
             [
                 v,
-                m["cache"],
+                str(m["cache"]),
                 f"{m['open_s']:.2f}",
                 f"{m['scanned_bytes'] / 2**20:,.0f}",
                 f"{m['scan_mb_per_s']:.0f}",

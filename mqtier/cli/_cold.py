@@ -11,7 +11,8 @@ import typer
 from mqtier.backend.metered import RequestBill
 from mqtier.backend.open import open_cold_store
 from mqtier.backend.retrying import RetryingColdStore
-from mqtier.cli._common import note
+from mqtier.cli._common import emit_json, note
+from mqtier.errors import ConfigError
 from mqtier.settings import Settings, load_settings, merge_options
 
 ColdUrl = Annotated[
@@ -77,6 +78,17 @@ def cold_url(given: str | None) -> str | None:
     return given or settings().cold_url
 
 
+def require_cold_url(given: str | None, command: str) -> str:
+    """:func:`cold_url`, or a one-line error naming the command that needs it."""
+    url = cold_url(given)
+    if not url:
+        raise ConfigError(
+            f"{command} needs the cold tier: give --cold/--to URL, set MQTIER_COLD or [cold] url "
+            "in mqtier.toml"
+        )
+    return url
+
+
 def broker_name(given: str | None, store_broker: str | None = None) -> str | None:
     """--broker, else the config file's cold.broker, else the store's own name."""
     return given or settings().broker or store_broker
@@ -87,6 +99,12 @@ def open_cold(url: str, options: list[str] | None) -> tuple[RetryingColdStore, R
     bill = RequestBill()
     merged = merge_options(settings().storage_options, parse_storage_options(options))
     return open_cold_store(url, merged, bill=bill), bill
+
+
+def emit_with_bill(doc: dict[str, Any], bill: RequestBill) -> None:
+    """A command's --json document, with its request bill under ``requests``."""
+    doc["requests"] = bill.to_json()
+    emit_json(doc)
 
 
 def report_bill(bill: RequestBill, *, json_out: bool) -> None:

@@ -12,11 +12,12 @@ from mqtier.cli._cold import (
     ColdUrl,
     StorageOptions,
     broker_name,
-    cold_url,
+    emit_with_bill,
     open_cold,
     report_bill,
+    require_cold_url,
 )
-from mqtier.cli._common import JsonOut, StoreDir, emit_json, handle_errors, note
+from mqtier.cli._common import JsonOut, StoreDir, handle_errors, note
 from mqtier.cli.dispatch import parse_duration
 from mqtier.errors import ConfigError
 from mqtier.store.store import Store
@@ -43,10 +44,7 @@ def clean(
 
     Example: mqtier clean --store ./store --cold s3://bucket/prefix --keep 72h --dry-run
     """
-    cold = cold_url(cold)
-    if not cold:
-        raise ConfigError("clean needs the cold tier: give --cold URL or set MQTIER_COLD")
-    cold_store, bill = open_cold(cold, storage_option)
+    cold_store, bill = open_cold(require_cold_url(cold, "clean"), storage_option)
     with Store.open(store, read_only=dry_run) as st:
         if not dry_run and st.read_only:
             raise ConfigError(f"{store}: cannot clean a store that another process has open")
@@ -56,9 +54,7 @@ def clean(
         report = run_clean(st, state, keep_ms=int(parse_duration(keep) * 1000), dry_run=dry_run)
     cold_store.close()
     if json_out:
-        doc = report.to_json()
-        doc["requests"] = bill.to_json()
-        emit_json(doc)
+        emit_with_bill(report.to_json(), bill)
         return
     verb = "would delete" if dry_run else "deleted"
     if report.files:

@@ -16,12 +16,11 @@ from mqtier.cli._cold import (
     ColdUrl,
     StorageOptions,
     broker_name,
-    cold_url,
     open_cold,
     report_bill,
+    require_cold_url,
 )
 from mqtier.cli._common import JsonOut, StoreDir, emit_json, handle_errors, note, parse_size
-from mqtier.errors import ConfigError
 from mqtier.store.store import Store
 from mqtier.tier.dispatch import BatchPolicy, DispatchOptions, DispatchReport, run_dispatch
 
@@ -97,9 +96,7 @@ def dispatch(
 
     Example: mqtier dispatch --store ./store --to s3://bucket/prefix --once --json
     """
-    cold = cold_url(cold)
-    if not cold:
-        raise ConfigError("no cold tier: give --to/--cold URL or set MQTIER_COLD")
+    cold = require_cold_url(cold, "dispatch")
     if once and follow:
         raise typer.BadParameter("--once and --follow exclude each other")
     if not follow and (max_duration or interval):

@@ -11,11 +11,12 @@ from mqtier.cli._cold import (
     ColdUrl,
     StorageOptions,
     broker_name,
-    cold_url,
+    emit_with_bill,
     open_cold,
     report_bill,
+    require_cold_url,
 )
-from mqtier.cli._common import JsonOut, emit_json, handle_errors, note
+from mqtier.cli._common import JsonOut, handle_errors, note
 from mqtier.cli.dispatch import parse_duration
 from mqtier.errors import ConfigError
 from mqtier.tier.catalog import load_catalog
@@ -48,10 +49,8 @@ def expire(
 
     Example: mqtier expire --cold s3://bucket/prefix --broker broker-a --ttl 30d --topic-ttl orders=7d
     """
-    cold = cold_url(cold)
+    cold = require_cold_url(cold, "expire")
     broker = broker_name(broker)
-    if not cold:
-        raise ConfigError("expire needs the cold tier: give --cold URL or set MQTIER_COLD")
     if not broker:
         raise ConfigError("expire needs --broker (the cold tier keeps each broker apart)")
     per_topic: dict[str, int] = {}
@@ -74,9 +73,7 @@ def expire(
     )
     cold_store.close()
     if json_out:
-        doc = report.to_json()
-        doc["requests"] = bill.to_json()
-        emit_json(doc)
+        emit_with_bill(report.to_json(), bill)
         return
     verb = "would expire" if dry_run else "expired"
     if report.segments:

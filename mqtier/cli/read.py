@@ -32,7 +32,7 @@ from mqtier.errors import ColdStoreError, ConfigError
 from mqtier.format.message import MessageRecord
 from mqtier.store.store import Store
 from mqtier.tier.reader import ColdReader
-from mqtier.tier.tiered import ReadPolicy, read_tiered
+from mqtier.tier.tiered import ReadPolicy, iter_tiered
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +129,19 @@ def read(
         if not name:
             raise ConfigError("reading the cold tier without --store needs --broker")
         try:
-            reader: ColdReader | None = ColdReader(cold_store, name)
+            reader: ColdReader | None = stack.enter_context(ColdReader(cold_store, name))
         except ColdStoreError as exc:
             if hot is None:
                 raise
             log.warning("cold tier unavailable, reading the hot store only: %s", exc)
             reader = None
         chosen = policy or ReadPolicy.NOT_IN_DISK
-        msgs = read_tiered(hot, reader, topic, queue, from_offset, count, policy=chosen, tags=tags)
-        print_messages(msgs, json_out=json_out, b64=b64)
+        batches = iter_tiered(
+            hot, reader, topic, queue, from_offset, count, policy=chosen, tags=tags
+        )
+        if json_out:  # stream: a long read prints as it goes, in bounded memory
+            for msgs in batches:
+                print_messages(msgs, json_out=True, b64=b64)
+        else:
+            print_messages([m for msgs in batches for m in msgs], json_out=False, b64=b64)
     report_bill(bill, json_out=json_out)

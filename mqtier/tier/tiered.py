@@ -17,7 +17,7 @@ hot store answers instead, as RocketMQ falls back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 
 from mqtier.errors import ColdStoreError, CorruptionError, NotFoundError
@@ -112,3 +112,62 @@ def offset_by_time_tiered(
     if store is None or not hot_has:
         raise NotFoundError(f"topic {topic!r} queue {queue_id} is in neither tier")
     return store.offset_by_time(topic, queue_id, ts_ms)
+
+
+READ_BATCH = 256  # messages per read while iterating: read-ahead sees a sequential reader
+
+
+def _hot_range(store: Store, topic: str, queue_id: int) -> tuple[int, int] | None:
+    for qo in store.offsets():
+        if qo.topic == topic and qo.queue_id == queue_id:
+            return qo.min_offset, qo.max_offset
+    return None
+
+
+def iter_tiered(
+    store: Store | None,
+    cold: ColdReader | None,
+    topic: str,
+    queue_id: int,
+    offset: int,
+    count: int,
+    *,
+    policy: ReadPolicy = ReadPolicy.NOT_IN_DISK,
+    tags: Iterable[str] | None = None,
+    batch: int = READ_BATCH,
+) -> Iterator[list[MessageRecord]]:
+    """:func:`read_tiered` of ``count`` queue entries from ``offset``, in batches.
+
+    For long reads: memory stays bounded, output can stream, and the cold reader sees
+    sequential reads, so its read-ahead works. As with one read, offsets below the first one
+    either tier has start there, and ``count`` bounds the entries examined (with tags, the
+    messages returned may be fewer).
+
+    Raises:
+        NotFoundError: neither tier (of those the policy allows) has the queue.
+    """
+    key = (topic, queue_id)
+    use_hot = store is not None and (cold is None or policy is not ReadPolicy.FORCE)
+    use_cold = cold is not None and policy is not ReadPolicy.DISABLE
+    firsts, ends = [], []
+    if use_hot:
+        assert store is not None
+        hot = _hot_range(store, topic, queue_id)
+        if hot is not None:
+            firsts.append(hot[0])
+            ends.append(hot[1])
+    if use_cold:
+        assert cold is not None
+        first, end = cold.state.first_offset(key), cold.state.next_offset(key)
+        if first is not None and end is not None:
+            firsts.append(first)
+            ends.append(end)
+    if not firsts:
+        raise NotFoundError(f"topic {topic!r} queue {queue_id} is in neither tier")
+    off = max(offset, min(firsts))
+    stop = min(off + count, max(ends))
+    tag_list = list(tags) if tags else None
+    while off < stop:
+        n = min(batch, stop - off)
+        yield read_tiered(store, cold, topic, queue_id, off, n, policy=policy, tags=tag_list)
+        off += n

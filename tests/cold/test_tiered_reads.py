@@ -17,7 +17,7 @@ from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean
 from mqtier.tier.dispatch import DispatchOptions, run_dispatch
 from mqtier.tier.reader import ColdReader
-from mqtier.tier.tiered import ReadPolicy, offset_by_time_tiered, read_tiered
+from mqtier.tier.tiered import ReadPolicy, iter_tiered, offset_by_time_tiered, read_tiered
 from tests.cold.conftest import BROKER, fill
 
 
@@ -177,3 +177,39 @@ def test_offset_by_time_across_tiers(hot: Store, cold: ColdStore) -> None:
     assert offset_by_time_tiered(hot, None, "orders", 0, starts[2]) == 200
     with pytest.raises(NotFoundError):
         offset_by_time_tiered(hot, reader, "orders", 7, 0)
+
+
+@pytest.mark.parametrize("policy", list(ReadPolicy))
+def test_iterating_in_batches_reads_what_one_read_does(
+    tiered: Store, cold: ColdStore, policy: ReadPolicy
+) -> None:
+    reader = ColdReader(cold, BROKER)
+    for offset, count, tags in [(0, 400, None), (0, 10**6, None), (350, 7, ["even"]), (5, 0, None)]:
+        if policy is ReadPolicy.DISABLE:
+            offset = max(offset, tiered.offsets()[0].min_offset)  # the hot store alone
+        want = read_tiered(tiered, reader, "orders", 0, offset, count, policy=policy, tags=tags)
+        if policy is ReadPolicy.FORCE:  # the cold tier alone: the batches stop at its end
+            want = [m for m in want if m.queue_offset < 300]
+        batches = list(
+            iter_tiered(
+                tiered, reader, "orders", 0, offset, count, policy=policy, tags=tags, batch=16
+            )
+        )
+        got = [m.queue_offset for b in batches for m in b]
+        assert got == [m.queue_offset for m in want], (policy, offset, count)
+        assert all(len(b) <= 16 for b in batches)
+    with pytest.raises(NotFoundError):
+        list(iter_tiered(tiered, reader, "orders", 9, 0, 10))
+
+
+def test_a_long_cold_read_streams_with_read_ahead(
+    hot: Store, cold: ColdStore, bill: RequestBill
+) -> None:
+    fill(hot, 3000, queues=1, size=2000)
+    run_dispatch(hot, cold, DispatchOptions(force=True, block_bytes=8 << 10))
+    gets = bill.count("get")
+    with ColdReader(cold, BROKER) as reader:
+        batches = iter_tiered(None, reader, "orders", 0, 0, 10**9, policy=ReadPolicy.FORCE)
+        assert [m.queue_offset for b in batches for m in b] == list(range(3000))
+        assert reader.stats["prefetch_hits"] > 0
+    assert bill.count("get") - gets < 3000 * 2000 // (8 << 10) // 4  # far fewer GETs than blocks
