@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("ingest.py", "recover.py")
+BENCHMARKS = ("ingest.py", "recover.py", "dispatch.py", "cold_read.py")
 
 
 def main() -> int:

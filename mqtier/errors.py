@@ -119,3 +119,9 @@ class CommitConflictError(MqtierError):
     """Another tiering job committed to the same cold prefix first; this run committed nothing."""
 
     exit_code = 5
+
+
+class ColdHistoryMismatchError(MqtierError):
+    """The cold tier's messages of a queue are not this store's (two stores, one broker name?)."""
+
+    exit_code = 15

@@ -27,10 +27,11 @@ from typing import Any
 
 from mqtier.backend.base import ColdStore
 from mqtier.backend.open import bill_of
-from mqtier.errors import CorruptionError, NotFoundError
+from mqtier.errors import ColdHistoryMismatchError, CorruptionError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.coldobject import CompressionMeter, ObjectBuilder, Segment, SourceRecord
 from mqtier.format.message import record_store_ts
+from mqtier.store.consumequeue import ConsumeQueue
 from mqtier.store.store import Store
 from mqtier.tier.catalog import (
     CatalogState,
@@ -138,6 +139,39 @@ class DispatchReport:
         }
 
 
+def check_same_history(
+    state: CatalogState, key: QueueKey, cq: ConsumeQueue, hot_min: int, hot_max: int
+) -> None:
+    """Refuse a cold tier whose messages of this queue are not this store's.
+
+    Two stores that tier under one broker name would otherwise mix silently: the cold tier's
+    next offset would count as "already tiered" for the other store's messages. The hot store
+    must reach the cold tier's end, and where it still holds the last cold message, that
+    message must sit at the commit-log offset the cold tier recorded for it.
+
+    Raises:
+        ColdHistoryMismatchError: naming the queue and what disagrees.
+    """
+    segs = state.queues.get(key)
+    cold_next = state.next_offset(key)
+    if cold_next is None:
+        return
+    name = f"{key[0]}/{key[1]}"
+    hint = f"is another store tiering as broker {state.broker!r}?"
+    if cold_next > hot_max:
+        raise ColdHistoryMismatchError(
+            f"{name}: the cold tier holds offsets up to {cold_next - 1} but this store's queue "
+            f"ends at {hot_max - 1}; {hint}"
+        )
+    if segs and hot_min < cold_next:
+        phy = cq.unit(cold_next - 1)[0]
+        if phy != segs[-1].cl_max:
+            raise ColdHistoryMismatchError(
+                f"{name}: offset {cold_next - 1} is at commit-log offset {phy} here but at "
+                f"{segs[-1].cl_max} in the cold tier; {hint}"
+            )
+
+
 def plan_queues(
     store: Store,
     state: CatalogState,
@@ -160,10 +194,12 @@ def plan_queues(
                 f"store starts at {qo.min_offset}; offsets in between were deleted before they "
                 "were tiered"
             )
-        if start >= qo.max_offset:
-            continue
         cq = store.consume_queue(qo.topic, qo.queue_id)
         assert cq is not None
+        if cold_next is not None:
+            check_same_history(state, key, cq, qo.min_offset, qo.max_offset)
+        if start >= qo.max_offset:
+            continue
         units = cq.units(start, qo.max_offset - start)
         pending_bytes = sum(size for _, size, _ in units)
         if opts.force:

@@ -22,7 +22,7 @@ from mqtier.backend.base import ColdStore, ObjectInfo
 from mqtier.backend.metered import RequestBill
 from mqtier.backend.open import open_cold_store
 from mqtier.backend.retrying import RetryingColdStore
-from mqtier.errors import CommitConflictError
+from mqtier.errors import ColdHistoryMismatchError, CommitConflictError
 from mqtier.tier import dispatch as dispatch_mod
 from mqtier.tier.catalog import (
     SNAPSHOT_EVERY,
@@ -495,3 +495,37 @@ def test_two_stores_under_one_broker_name(
     mixed = Ledger()
     mixed.queues[(TOPIC, 0)] = ledgers[0].queues[(TOPIC, 0)] + ledgers[1].queues[(TOPIC, 0)][100:]
     assert_cold_equals(cold, mixed)
+
+
+# -- 7. two stores under one broker name ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("other_size", [80, 200], ids=["shorter", "longer"])
+def test_a_second_store_under_the_same_broker_name_is_refused(
+    hot: Store, tmp_path: Path, memory_url: str, open_cold: Opener, other_size: int
+) -> None:
+    ledger = Ledger()
+    rng = random.Random(21)
+    append(hot, ledger, make_messages(rng, 120, queues=1))
+    cold = open_cold(memory_url)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    before = load_catalog(cold, BROKER)
+    objects = data_objects(cold)
+    # Another store, same broker name: its queue 0 holds other messages at the same offsets.
+    with Store.open(tmp_path / "other", create=True, config=CONFIG) as other:
+        other.create_topic(TOPIC, 4)
+        other.append_batch(make_messages(random.Random(99), other_size, queues=1))
+        other.wait_dispatched()
+        with pytest.raises(ColdHistoryMismatchError) as info:
+            run_dispatch(other, cold, DispatchOptions(force=True))
+    assert info.value.exit_code == 15
+    assert f"{TOPIC}/0" in str(info.value) and repr(BROKER) in str(info.value)
+    # nothing of the other store went in, nothing of the first store's tiering changed
+    after = load_catalog(cold, BROKER)
+    assert after.seq == before.seq and after.queues == before.queues
+    assert data_objects(cold) == objects
+    assert_cold_equals(cold, ledger)
+    # the first store goes on as before
+    append(hot, ledger, make_messages(rng, 30, queues=1))
+    assert run_dispatch(hot, cold, DispatchOptions(force=True)).messages == 30
+    assert_cold_equals(cold, ledger)
