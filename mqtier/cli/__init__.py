@@ -10,6 +10,7 @@ import typer
 from mqtier.cli import (
     _cold,
     clean,
+    compact,
     dispatch,
     expire,
     ingest,
@@ -36,6 +37,7 @@ app.command("recover")(recover.recover)
 app.command("dispatch")(dispatch.dispatch)
 app.command("clean")(clean.clean)
 app.command("expire")(expire.expire)
+app.command("compact")(compact.compact)
 
 query_app = typer.Typer(
     no_args_is_help=True, help="Look messages up by key, message id or UNIQ_KEY."

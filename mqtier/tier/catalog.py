@@ -204,18 +204,38 @@ def _load_snapshot(cold: ColdStore, state: CatalogState, seq: int) -> None:
         state.floors[(f["topic"], int(f["queue"]))] = int(f["next"])
 
 
-def check_contiguous(state: CatalogState, added: Iterable[Segment]) -> None:
-    """Refuse segments that would leave a gap or overlap in a queue's committed offsets."""
-    ends: dict[QueueKey, int | None] = {}
-    for seg in sorted(added, key=lambda s: (s.topic, s.queue, s.first)):
-        key = (seg.topic, seg.queue)
-        expected = ends.get(key, state.next_offset(key))
-        if expected is not None and seg.first != expected:
+def check_contiguous(
+    state: CatalogState, added: Iterable[Segment], removed: Iterable[Segment] = ()
+) -> None:
+    """Refuse a change that would leave a gap or overlap in a queue's committed offsets.
+
+    Segments may be added at a queue's end (tiering), removed from its start (expiry), or a run
+    of them replaced by segments holding the same offsets (compaction); a queue's end never
+    moves back.
+    """
+    added, removed = list(added), list(removed)
+    for key in sorted({(s.topic, s.queue) for s in [*added, *removed]}):
+        before = state.queues.get(key, [])
+        gone = {(s.object, s.first) for s in removed if (s.topic, s.queue) == key}
+        if len(gone) != sum(1 for s in before if (s.object, s.first) in gone):
+            raise CorruptionError(f"{key[0]}/{key[1]}: removes a segment it does not have")
+        after = [s for s in before if (s.object, s.first) not in gone]
+        after += [s for s in added if (s.topic, s.queue) == key]
+        after.sort(key=lambda s: s.first)
+        expected = state.next_offset(key) if not before else None
+        for seg in after:
+            if expected is not None and seg.first != expected:
+                raise CorruptionError(
+                    f"{seg.topic}/{seg.queue}: segment starts at {seg.first}, "
+                    f"but the committed offsets end at {expected}"
+                )
+            expected = seg.end
+        old_end = state.next_offset(key)
+        if after and old_end is not None and after[-1].end < old_end:
             raise CorruptionError(
-                f"{seg.topic}/{seg.queue}: segment starts at {seg.first}, "
-                f"but the committed offsets end at {expected}"
+                f"{key[0]}/{key[1]}: the committed offsets would end at {after[-1].end}, "
+                f"before {old_end}"
             )
-        ends[key] = seg.end
 
 
 def commit(
@@ -232,7 +252,7 @@ def commit(
     Raises:
         CommitConflictError: another job created that record first; nothing was committed.
     """
-    check_contiguous(state, added)
+    check_contiguous(state, added, removed or ())
     seq = state.seq + 1
     record = {
         "format": "mqtier-commit",

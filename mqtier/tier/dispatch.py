@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import logging
 import mmap
-import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +26,7 @@ from mqtier.backend.base import ColdStore
 from mqtier.backend.open import bill_of
 from mqtier.errors import ColdHistoryMismatchError, CorruptionError, NotFoundError
 from mqtier.format import layout as L
-from mqtier.format.coldobject import CompressionMeter, ObjectBuilder, Segment, SourceRecord
+from mqtier.format.coldobject import SourceRecord
 from mqtier.format.message import record_store_ts
 from mqtier.store.consumequeue import ConsumeQueue
 from mqtier.store.store import Store
@@ -40,6 +37,15 @@ from mqtier.tier.catalog import (
     commit,
     data_prefix,
     load_catalog,
+)
+from mqtier.tier.packer import (
+    BLOCK_BYTES,
+    OBJECT_BYTES,
+    OBJECT_RAW_LIMIT,
+    UPLOAD_CONCURRENCY,
+    ObjectPacker,
+    PackOptions,
+    default_compress_threads,
 )
 
 log = logging.getLogger(__name__)
@@ -59,18 +65,28 @@ class DispatchOptions:
     policy: BatchPolicy = BatchPolicy()
     force: bool = False  # tier every pending message, ignoring the thresholds
     dry_run: bool = False
-    object_bytes: int = 8 << 20  # target compressed bytes per data object
-    object_raw_limit: int = 32 << 20  # and at most this much raw (memory per object in flight)
-    # zstd and CRC32 release the GIL, so blocks compress beside the thread reading the hot store
-    compress_threads: int = field(default_factory=lambda: min(8, max(2, os.cpu_count() or 2)))
-    block_bytes: int = 256 << 10
+    object_bytes: int = OBJECT_BYTES  # target compressed bytes per data object
+    object_raw_limit: int = OBJECT_RAW_LIMIT  # and at most this much raw
+    compress_threads: int = field(default_factory=default_compress_threads)
+    block_bytes: int = BLOCK_BYTES
     level: int = 1  # zstd level
-    upload_concurrency: int = 4
+    upload_concurrency: int = UPLOAD_CONCURRENCY
     commit_every_bytes: int = 256 << 20  # commit at least this often, bounding lost work
     max_bytes: int | None = None  # stop after tiering this many raw bytes (--max-bytes)
     max_bytes_per_sec: float | None = None  # upload bandwidth cap (--max-bytes-per-sec)
     max_requests: int | None = None  # stop before the run's request count would pass this
     gc: bool = True  # delete objects of commits that can no longer happen
+
+    def pack_options(self) -> PackOptions:
+        return PackOptions(
+            self.object_bytes,
+            self.object_raw_limit,
+            self.block_bytes,
+            self.level,
+            self.upload_concurrency,
+            self.compress_threads,
+            self.max_bytes_per_sec,
+        )
 
 
 @dataclass
@@ -248,51 +264,6 @@ class _HotReader:
         self.maps.clear()
 
 
-class _Uploader:
-    """Finishes and uploads objects on a thread pool while the caller builds the next."""
-
-    def __init__(
-        self, cold: ColdStore, concurrency: int, bytes_per_sec: float | None = None
-    ) -> None:
-        self.cold = cold
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="mqtier-put")
-        self.inflight: list[Future[list[Segment]]] = []
-        self.limit = concurrency + 2  # objects held in memory: uploading, and ready to
-        self.bytes_per_sec = bytes_per_sec
-        self.sent = 0
-        self.started = time.monotonic()
-        self._pace = threading.Lock()
-        self.finished: list[Future[list[Segment]]] = []  # done, in the order they were sealed
-
-    def submit(self, builder: ObjectBuilder) -> None:
-        # Bound the objects held in memory; .result() re-raises a failed upload here, early.
-        while len(self.inflight) >= self.limit:
-            self.inflight[0].result()
-            self.finished.append(self.inflight.pop(0))
-        self.inflight.append(self.pool.submit(self._upload, builder))
-
-    def _upload(self, builder: ObjectBuilder) -> list[Segment]:
-        data = builder.finish()
-        if self.bytes_per_sec:
-            # Pace the starts so the average since the run began stays under the cap.
-            with self._pace:
-                due = self.started + self.sent / self.bytes_per_sec
-                self.sent += len(data)
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        self.cold.put(builder.key, data)
-        return builder.segments
-
-    def drain(self) -> list[Segment]:
-        """Wait for every upload; the segments of the objects in the order they were sealed."""
-        done, self.finished, pending, self.inflight = self.finished, [], self.inflight, []
-        return [seg for f in (*done, *pending) for seg in f.result()]
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 def run_dispatch(
     store: Store,
     cold: ColdStore,
@@ -321,55 +292,34 @@ def run_dispatch(
         report.seconds = time.perf_counter() - t0
         return report
     run_id = uuid.uuid4().hex
-    uploader = _Uploader(cold, opts.upload_concurrency, opts.max_bytes_per_sec)
-    compressors = ThreadPoolExecutor(opts.compress_threads, thread_name_prefix="mqtier-zstd")
-    meter = CompressionMeter()
     bill = bill_of(cold)
     # Requests the run has sent so far (loading the catalog); the rest are counted as planned.
     loaded = bill.requests - first_requests if bill is not None else state.loaded_requests
     since_commit = 0
-    counter = 0
-    current: ObjectBuilder | None = None
 
-    def open_object() -> ObjectBuilder | None:
-        """A new object, or None when --max-requests leaves no room for its PUT and the commit."""
-        nonlocal counter
-        if opts.max_requests is not None:
-            planned = loaded + report.objects + report.commits + 1  # + this PUT
-            if planned + 1 > opts.max_requests:  # + the commit's create
-                report.stopped_by = "max_requests"
-                return None
-        counter += 1
-        key = f"{data_prefix(broker)}{state.seq + 1:020d}/{run_id}-{counter:06d}.mqd"
-        report.objects += 1
-        return ObjectBuilder(
-            key,
-            bytes.fromhex(run_id),
-            int(time.time() * 1000),
-            block_bytes=opts.block_bytes,
-            level=opts.level,
-            pool=compressors,
-            meter=meter,
-            verify_from=str(store.commitlog.directory),
-        )
+    def may_open() -> bool:
+        """Under --max-requests: is there room for one more PUT and the final create?"""
+        if opts.max_requests is None:
+            return True
+        planned = loaded + packer.objects + report.commits + 1  # + this PUT
+        if planned + 1 <= opts.max_requests:  # + the commit's create
+            return True
+        report.stopped_by = "max_requests"
+        return False
 
-    def full(builder: ObjectBuilder) -> bool:
-        return (
-            builder.raw_bytes >= opts.object_raw_limit
-            or builder.stored_estimate >= opts.object_bytes
-        )
-
-    def seal() -> None:
-        nonlocal current
-        if current is not None and current.raw_bytes:
-            uploader.submit(current)
-        current = None
+    packer = ObjectPacker(
+        cold,
+        run_id,
+        lambda n: f"{data_prefix(broker)}{state.seq + 1:020d}/{run_id}-{n:06d}.mqd",
+        opts.pack_options(),
+        verify_from=str(store.commitlog.directory),
+        may_open=may_open,
+    )
 
     def commit_now() -> None:
         """Seal the open object, wait for every upload, then create the commit record."""
         nonlocal since_commit
-        seal()
-        added = uploader.drain()  # every object is in place before the record names it
+        added = packer.drain()  # every object is in place before the record names it
         if added:
             report.stored_bytes += sum(s.stored_bytes for s in added)
             commit(cold, state, added=added, run_id=run_id)
@@ -379,12 +329,9 @@ def run_dispatch(
 
     def tier(plan: QueuePlan, run: list[SourceRecord], run_bytes: int) -> bool:
         """Add a run to the open object; False when --max-requests leaves no room for it."""
-        nonlocal current, since_commit
-        if current is None:
-            current = open_object()
-            if current is None:
-                return False
-        current.add_segment(plan.topic, plan.queue, run)
+        nonlocal since_commit
+        if not packer.add(plan.topic, plan.queue, run):
+            return False
         since_commit += run_bytes
         report.messages += len(run)
         report.raw_bytes += run_bytes
@@ -420,15 +367,10 @@ def run_dispatch(
                         run = []
                         break
                     run, run_bytes, tiered_any = [], 0, True
-                    assert current is not None
-                    if full(current):
-                        seal()
-                        if since_commit >= opts.commit_every_bytes:
-                            commit_now()
+                    if not packer.is_open and since_commit >= opts.commit_every_bytes:
+                        commit_now()  # right after an object was sealed
             if run and tier(plan, run, run_bytes):
                 tiered_any = True
-            if current is not None and full(current):
-                seal()
             if tiered_any:
                 report.queues_tiered += 1
             if on_progress is not None:
@@ -439,11 +381,11 @@ def run_dispatch(
                 commit_now()
         commit_now()
     finally:
-        uploader.close()  # before the compressors: an upload in progress waits for its blocks
-        compressors.shutdown(wait=True, cancel_futures=True)
+        packer.close()
         hot.close()
     if opts.gc and report.stopped_by != "max_requests":
         report.garbage_deleted = collect_garbage(cold, state)
+    report.objects = packer.objects
     report.seconds = time.perf_counter() - t0
     return report
 

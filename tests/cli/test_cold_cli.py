@@ -87,6 +87,9 @@ def test_dispatch_dry_run_writes_nothing(filled: Path, tmp_path: Path) -> None:
         (["expire", "--cold", "{cold}", "--ttl", "1d"], 2),  # no --broker
         (["expire", "--cold", "{cold}", "--broker", "b"], 2),  # no TTL
         (["clean", "--store", "{store}"], 2),  # no cold tier
+        (["compact", "--cold", "{cold}"], 2),  # no --broker
+        (["compact", "--broker", "b"], 2),  # no cold tier
+        (["compact", "--cold", "{cold}", "--broker", "b", "--small", "lots"], 2),
         (["dispatch", "--store", "{store}", "--to", "{cold}", "--broker", "../x"], 2),
         (["read", "--cold", "{cold}", "--broker", "nobody", "--topic", "orders"], 3),
     ],
@@ -130,13 +133,31 @@ def test_read_offsets_clean_expire_round(filled: Path, tmp_path: Path) -> None:
         q["offset_at_time"] == q["cold_max_offset"] for q in json.loads(cold_at.stdout)["queues"]
     )
 
+    # nothing small enough in a row: compact has nothing to do; a second dispatch run makes runs
+    cp = run("compact", "--cold", url(tmp_path), "--broker", "broker-cli")
+    assert cp.exit_code == 0 and "nothing to compact" in cp.output, cp.output
+    append = run(
+        "ingest", "--store", str(filled), "--topic", "orders", "-", input='{"body":"x"}\n' * 40
+    )
+    assert append.exit_code == 0, append.output
+    assert run("dispatch", "--store", str(filled), "--to", url(tmp_path), "--force").exit_code == 0
+    dry = run("compact", "--cold", url(tmp_path), "--broker", "broker-cli", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    plan = json.loads(dry.stdout)
+    assert plan["dry_run"] and plan["segments_merged"] > 0 and plan["segments_written"] == 0
+    cp = run("compact", "--cold", url(tmp_path), "--broker", "broker-cli", "--json")
+    assert cp.exit_code == 0, cp.output
+    done = json.loads(cp.stdout)
+    assert done["segments_merged"] == plan["segments_merged"] and done["segments_written"] > 0
+    assert done["messages"] == plan["messages"] and "requests" in done
+
     cl = run("clean", "--store", str(filled), "--cold", url(tmp_path), "--keep", "0s", "--json")
     assert cl.exit_code == 0, cl.output
     assert json.loads(cl.stdout)["commitlog_files"]
 
     ex = run("expire", "--cold", url(tmp_path), "--broker", "broker-cli", "--ttl", "1ms", "--json")
     assert ex.exit_code == 0, ex.output
-    assert json.loads(ex.stdout)["messages"] == 3000
+    assert json.loads(ex.stdout)["messages"] == 3040
 
 
 def test_config_file_supplies_the_cold_url(filled: Path, tmp_path: Path) -> None:

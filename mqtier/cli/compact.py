@@ -1,0 +1,93 @@
+"""``mqtier compact``: merge each queue's runs of small cold segments into large ones."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mqtier.cli._cold import (
+    ColdUrl,
+    StorageOptions,
+    broker_name,
+    emit_with_bill,
+    open_cold,
+    report_bill,
+    require_cold_url,
+)
+from mqtier.cli._common import JsonOut, handle_errors, note, parse_size
+from mqtier.errors import ConfigError
+from mqtier.tier.catalog import load_catalog
+from mqtier.tier.compact import CompactOptions
+from mqtier.tier.compact import compact as run_compact
+from mqtier.tier.packer import PackOptions
+
+
+@handle_errors
+def compact(
+    cold: ColdUrl = None,
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", help="Broker whose cold data to compact (or the config file's)."),
+    ] = None,
+    small: Annotated[
+        str,
+        typer.Option("--small", help="A segment under this many stored bytes is small."),
+    ] = "2M",
+    min_run: Annotated[
+        int,
+        typer.Option("--min-run", min=2, help="Merge runs of at least this many small segments."),
+    ] = 2,
+    object_size: Annotated[
+        str, typer.Option("--object-size", help="Target compressed bytes per new object.")
+    ] = "8M",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would merge.")] = False,
+    storage_option: StorageOptions = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Merge each queue's runs of small cold segments into few large ones.
+
+    Quiet queues get one small segment per tiering run; reading them back costs two GETs per
+    segment. Compaction reads such runs, checks every block and record, writes the records
+    again (unchanged) into large objects, and swaps old for new in one commit: readers see one
+    or the other, never a gap. Objects nothing names any more are deleted. Safe to run beside
+    dispatch: if both commit at once, one of them exits with code 5 and commits nothing.
+
+    Example: mqtier compact --cold s3://bucket/prefix --broker broker-a --dry-run
+
+    Example: mqtier compact --cold file:///mnt/cold --broker broker-a --small 4M --json
+    """
+    url = require_cold_url(cold, "compact")
+    name = broker_name(broker)
+    if not name:
+        raise ConfigError("compact needs --broker (the cold tier keeps each broker apart)")
+    opts = CompactOptions(
+        small_bytes=parse_size(small),
+        min_run=min_run,
+        pack=PackOptions(object_bytes=parse_size(object_size)),
+        dry_run=dry_run,
+    )
+    cold_store, bill = open_cold(url, storage_option)
+    try:
+        report = run_compact(cold_store, load_catalog(cold_store, name), opts)
+    finally:
+        cold_store.close()
+    if json_out:
+        emit_with_bill(report.to_json(), bill)
+        return
+    doc = report.to_json()
+    if not report.runs:
+        note("nothing to compact")
+    else:
+        verb = "would merge" if dry_run else "merged"
+        note(
+            f"{verb} {doc['segments_merged']} segments of {len(doc['queues'])} queues "
+            f"({doc['messages']:,} messages)"
+            + (
+                ""
+                if dry_run
+                else f" into {doc['segments_written']} segments in {report.objects} objects; "
+                f"deleted {report.objects_deleted} objects"
+            )
+        )
+    report_bill(bill, json_out=json_out)
