@@ -21,6 +21,7 @@ from mqtier.cli._cold import (
     require_cold_url,
 )
 from mqtier.cli._common import JsonOut, StoreDir, emit_json, handle_errors, note, parse_size
+from mqtier.cli._progress import DispatchProgress
 from mqtier.store.store import Store
 from mqtier.tier.dispatch import BatchPolicy, DispatchOptions, DispatchReport, run_dispatch
 
@@ -132,9 +133,10 @@ def dispatch(
     reports: list[DispatchReport] = []
     while True:
         # Read-only: a writer may own the store. Reopened per run to see what it added since.
-        with Store.open(store, read_only=True) as st:
+        with Store.open(store, read_only=True) as st, DispatchProgress(json_out=json_out) as bar:
             name = broker_name(broker, st.config.broker_name)
-            reports.append(run_dispatch(st, cold_store, opts, broker=name))
+            hook = bar.update if bar.shown else None
+            reports.append(run_dispatch(st, cold_store, opts, broker=name, on_progress=hook))
         if not follow or stop.is_set():
             break
         if deadline is not None and time.monotonic() >= deadline:

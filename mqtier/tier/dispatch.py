@@ -270,9 +270,13 @@ def run_dispatch(
     opts: DispatchOptions | None = None,
     *,
     broker: str | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[DispatchReport], None] | None = None,
 ) -> DispatchReport:
     """Tier what is ready once, commit it, and return what was done.
+
+    ``on_progress(report)`` is called once the plan is made (``report.plans``, whose
+    ``pending_bytes`` add up to the run's total) and then as records are packed
+    (``report.messages``, ``report.raw_bytes``, ``report.queues_tiered``).
 
     Raises:
         CommitConflictError: another job committed to this broker's prefix meanwhile.
@@ -291,6 +295,8 @@ def run_dispatch(
     if opts.dry_run or not plans:
         report.seconds = time.perf_counter() - t0
         return report
+    if on_progress is not None:
+        on_progress(report)
     run_id = uuid.uuid4().hex
     bill = bill_of(cold)
     # Requests the run has sent so far (loading the catalog); the rest are counted as planned.
@@ -335,6 +341,8 @@ def run_dispatch(
         since_commit += run_bytes
         report.messages += len(run)
         report.raw_bytes += run_bytes
+        if on_progress is not None:
+            on_progress(report)
         return True
 
     # Records go to the object in pieces of about a block, so a full object is noticed in time.
@@ -373,8 +381,6 @@ def run_dispatch(
                 tiered_any = True
             if tiered_any:
                 report.queues_tiered += 1
-            if on_progress is not None:
-                on_progress(report.messages, report.raw_bytes)
             if report.stopped_by:
                 break
             if since_commit >= opts.commit_every_bytes:

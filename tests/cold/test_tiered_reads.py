@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from mqtier.errors import NotFoundError
 from mqtier.format.coldobject import parse_block_index
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean
-from mqtier.tier.dispatch import DispatchOptions, run_dispatch
+from mqtier.tier.dispatch import DispatchOptions, DispatchReport, run_dispatch
 from mqtier.tier.reader import ColdReader
 from mqtier.tier.tiered import ReadPolicy, iter_tiered, offset_by_time_tiered, read_tiered
 from tests.cold.conftest import BROKER, fill
@@ -213,3 +214,20 @@ def test_a_long_cold_read_streams_with_read_ahead(
         assert [m.queue_offset for b in batches for m in b] == list(range(3000))
         assert reader.stats["prefetch_hits"] > 0
     assert bill.count("get") - gets < 3000 * 2000 // (8 << 10) // 4  # far fewer GETs than blocks
+
+
+def test_dispatch_reports_progress_up_to_its_plan(hot: Store, cold: ColdStore) -> None:
+    fill(hot, 600, size=2000)
+    seen: list[tuple[int, int, int]] = []
+
+    def hook(report: DispatchReport) -> None:
+        total = sum(p.pending_bytes for p in report.plans)
+        seen.append((total, report.raw_bytes, report.messages))
+
+    report = run_dispatch(
+        hot, cold, DispatchOptions(force=True, block_bytes=8 << 10), on_progress=hook
+    )
+    assert seen[0][1:] == (0, 0)  # first call: the plan, nothing packed yet
+    assert len(seen) > 3
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(seen))
+    assert seen[-1] == (report.raw_bytes, report.raw_bytes, 600)

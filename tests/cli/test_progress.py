@@ -1,0 +1,36 @@
+"""The tiering progress bar (shown on a terminal only)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from mqtier.cli import _progress
+from mqtier.tier.dispatch import DispatchReport, QueuePlan
+
+
+def test_bar_shows_bytes_messages_and_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(_progress, "err_console", Console(file=out, force_terminal=True, width=160))
+    report = DispatchReport("b")
+    report.plans = [
+        QueuePlan("t", 0, 0, 10, 4_000_000, "force"),
+        QueuePlan("t", 1, 0, 5, 1_000_000, "age"),
+    ]
+    with _progress.DispatchProgress(json_out=False) as bar:
+        assert bar.shown
+        bar.update(report)
+        report.messages, report.raw_bytes, report.queues_tiered = 12, 2_500_000, 1
+        bar.update(report)
+        assert bar._progress.tasks[0].completed == 2_500_000
+        assert bar._progress.tasks[0].total == 5_000_000
+        bar._progress.refresh()
+    text = out.getvalue()
+    assert "12 msgs, 1/2 queues" in text and "tier" in text
+
+
+def test_no_bar_with_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_progress, "err_console", Console(file=io.StringIO(), force_terminal=True))
+    assert not _progress.DispatchProgress(json_out=True).shown
