@@ -35,10 +35,14 @@ from mqtier.tier.catalog import CatalogState, QueueKey, load_catalog
 
 log = logging.getLogger(__name__)
 
-# A ranged GET costs about as much as moving a MiB or two (a few ms of latency at 150-400 MB/s),
-# so read-ahead never asks for less than this much compressed data at once (measured on moto:
-# 1 MiB reads ran at ~0.55x a full 8 MiB GET, 2 MiB reads with a 128 MiB cache at ~0.8x).
-MIN_FETCH_BYTES = 2 << 20
+# A ranged GET costs about as much as moving a few MiB (several ms of request handling at
+# 150-500 MB/s), so read-ahead never asks for less than this much compressed data at once.
+# Measured on moto with s3fs (benchmarks/cold_read.py, 4 fetch threads): ranged GETs of 2 MiB
+# moved ~200 MB/s and 4 MiB ~330-400 MB/s, whatever the concurrency; a whole-queue read ran at
+# 0.67-0.72x of sequential 8 MiB GETs with a 2 MiB floor and 0.80-0.82x with 4 MiB. 8 MiB did
+# better still on moto but leaves a window of ~15 MiB compressed one or two GETs per round,
+# which gives up the concurrency a real object store's per-request latency needs.
+MIN_FETCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,9 @@ class ColdReader:
         self._cache_bytes = cache_bytes
         self._cached = 0
         self._lock = threading.Lock()
+        # notified when a block is cached or a fetch ends: a read waits for its block alone,
+        # not for the whole run of blocks its prefetch is fetching and decoding
+        self._arrived = threading.Condition(self._lock)
         self._inflight: dict[BlockKey, Future[None]] = {}
         self._read_ahead = read_ahead
         self._pool: ThreadPoolExecutor | None = None
@@ -189,6 +196,7 @@ class ColdReader:
                 return
             self._blocks[key] = block
             self._cached += len(block.raw)
+            self._arrived.notify_all()
             while self._cached > self._cache_bytes and len(self._blocks) > 1:
                 _, old = self._blocks.popitem(last=False)
                 self._cached -= len(old.raw)
@@ -204,20 +212,17 @@ class ColdReader:
         """The decoded block, and whether it came from read-ahead (first use)."""
         key = (seg.object, block.offset)
         with self._lock:
-            fut = self._inflight.get(key)
-        if fut is not None:
-            try:
-                fut.result()  # a prefetch of this block is on its way
-            except Exception:  # noqa: BLE001, S110 - fetched again below; its error is the one
-                pass
-        with self._lock:
-            hit = self._blocks.get(key)
-            if hit is not None:
-                unread, hit.unread = hit.unread, False
-                self._blocks.move_to_end(key)
-                if unread:
-                    self.stats["prefetch_hits"] += 1
-                return hit, unread
+            while True:
+                hit = self._blocks.get(key)
+                if hit is not None:
+                    unread, hit.unread = hit.unread, False
+                    self._blocks.move_to_end(key)
+                    if unread:
+                        self.stats["prefetch_hits"] += 1
+                    return hit, unread
+                if key not in self._inflight:
+                    break  # not on its way (or its prefetch failed): fetch it here
+                self._arrived.wait()  # a prefetch of this block is on its way
         frame = self.cold.get(seg.object, block.offset, block.offset + block.clen)
         self._count("gets")
         decoded = self._decode(frame, block, seg.object, prefetched=False)
@@ -337,6 +342,7 @@ class ColdReader:
         with self._lock:
             for k in keys:
                 self._inflight.pop(k, None)
+            self._arrived.notify_all()
         if not fut.cancelled() and fut.exception() is not None:
             self._count("prefetch_errors")
 
