@@ -24,8 +24,9 @@ The order of the three cells alternates between repeats. The objects of both kin
 written, so file:// reads come from the page cache, and moto keeps objects under ~5 MiB in memory
 (larger ones in temporary files, which this script puts in its work directory).
 
-Goal (printed with a verdict): cold read MB/s >= 0.70 x the sequential GET baseline MB/s on the
-same target, same run. Reported too: the GET requests of the read (from the request bill; they
+Goal (printed with a verdict): cold read MB/s >= 0.70 x the sequential s3fs GET baseline MB/s
+(moto), same run, for both targets, as the issue names it; file:// is also shown against GETs of
+its own objects (page-cache reads), as information. Reported too: the GET requests of the read (from the request bill; they
 include the catalog and block-index GETs) and the reader's ``window_stats`` (read-ahead), or
 "n/a" if the reader has none.
 
@@ -322,14 +323,28 @@ def main() -> None:
                 f"{m['cold_read_mb_per_s_after_catalog']:.1f}",
             ]
         )
+        # The issue's baseline is s3fs full GETs of 8 MiB objects, for both targets; file:// is
+        # also held to GETs from its own page cache, which is information, not the goal.
+        m["ratio_vs_s3fs"] = C.median(
+            [r[kind]["cold read"]["mb_per_s"] / r["s3"]["GET seq"]["mb_per_s"] for r in runs]
+        )
         goals.append(
             [
-                f"cold read MB/s >= {GOAL_RATIO:.2f} x sequential GET",
+                f"cold read MB/s >= {GOAL_RATIO:.2f} x s3fs sequential 8 MiB GETs",
                 label,
-                f"{m['ratio_seq']:.2f}x",
-                "met" if m["ratio_seq"] >= GOAL_RATIO else "MISSED",
+                f"{m['ratio_vs_s3fs']:.2f}x",
+                "met" if m["ratio_vs_s3fs"] >= GOAL_RATIO else "MISSED",
             ]
         )
+        if kind != "s3":
+            goals.append(
+                [
+                    "(info) cold read MB/s vs file:// sequential GETs",
+                    label,
+                    f"{m['ratio_seq']:.2f}x",
+                    "not a goal",
+                ]
+            )
         ws = reads[-1]["window_stats"]
         windows.append(f"  {label}: {ws}")
     print()

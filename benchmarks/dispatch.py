@@ -24,7 +24,9 @@ sends one unmetered, untimed request first (s3fs builds its client on first use)
 "sparse" cell (moto S3 only): a separate store with 1,000 queues x 10 messages of 200 B, one
 ``run_dispatch(force=True)``; counts its PUT and create requests.
 
-Goals (printed with verdicts): dispatch MB/s >= 0.70 x the same-run baseline on the same target;
+Goals (printed with verdicts): dispatch MB/s >= 0.70 x the same-run s3fs baseline (8 MiB PUTs to
+moto), for both targets, as the issue names it; file:// is also shown against file:// 8 MiB PUTs
+(page-cache writes at ~1 GB/s), as information;
 PUT+create <= ceil(stored_bytes / 4 MiB) + 2 (stored_bytes: the report's compressed block bytes);
 compression (raw / stored) >= 3x; sparse PUT+create <= 5.
 
@@ -375,14 +377,28 @@ def main() -> None:
                 C.fmt_int(m["other_requests"]),
             ]
         )
+        # The issue's baseline is s3fs PUTs of 8 MiB objects, for both targets; file:// is also
+        # held to a page-cache PUT of its own, which is information, not the goal.
+        m["ratio_vs_s3fs"] = C.median(
+            [r[kind]["dispatch"]["mb_per_s"] / r["s3"]["baseline"]["mb_per_s"] for r in runs]
+        )
         goals.append(
             [
-                f"dispatch MB/s >= {GOAL_RATIO:.2f} x baseline",
+                f"dispatch MB/s >= {GOAL_RATIO:.2f} x s3fs 8 MiB PUTs",
                 label,
-                f"{m['ratio']:.2f}x",
-                verdict(m["ratio"] >= GOAL_RATIO),
+                f"{m['ratio_vs_s3fs']:.2f}x",
+                verdict(m["ratio_vs_s3fs"] >= GOAL_RATIO),
             ]
         )
+        if kind != "s3":
+            goals.append(
+                [
+                    "(info) dispatch MB/s vs file:// 8 MiB PUTs",
+                    label,
+                    f"{m['ratio']:.2f}x",
+                    "not a goal",
+                ]
+            )
         goals.append(
             [
                 "PUT+create <= ceil(stored / 4 MiB) + 2",
