@@ -16,16 +16,17 @@ from rich.progress import (
 )
 
 from mqtier.cli._common import err_console
+from mqtier.tier.compact import CompactReport
 from mqtier.tier.dispatch import DispatchReport
 
 
-class DispatchProgress:
-    """Bytes, messages, queues and ETA of a tiering run; ``update`` is run_dispatch's hook."""
+class _BytesProgress:
+    """A bar of bytes with rate, ETA and a text of messages and queues (or runs)."""
 
-    def __init__(self, *, json_out: bool) -> None:
+    def __init__(self, label: str, *, json_out: bool) -> None:
         self.shown = not json_out and err_console.is_terminal
         self._progress = Progress(
-            TextColumn("tier"),
+            TextColumn(label),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
@@ -49,15 +50,33 @@ class DispatchProgress:
     ) -> None:
         self._progress.__exit__(kind, exc, tb)
 
+    def _show(self, total: int, completed: int, messages: int, queues: str) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task("", total=total, messages=0, queues=queues)
+        self._progress.update(
+            self._task, total=total, completed=completed, messages=messages, queues=queues
+        )
+
+
+class DispatchProgress(_BytesProgress):
+    """Bytes, messages, queues and ETA of a tiering run; ``update`` is run_dispatch's hook."""
+
+    def __init__(self, *, json_out: bool) -> None:
+        super().__init__("tier", json_out=json_out)
+
     def update(self, report: DispatchReport) -> None:
         total = sum(p.pending_bytes for p in report.plans)
         queues = f"{report.queues_tiered}/{len(report.plans)} queues"
-        if self._task is None:
-            self._task = self._progress.add_task("tier", total=total, messages=0, queues=queues)
-        self._progress.update(
-            self._task,
-            total=total,
-            completed=report.raw_bytes,
-            messages=report.messages,
-            queues=queues,
-        )
+        self._show(total, report.raw_bytes, report.messages, queues)
+
+
+class CompactProgress(_BytesProgress):
+    """Stored bytes read, messages and runs of a compaction; ``update`` is compact's hook."""
+
+    def __init__(self, *, json_out: bool) -> None:
+        super().__init__("compact", json_out=json_out)
+
+    def update(self, report: CompactReport) -> None:
+        runs = f"{report.runs_done}/{len(report.runs)} runs"
+        total = report.stored_bytes_to_merge
+        self._show(total, report.stored_bytes_done, report.messages_done, runs)

@@ -16,6 +16,7 @@ from mqtier.cli._cold import (
     require_cold_url,
 )
 from mqtier.cli._common import JsonOut, handle_errors, note, parse_size
+from mqtier.cli._progress import CompactProgress
 from mqtier.errors import ConfigError
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.compact import CompactOptions
@@ -69,7 +70,9 @@ def compact(
     )
     cold_store, bill = open_cold(url, storage_option)
     try:
-        report = run_compact(cold_store, load_catalog(cold_store, name), opts)
+        with CompactProgress(json_out=json_out) as bar:
+            hook = bar.update if bar.shown else None
+            report = run_compact(cold_store, load_catalog(cold_store, name), opts, on_progress=hook)
     finally:
         cold_store.close()
     if json_out:

@@ -49,6 +49,14 @@ class CompactReport:
     objects_deleted: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    # progress while the runs are read and rewritten (for a progress bar; not in to_json)
+    runs_done: int = 0
+    messages_done: int = 0
+    stored_bytes_done: int = 0
+
+    @property
+    def stored_bytes_to_merge(self) -> int:
+        return sum(s.stored_bytes for r in self.runs for s in r)
 
     def to_json(self) -> dict[str, Any]:
         queues: dict[str, dict[str, int]] = {}
@@ -66,7 +74,7 @@ class CompactReport:
             "segments_merged": sum(len(r) for r in self.runs),
             "segments_written": len(self.added),
             "messages": sum(s.count for r in self.runs for s in r),
-            "stored_bytes_before": sum(s.stored_bytes for r in self.runs for s in r),
+            "stored_bytes_before": self.stored_bytes_to_merge,
             "stored_bytes_after": sum(s.stored_bytes for s in self.added),
             "objects": self.objects,
             "objects_deleted": self.objects_deleted,
@@ -114,9 +122,12 @@ def compact(
     state: CatalogState,
     opts: CompactOptions | None = None,
     *,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[CompactReport], None] | None = None,
 ) -> CompactReport:
     """Merge the small runs of ``state``'s queues and commit the swap.
+
+    ``on_progress`` gets the report after each segment is read and handed to the packer
+    (``runs_done``, ``messages_done``, ``stored_bytes_done`` of ``runs``).
 
     Raises:
         CommitConflictError: another job committed first; nothing of this run was committed.
@@ -136,15 +147,16 @@ def compact(
         cold, run_id, lambda n: f"{prefix}-{n:06d}.mqd", opts.pack, verify_from=cold.url
     )
     try:
-        done = 0
-        for i, run in enumerate(runs):
+        for run in runs:
             for seg in run:
                 records = segment_records(cold, seg)
                 for piece in range(0, len(records), 256):  # lets the packer cut objects in time
                     packer.add(seg.topic, seg.queue, records[piece : piece + 256])
-                done += seg.count
-            if on_progress is not None:
-                on_progress(i + 1, done)
+                report.messages_done += seg.count
+                report.stored_bytes_done += seg.stored_bytes
+                if on_progress is not None:
+                    on_progress(report)
+            report.runs_done += 1
         report.added = packer.drain()
     finally:
         packer.close()

@@ -25,10 +25,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from mqtier.backend.base import ColdStore
-from mqtier.errors import CorruptionError, MqtierError, NotFoundError
+from mqtier.errors import ColdObjectNotFoundError, CorruptionError, MqtierError, NotFoundError
 from mqtier.format.coldobject import Block, Segment, decode_block, parse_block_index, record_starts
 from mqtier.format.message import MessageRecord, decode_checked_record, record_store_ts
 from mqtier.tier.catalog import CatalogState, QueueKey, load_catalog
@@ -57,6 +57,7 @@ class ColdQueueRange:
 
 
 BlockKey = tuple[str, int]  # (object, block offset)
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -110,6 +111,7 @@ class ColdReader:
             "prefetch_hits": 0,
             "expired_unread": 0,
             "prefetch_errors": 0,
+            "catalog_reloads": 0,
         }
 
     @property
@@ -382,6 +384,30 @@ class ColdReader:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    def reload(self) -> bool:
+        """Load the catalog again; True when it changed (a later commit exists).
+
+        A reader keeps the catalog it loaded. Compaction and expiry commit a new state and then
+        delete the objects only the old state names, so a long-lived reader can find an object
+        of its catalog gone: reads and offset lookups then reload once and try again.
+        """
+        fresh = load_catalog(self.cold, self.state.broker)
+        if fresh.seq == self.state.seq:
+            return False
+        with self._lock:
+            self.state = fresh
+            self._ahead.clear()  # planned against the old segments: plan again
+        self._count("catalog_reloads")
+        return True
+
+    def _on_current_catalog(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except ColdObjectNotFoundError:
+            if not self.reload():
+                raise  # the catalog names it and nothing replaced it: really missing
+            return fn()
+
     def offset_by_time(self, topic: str, queue_id: int, ts_ms: int) -> int:
         """The first committed offset of a queue stored at or after ``ts_ms``.
 
@@ -391,6 +417,9 @@ class ColdReader:
         Raises:
             NotFoundError: the queue has nothing in the cold tier.
         """
+        return self._on_current_catalog(lambda: self._offset_by_time(topic, queue_id, ts_ms))
+
+    def _offset_by_time(self, topic: str, queue_id: int, ts_ms: int) -> int:
         key = (topic, queue_id)
         segs = self.state.queues.get(key)
         if not segs:
@@ -424,7 +453,13 @@ class ColdReader:
             NotFoundError: the queue has nothing in the cold tier.
             CorruptionError: a block fails its checksum or does not hold what the catalog
                 says (object and offset named).
+            ColdObjectNotFoundError: an object the latest catalog names is missing.
         """
+        return self._on_current_catalog(lambda: self._read(topic, queue_id, offset, count, tags))
+
+    def _read(
+        self, topic: str, queue_id: int, offset: int, count: int, tags: Iterable[str] | None
+    ) -> list[MessageRecord]:
         key = (topic, queue_id)
         if key not in self.state.queues:
             raise NotFoundError(f"{topic}/{queue_id} has nothing in the cold tier")

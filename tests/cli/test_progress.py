@@ -8,6 +8,8 @@ import pytest
 from rich.console import Console
 
 from mqtier.cli import _progress
+from mqtier.format.coldobject import Segment
+from mqtier.tier.compact import CompactReport
 from mqtier.tier.dispatch import DispatchReport, QueuePlan
 
 
@@ -34,3 +36,20 @@ def test_bar_shows_bytes_messages_and_queues(monkeypatch: pytest.MonkeyPatch) ->
 def test_no_bar_with_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_progress, "err_console", Console(file=io.StringIO(), force_terminal=True))
     assert not _progress.DispatchProgress(json_out=True).shown
+
+
+def test_compaction_bar_shows_stored_bytes_messages_and_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(_progress, "err_console", Console(file=out, force_terminal=True, width=160))
+    seg = Segment("o", "t", 0, 0, 40, 0, 0, 0, 0, 12_000_000, 3_000_000, 0, 0, 0)
+    report = CompactReport(runs=[[seg, seg], [seg]])
+    with _progress.CompactProgress(json_out=False) as bar:
+        report.runs_done, report.messages_done, report.stored_bytes_done = 1, 80, 6_000_000
+        bar.update(report)
+        assert bar._progress.tasks[0].completed == 6_000_000
+        assert bar._progress.tasks[0].total == 9_000_000
+        bar._progress.refresh()
+    text = out.getvalue()
+    assert "80 msgs, 1/2 runs" in text and "compact" in text

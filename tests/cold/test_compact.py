@@ -51,8 +51,16 @@ def test_compaction_merges_small_runs_and_keeps_every_record(hot: Store, cold: C
     records = cold_records(cold)
     old_objects = data_objects(cold)
 
-    report = compact(cold, before)
+    seen: list[tuple[int, int, int]] = []
+    report = compact(
+        cold,
+        before,
+        on_progress=lambda r: seen.append((r.runs_done, r.messages_done, r.stored_bytes_done)),
+    )
 
+    # progress once per merged segment, growing to the whole of what was merged
+    assert len(seen) == 3 * ROUNDS and seen == sorted(seen)
+    assert seen[-1][1:] == (60 * ROUNDS, report.stored_bytes_to_merge)
     after = load_catalog(cold, BROKER)
     assert after.seq == seq_before + 1 == report.committed_seq
     assert all(len(segs) == 1 for segs in after.queues.values())  # one object holds them all
@@ -137,3 +145,20 @@ def test_a_damaged_block_stops_compaction_before_it_commits(hot: Store, cold: Co
     with pytest.raises(CorruptionError, match=seg.object):
         compact(cold, state)
     assert load_catalog(cold, BROKER).seq == 3
+
+
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_reader_opened_before_compaction_reads_on(
+    hot: Store, cold: ColdStore, read_ahead: bool
+) -> None:
+    """Compaction deletes the objects the old catalog names: a reader holding it reloads."""
+    tier_in_rounds(hot, cold)
+    want = cold_records(cold)
+    with ColdReader(cold, BROKER, read_ahead=read_ahead) as reader:
+        first = reader.read("orders", 1, 0, 5)  # the old catalog, its objects still there
+        compact(cold, load_catalog(cold, BROKER))
+        rest = reader.read("orders", 1, 5, 10_000)
+        assert reader.stats["catalog_reloads"] == 1
+        got = [(m.phy_offset, m.body, m.properties) for m in [*first, *rest]]
+        assert got == want[1]
+        assert reader.state.seq == load_catalog(cold, BROKER).seq

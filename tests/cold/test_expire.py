@@ -60,3 +60,19 @@ def test_topic_ttl_and_dry_run(hot: Store, cold: ColdStore) -> None:
     dry = expire(cold, state, default_ttl_ms=None, topic_ttl_ms={"orders": 1}, dry_run=True)
     assert dry.messages == 60
     assert load_catalog(cold, BROKER).seq == state.seq  # nothing committed
+
+
+def test_reader_opened_before_expiry_skips_to_what_is_left(hot: Store, cold: ColdStore) -> None:
+    """Expiry deletes objects a reader's catalog still names: it reloads and reads what is left."""
+    fill(hot, 300)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    time.sleep(0.05)
+    cut = int(time.time() * 1000)
+    fill(hot, 300, start=300)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    reader = ColdReader(cold, BROKER, read_ahead=False)
+    assert reader.state.first_offset(("orders", 0)) == 0
+    expire(cold, load_catalog(cold, BROKER), default_ttl_ms=int(time.time() * 1000) - cut + 1)
+    got = reader.read("orders", 0, 0, 500)
+    assert [m.queue_offset for m in got] == list(range(100, 200))
+    assert reader.stats["catalog_reloads"] == 1
