@@ -33,6 +33,7 @@ def expire(
         list[str] | None,
         typer.Option("--topic-ttl", help="TOPIC=TTL for one topic, e.g. orders=7d (repeatable)."),
     ] = None,
+    topic: Annotated[list[str] | None, typer.Option("--topic", hidden=True)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
     broker: Annotated[
         str | None,
@@ -49,6 +50,13 @@ def expire(
 
     Example: mqtier expire --cold s3://bucket/prefix --broker broker-a --ttl 30d --topic-ttl orders=7d
     """
+    if topic:
+        # "--ttl 30d --topic orders --ttl 7d" pairs options by their order on the command line,
+        # which the parser does not keep; for a command that deletes data, one spelling only
+        raise typer.BadParameter(
+            f"--topic: give a topic's TTL as --topic-ttl {topic[0]}=7d (repeatable); "
+            "--ttl alone is the default for every other topic"
+        )
     cold = require_cold_url(cold, "expire")
     broker = broker_name(broker)
     if not broker:

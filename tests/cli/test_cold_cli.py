@@ -86,6 +86,8 @@ def test_dispatch_dry_run_writes_nothing(filled: Path, tmp_path: Path) -> None:
         (["read", "--cold", "{cold}", "--topic", "orders"], 2),  # no store, no --broker
         (["expire", "--cold", "{cold}", "--ttl", "1d"], 2),  # no --broker
         (["expire", "--cold", "{cold}", "--broker", "b"], 2),  # no TTL
+        # a --topic/--ttl pair could pair up wrongly: --topic-ttl TOPIC=TTL is the one spelling
+        (["expire", "--cold", "{cold}", "--broker", "b", "--ttl", "1d", "--topic", "o"], 2),
         (["clean", "--store", "{store}"], 2),  # no cold tier
         (["compact", "--cold", "{cold}"], 2),  # no --broker
         (["compact", "--broker", "b"], 2),  # no cold tier
