@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,7 +108,15 @@ def emit_with_bill(doc: dict[str, Any], bill: RequestBill) -> None:
     emit_json(doc)
 
 
-def report_bill(bill: RequestBill, *, json_out: bool) -> None:
-    """Text mode: the request bill as one line on stderr (--json puts it in the document)."""
+def report_bill(bill: RequestBill, *, json_out: bool, json_lines: bool = False) -> None:
+    """The request bill on stderr: one human line, or one JSON line for JSON Lines output.
+
+    A command writing one --json document puts the bill in it instead (``emit_with_bill``);
+    one writing JSON Lines (``read``) keeps stdout for messages, so the bill goes to stderr
+    as ``{"requests": ...}``, its last line.
+    """
     if not json_out:
         note(bill.summary())
+    elif json_lines:
+        sys.stderr.write(orjson.dumps({"requests": bill.to_json()}).decode() + "\n")
+        sys.stderr.flush()

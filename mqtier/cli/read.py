@@ -144,4 +144,4 @@ def read(
                 print_messages(msgs, json_out=True, b64=b64)
         else:
             print_messages([m for msgs in batches for m in msgs], json_out=False, b64=b64)
-    report_bill(bill, json_out=json_out)
+    report_bill(bill, json_out=json_out, json_lines=True)

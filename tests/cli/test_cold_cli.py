@@ -114,6 +114,8 @@ def test_read_offsets_clean_expire_round(filled: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert cold_read.exit_code == 0, cold_read.output
     docs = [json.loads(line) for line in cold_read.stdout.splitlines()]
+    bill = json.loads(cold_read.stderr.splitlines()[-1])["requests"]  # stdout: messages only
+    assert bill["by_kind"]["get"]["requests"] >= 3  # catalog, block index, block
     hot_read = run("read", "--store", str(filled), "-t", "orders", "-q", "1", "-n", "3", "--json")
     assert docs == [json.loads(line) for line in hot_read.stdout.splitlines()]
 
