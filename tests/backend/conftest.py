@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import logging
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,13 +21,13 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import pytest
-from moto.server import ThreadedMotoServer
 
 from mqtier.backend.base import ColdStore
 from mqtier.backend.file_store import FileColdStore
 from mqtier.backend.fsspec_store import FsspecColdStore
 from mqtier.backend.memory_store import MemoryColdStore
 from mqtier.backend.open import raw_cold_store
+from tests.moto_s3 import start_moto_server
 
 COLD_KINDS = ("file", "file-url", "memory", "s3")
 S3_PREFIX = "cold"
@@ -37,20 +36,12 @@ S3_PREFIX = "cold"
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """``http://127.0.0.1:<port>`` of a moto S3 server running for the whole session."""
-    # The server's per-request access log would drown any failure output.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+    with start_moto_server() as endpoint:
         yield endpoint
         # The server keeps its buckets in this process: drop them all at once.
         urllib.request.urlopen(
             urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
         ).close()
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ and fails on any gap, duplicate or reordering in a queue.
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from mqtier.backend.retrying import RetryingColdStore, RetryPolicy
 from mqtier.format.coldobject import block_records, decode_block, parse_block_index
 from mqtier.tier.catalog import CatalogState, data_prefix, load_catalog
 from mqtier.tier.reader import ColdReader
+from tests.moto_s3 import start_moto_server
 
 BROKER = "b1"
 TOPIC = "orders"
@@ -235,15 +235,8 @@ def open_cold(bill: RequestBill) -> Callable[..., RetryingColdStore]:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with start_moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
