@@ -156,14 +156,22 @@ class DispatchReport:
 
 
 def check_same_history(
-    state: CatalogState, key: QueueKey, cq: ConsumeQueue, hot_min: int, hot_max: int
+    state: CatalogState,
+    key: QueueKey,
+    cq: ConsumeQueue,
+    hot_min: int,
+    hot_max: int,
+    store_ts_at: Callable[[int, int], int],
 ) -> None:
     """Refuse a cold tier whose messages of this queue are not this store's.
 
     Two stores that tier under one broker name would otherwise mix silently: the cold tier's
     next offset would count as "already tiered" for the other store's messages. The hot store
     must reach the cold tier's end, and where it still holds the last cold message, that
-    message must sit at the commit-log offset the cold tier recorded for it.
+    message must sit at the commit-log offset the cold tier recorded for it, with a store
+    time inside the last segment's time range (the same messages appended to another store
+    land at the same offsets, but later). ``store_ts_at(phy, size)`` reads a hot record's
+    store time. A slave's byte-for-byte copy of its master's log passes, as it should.
 
     Raises:
         ColdHistoryMismatchError: naming the queue and what disagrees.
@@ -180,11 +188,18 @@ def check_same_history(
             f"ends at {hot_max - 1}; {hint}"
         )
     if segs and hot_min < cold_next:
-        phy = cq.unit(cold_next - 1)[0]
-        if phy != segs[-1].cl_max:
+        last = segs[-1]
+        phy, size, _ = cq.unit(cold_next - 1)
+        if phy != last.cl_max:
             raise ColdHistoryMismatchError(
                 f"{name}: offset {cold_next - 1} is at commit-log offset {phy} here but at "
-                f"{segs[-1].cl_max} in the cold tier; {hint}"
+                f"{last.cl_max} in the cold tier; {hint}"
+            )
+        ts = store_ts_at(phy, size)
+        if not last.min_ts <= ts <= last.max_ts:
+            raise ColdHistoryMismatchError(
+                f"{name}: offset {cold_next - 1} has store time {ts} here, outside "
+                f"{last.min_ts}..{last.max_ts} of its segment in the cold tier; {hint}"
             )
 
 
@@ -213,7 +228,9 @@ def plan_queues(
         cq = store.consume_queue(qo.topic, qo.queue_id)
         assert cq is not None
         if cold_next is not None:
-            check_same_history(state, key, cq, qo.min_offset, qo.max_offset)
+            check_same_history(
+                state, key, cq, qo.min_offset, qo.max_offset, lambda p, n: _store_ts(store, p, n)
+            )
         if start >= qo.max_offset:
             continue
         units = cq.units(start, qo.max_offset - start)
@@ -226,7 +243,7 @@ def plan_queues(
             reason = "bytes"
         else:
             phy, size, _ = units[0]
-            first_ts = record_store_ts(store.commitlog.read(phy, min(size, 80)))
+            first_ts = _store_ts(store, phy, size)
             if now_ms - first_ts < opts.policy.max_age_s * 1000:
                 if waiting is not None:
                     waiting.append(
@@ -239,6 +256,11 @@ def plan_queues(
         plans.append(QueuePlan(qo.topic, qo.queue_id, start, qo.max_offset, pending_bytes, reason))
     plans.sort(key=lambda p: -p.pending_bytes)
     return plans
+
+
+def _store_ts(store: Store, phy: int, size: int) -> int:
+    """The store time of the hot record at ``phy`` (it sits in the first 80 bytes)."""
+    return record_store_ts(store.commitlog.read(phy, min(size, 80)))
 
 
 class _HotReader:

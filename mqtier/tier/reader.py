@@ -21,6 +21,7 @@ import bisect
 import functools
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 # better still on moto but leaves a window of ~15 MiB compressed one or two GETs per round,
 # which gives up the concurrency a real object store's per-request latency needs.
 MIN_FETCH_BYTES = 4 << 20
+# How long a read waits for a read-ahead planner that may be about to fetch its block before it
+# fetches the block itself (planning takes one block-index GET; this only bounds a stall).
+PLAN_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +162,9 @@ class ColdReader:
             return blocks
         with self._lock:
             loading = self._index_loads.get(key)
-        if loading is not None:
+        # a load still queued is cancelled and done here: a planner on a pool thread waiting for
+        # a job queued behind it (every thread a planner) would wait forever
+        if loading is not None and not loading.cancel():
             try:
                 loading.result()  # read-ahead is loading it
             except Exception:  # noqa: BLE001, S110 - loaded again below; its error is the one
@@ -213,6 +219,7 @@ class ColdReader:
     def _block(self, seg: Segment, block: Block) -> tuple[_Decoded, bool]:
         """The decoded block, and whether it came from read-ahead (first use)."""
         key = (seg.object, block.offset)
+        plan_deadline = 0.0
         with self._lock:
             while True:
                 hit = self._blocks.get(key)
@@ -223,12 +230,25 @@ class ColdReader:
                         self.stats["prefetch_hits"] += 1
                     return hit, unread
                 if key not in self._inflight:
-                    break  # not on its way (or its prefetch failed): fetch it here
-                self._arrived.wait()  # a prefetch of this block is on its way
-        frame = self.cold.get(seg.object, block.offset, block.offset + block.clen)
-        self._count("gets")
-        decoded = self._decode(frame, block, seg.object, prefetched=False)
-        self._store(key, decoded)
+                    if (seg.topic, seg.queue) not in self._planning:
+                        break  # not on its way, nor about to be (or its prefetch failed)
+                    # a planner may be about to fetch it: wait for its plan, within bounds
+                    now = time.monotonic()
+                    plan_deadline = plan_deadline or now + PLAN_WAIT_S
+                    if now >= plan_deadline:
+                        break
+                # the timeout only bounds the cost of a missed notification
+                self._arrived.wait(timeout=1.0)
+            # fetched here, marked as on its way so that read-ahead does not fetch it too
+            mine: Future[None] = Future()
+            self._inflight[key] = mine
+        try:
+            frame = self.cold.get(seg.object, block.offset, block.offset + block.clen)
+            self._count("gets")
+            decoded = self._decode(frame, block, seg.object, prefetched=False)
+            self._store(key, decoded)
+        finally:
+            self._done([key], mine)
         return decoded, False
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -333,20 +353,25 @@ class ColdReader:
 
     def _submit(self, seg: Segment, run: list[Block]) -> None:
         keys = [(seg.object, b.offset) for b in run]
-        fut = self._pool_submit(self._fetch_run, seg, run)
-        with self._lock:
-            if not fut.done():
-                for k in keys:
-                    self._inflight[k] = fut
-        fut.add_done_callback(functools.partial(self._done, keys))
-
-    def _done(self, keys: list[BlockKey], fut: Future[None]) -> None:
-        with self._lock:
+        marker: Future[None] = Future()
+        with self._lock:  # on its way from now: a read of these blocks waits, not fetches
             for k in keys:
-                self._inflight.pop(k, None)
-            self._arrived.notify_all()
+                self._inflight[k] = marker
+        fut = self._pool_submit(self._fetch_run, seg, run)
+        fut.add_done_callback(functools.partial(self._fetched, keys, marker))
+
+    def _fetched(self, keys: list[BlockKey], marker: Future[None], fut: Future[None]) -> None:
+        self._done(keys, marker)
         if not fut.cancelled() and fut.exception() is not None:
             self._count("prefetch_errors")
+
+    def _done(self, keys: list[BlockKey], marker: Future[None]) -> None:
+        """The fetch that marked ``keys`` as on their way ended (cached, failed or cancelled)."""
+        with self._lock:
+            for k in keys:
+                if self._inflight.get(k) is marker:
+                    del self._inflight[k]
+            self._arrived.notify_all()
 
     def _look_ahead(self, key: QueueKey, offset: int, count: int) -> None:
         """Before a read: if the reader goes on where it stopped, fetch what it will want next."""
@@ -371,16 +396,19 @@ class ColdReader:
                 self._planning.add(key)
         if not done:
             # the rest needs a segment's block index: load it off the reader's path
-            self._pool_submit(self._plan_in_background, key, planned, end + window)
+            fut = self._pool_submit(self._plan_in_background, key, planned, end + window)
+            # also when the job is cancelled by close(): a read may be waiting for the plan
+            fut.add_done_callback(lambda _f: self._planned(key))
 
     def _plan_in_background(self, key: QueueKey, start: int, end: int) -> None:
-        try:
-            planned, _ = self._prefetch(key, start, end, may_load_index=True)
-        finally:
-            with self._lock:
-                self._planning.discard(key)
+        planned, _ = self._prefetch(key, start, end, may_load_index=True)
         with self._lock:
             self._ahead[key] = max(self._ahead.get(key, planned), planned)
+
+    def _planned(self, key: QueueKey) -> None:
+        with self._lock:
+            self._planning.discard(key)
+            self._arrived.notify_all()
 
     # -- reads -----------------------------------------------------------------------------------
 

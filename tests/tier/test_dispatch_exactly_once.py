@@ -472,29 +472,35 @@ def test_two_stores_under_one_broker_name(
 ) -> None:
     """Two hot stores that share a broker name and a cold tier (a misconfiguration).
 
-    What the code does: the catalog does not record which store a queue came from, so the
-    second store's job is neither refused nor told apart. It tiers its own messages at the
-    offsets after the first store's, and the cold queue ends up holding both stores' data.
-    Offsets stay contiguous and unique, which is all the protocol promises.
+    Their records have the same sizes, so the first store's last tiered message sits at the
+    same commit-log offset in the second store: only its store time tells them apart. The
+    second store's run is refused and commits nothing; the cold queue keeps the first's data.
     """
     cold = open_cold(memory_url)
     ledgers = [Ledger(), Ledger()]
     stores = [Store.open(tmp_path / f"s{i}", create=True, config=CONFIG) for i in range(2)]
     try:
         for i, st in enumerate(stores):
+            if i:
+                time.sleep(0.01)  # the second store's messages are stored later
             st.create_topic(TOPIC, 1)
             msgs = [Message(TOPIC, b"store%d-%d" % (i, n), queue_id=0) for n in range(100 + 50 * i)]
             append(st, ledgers[i], msgs)
         first = run_dispatch(stores[0], cold, FORCE)
-        second = run_dispatch(stores[1], cold, FORCE)
+        cq = stores[1].consume_queue(TOPIC, 0)
+        assert (
+            cq is not None
+            and cq.unit(99)[0] == load_catalog(cold, BROKER).queues[(TOPIC, 0)][-1].cl_max
+        )  # the commit-log offsets cannot tell the two apart
+        with pytest.raises(ColdHistoryMismatchError) as info:
+            run_dispatch(stores[1], cold, FORCE)
     finally:
         for st in stores:
             st.close()
-    assert first.committed_seq == 1
-    assert second.committed_seq == 2 and second.messages == 50  # offsets 100..149 of store 1
-    mixed = Ledger()
-    mixed.queues[(TOPIC, 0)] = ledgers[0].queues[(TOPIC, 0)] + ledgers[1].queues[(TOPIC, 0)][100:]
-    assert_cold_equals(cold, mixed)
+    assert first.committed_seq == 1 and info.value.exit_code == 15
+    assert "store time" in str(info.value)
+    assert load_catalog(cold, BROKER).seq == 1
+    assert_cold_equals(cold, ledgers[0])
 
 
 # -- 7. two stores under one broker name ---------------------------------------------------------
