@@ -121,6 +121,7 @@ def ingest(
     t0 = time.perf_counter()
     start = store.commitlog.durable_end
     summary.first_offset = start
+    store.fence_ingest(start)
     in_flight: deque[PendingAppend[Prepared, AppendResult]] = deque()
     chunk: list[Prepared] = []
     chunk_bytes = 0
@@ -184,6 +185,7 @@ def ingest(
                 pass
         store.rollback_to(start)
         raise
+    store.fence_ingest(None)
     store.topics_save_if_dirty()
     summary.end_offset = store.commitlog.durable_end
     summary.seconds = time.perf_counter() - t0

@@ -28,8 +28,23 @@ class FileColdStore(ColdStore):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and its missing parents, syncing each parent that gains one.
+
+        Without the syncs a power loss could forget a new directory (``data/{seq}/``) while the
+        commit record naming an object inside it survives: a committed object would be gone.
+        """
+        missing: list[Path] = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for d in reversed(missing):
+            # Made by another writer meanwhile: sync anyway, it may not have done so yet.
+            d.mkdir(exist_ok=True)
+            self._sync_dir(d.parent)
+
     def _write_tmp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dirs(path.parent)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:

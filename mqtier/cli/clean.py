@@ -19,7 +19,8 @@ from mqtier.cli._cold import (
 )
 from mqtier.cli._common import JsonOut, StoreDir, handle_errors, note
 from mqtier.cli.dispatch import parse_duration
-from mqtier.errors import ConfigError
+from mqtier.errors import ReadOnlyStoreError, StoreLockedError
+from mqtier.store.lock import is_locked_elsewhere
 from mqtier.store.store import Store
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean as run_clean
@@ -47,7 +48,11 @@ def clean(
     cold_store, bill = open_cold(require_cold_url(cold, "clean"), storage_option)
     with Store.open(store, read_only=dry_run) as st:
         if not dry_run and st.read_only:
-            raise ConfigError(f"{store}: cannot clean a store that another process has open")
+            if is_locked_elsewhere(Path(store)):
+                raise StoreLockedError(
+                    f"{store}: store is locked by another process; clean needs it to itself"
+                )
+            raise ReadOnlyStoreError(f"{store}: cannot clean a store in a read-only directory")
         name = broker_name(broker, st.config.broker_name)
         assert name is not None
         state = load_catalog(cold_store, name)

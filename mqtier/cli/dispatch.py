@@ -52,7 +52,8 @@ def dispatch(
         bool, typer.Option("--dry-run", help="Show what would be tiered; upload nothing.")
     ] = False,
     batch_count: Annotated[
-        int, typer.Option("--batch-count", help="Tier a queue once it has this many pending.")
+        int,
+        typer.Option("--batch-count", min=1, help="Tier a queue once it has this many pending."),
     ] = 4096,
     batch_bytes: Annotated[
         str, typer.Option("--batch-bytes", help="... or this many pending bytes.")
@@ -84,7 +85,7 @@ def dispatch(
             help="Target compressed bytes per uploaded object (at most 32 MiB of records).",
         ),
     ] = "8M",
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel uploads.")] = 4,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Parallel uploads.")] = 4,
     broker: Broker = None,
     storage_option: StorageOptions = None,
     json_out: JsonOut = False,
@@ -168,6 +169,7 @@ def _print(reports: list[DispatchReport], requests: dict[str, Any], *, json_out:
             objects=sum(r.objects for r in reports),
             commits=sum(r.commits for r in reports),
             garbage_deleted=sum(r.garbage_deleted for r in reports),
+            warnings=[w for r in reports for w in r.warnings],
             seconds=round(sum(r.seconds for r in reports), 6),
             compression_ratio=round(total_raw / total_stored, 3) if total_stored else None,
             requests=requests,

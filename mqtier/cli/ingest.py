@@ -53,11 +53,13 @@ def ingest(
         typer.Option(
             "--queue",
             "-q",
+            min=0,
             help="Queue for lines without one (default: by key hash, else round robin).",
         ),
     ] = None,
     queues: Annotated[
-        int | None, typer.Option("--queues", help="Create --topic with this many queues.")
+        int | None,
+        typer.Option("--queues", min=1, help="Create --topic with this many queues."),
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help=f"Input format: {', '.join(FORMATS)}.")

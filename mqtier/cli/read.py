@@ -90,9 +90,11 @@ def read(
         ),
     ] = None,
     topic: Annotated[str, typer.Option("--topic", "-t", help="Topic to read.")] = ...,  # type: ignore[assignment]
-    queue: Annotated[int, typer.Option("--queue", "-q", help="Queue id.")] = 0,
-    from_offset: Annotated[int, typer.Option("--from", help="First queue offset.")] = 0,
-    count: Annotated[int, typer.Option("--count", "-n", help="Most messages to return.")] = 32,
+    queue: Annotated[int, typer.Option("--queue", "-q", min=0, help="Queue id.")] = 0,
+    from_offset: Annotated[int, typer.Option("--from", min=0, help="First queue offset.")] = 0,
+    count: Annotated[
+        int, typer.Option("--count", "-n", min=0, help="Most messages to return.")
+    ] = 32,
     tags: Annotated[
         list[str] | None, typer.Option("--tag", help="Only messages with this tag (repeatable).")
     ] = None,

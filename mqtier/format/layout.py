@@ -124,6 +124,9 @@ LOCK_CONTENT: Final = b"lock"
 # mqtier's own files beside RocketMQ's; a broker ignores them.
 FILE_STORE_CONFIG: Final = "mqtier.json"  # in config/: broker name, file sizes
 FILE_DISPATCH_CHECKPOINT: Final = "mqtier.dispatch"  # in the root: dispatched commit-log offset
+# In the root while an ingest runs: the commit-log offset it started at (same encoding as
+# mqtier.dispatch). Its records may still be rolled back, so tiering stops short of them.
+FILE_INGEST_FENCE: Final = "mqtier.ingest"
 # offset i64 | zlib.crc32 of the 8 offset bytes u32 (a torn write is detected, not trusted)
 DISPATCH_CHECKPOINT: Final = struct.Struct(">qI")
 

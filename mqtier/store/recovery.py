@@ -6,20 +6,27 @@ CRC checks, truncates the torn tail (bytes of a batch that was never acknowledge
 consume-queue units and index files that reach past what is valid or was not yet checkpointed,
 and replays the commit log into them. With ``dry_run`` (or a read-only store) it changes nothing
 and reports what it would do.
+
+The checkpoint is trusted only after a spot check: the last record each consume queue holds below
+it, and the last byte before it, must be intact. A disk that acknowledged an fdatasync it did not
+keep, or a store copied while it was written, can hold a checkpoint newer than its log; then the
+scan starts at the beginning of the commit-log file holding the damage (further back while even
+that file's first record is lost), as RocketMQ's abnormal recovery does.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mqtier.errors import CorruptRecordError
+from mqtier.errors import CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint
 from mqtier.format.javahash import tags_code
-from mqtier.format.message import dispatch_fields
+from mqtier.format.message import check_record, dispatch_fields
 
 if TYPE_CHECKING:
     from mqtier.store.consumequeue import ConsumeQueue
@@ -98,19 +105,27 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
     if ckpt is not None and not cl.min_offset <= ckpt <= files_end:
         ckpt = None  # files were removed or replaced behind our back: trust nothing
     scan_from = ckpt if ckpt is not None else _rocketmq_scan_start(store, abnormal)
-    report.scan_from = scan_from
+    suspect = _damage_below(store, ckpt) if abnormal and ckpt is not None else None
+    if suspect is not None:
+        scan_from = cl.file_for(suspect).base
     stop = cl.find_end(scan_from, verify_crc=True)
+    while suspect is not None and stop.offset == scan_from and scan_from > cl.min_offset:
+        # Even the first record of that file is lost: the damage began in an earlier file.
+        scan_from = cl.file_for(scan_from - 1).base
+        stop = cl.find_end(scan_from, verify_crc=True)
+    report.scan_from = scan_from
     end = stop.offset
     if stop.reason == "corrupt" and stop.error is not None:
-        acked = max([ckpt or 0] + [cq.last_phy_end() for cq in store.consume_queues.values()])
-        if end < acked:
-            # Data past this point was dispatched, so it was acknowledged: this is damage in
-            # the middle of the log, not a torn tail. Truncating would lose acknowledged data.
+        intact = _intact_record_after(store, end)
+        if intact is not None:
+            # A record past this point was dispatched and is intact, so it was acknowledged:
+            # this is damage in the middle of the log, not a torn tail. Truncating would lose
+            # acknowledged data.
             raise CorruptRecordError(
                 stop.error.path,
                 stop.error.offset,
-                f"{stop.error.detail}; acknowledged data follows (up to offset {acked}), so this "
-                "is not a torn tail and nothing was changed",
+                f"{stop.error.detail}; acknowledged data follows (an intact record at offset "
+                f"{intact}), so this is not a torn tail and nothing was changed",
             )
         report.torn_bytes_at = end
         report.torn_reason = stop.error.detail
@@ -168,6 +183,70 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
             cq.flush()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _record_intact(store: Store, phy: int, size: int) -> bool:
+    """Whether a whole, verified record of ``size`` bytes starts at ``phy``."""
+    cl = store.commitlog
+    try:
+        f = cl.file_for(phy)
+    except NotFoundError:
+        return False
+    pos = phy - f.base
+    if size <= 0 or pos + size > cl.file_bytes:
+        return False
+    buf = os.pread(f.fd, size, pos)
+    try:
+        return check_record(buf, 0, len(buf), verify_crc=True) == size
+    except CorruptRecordError:
+        return False
+
+
+def _last_unit_below(cq: ConsumeQueue, limit: int) -> tuple[int, int] | None:
+    """(offset, size) of the last record ``cq`` points to that ends at or below ``limit``."""
+    off = cq.max_offset
+    while off > cq.min_offset:
+        phy, size, _ = cq.unit(off - 1)
+        if phy >= 0 and size > 0 and phy + size <= limit:
+            return phy, size
+        off -= 1
+    return None
+
+
+def _damage_below(store: Store, ckpt: int) -> int | None:
+    """The lowest offset below the dispatch checkpoint that fails a spot check, if any.
+
+    Checked: each consume queue's last record below the checkpoint, and the last byte before it
+    (a record ends with its properties' 0x02, or the zero high byte of an empty properties
+    length; a lost record reads as zeros). A zero byte there is ambiguous, so it sends recovery
+    back to the start of that file, which costs a scan but never data.
+    """
+    cl = store.commitlog
+    if ckpt <= cl.min_offset:
+        return None
+    suspects = []
+    for cq in store.consume_queues.values():
+        last = _last_unit_below(cq, ckpt)
+        if last is not None and not _record_intact(store, *last):
+            suspects.append(last[0])
+    f = cl.file_for(ckpt - 1)
+    if ckpt == f.base + cl.file_bytes or os.pread(f.fd, 1, ckpt - 1 - f.base) != b"\x02":
+        suspects.append(ckpt - 1)
+    return min(suspects, default=None)
+
+
+def _intact_record_after(store: Store, end: int) -> int | None:
+    """Offset of an intact record past ``end`` that a consume queue points to, if any."""
+    for cq in store.consume_queues.values():
+        off = cq.max_offset
+        while off > cq.min_offset:
+            phy, size, _ = cq.unit(off - 1)
+            if phy < end:
+                break
+            if _record_intact(store, phy, size):
+                return phy
+            off -= 1
+    return None
 
 
 def _units_past(cq: ConsumeQueue, end: int) -> int:

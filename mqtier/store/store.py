@@ -245,6 +245,8 @@ class Store:
             return
         abort = self.root / L.FILE_ABORT
         abort.write_text(str(os.getpid()))  # present while we run: a crash leaves it behind
+        # A fence left by an ingest that crashed: recovery kept its acknowledged records.
+        (self.root / L.FILE_INGEST_FENCE).unlink(missing_ok=True)
         self.commitlog.ensure_writable_file()
         self._dispatcher = Dispatcher(
             self._apply_dispatch,
@@ -317,6 +319,27 @@ class Store:
                 (self.root / L.FILE_ABORT).unlink(missing_ok=True)
             self._close_files()
 
+    def fence_ingest(self, offset: int | None) -> None:
+        """Mark records from ``offset`` on as an unfinished ingest (``None`` lifts the mark).
+
+        An ingest is all or nothing: a bad line rolls back what it appended. Those records are
+        durable and readable meanwhile, so a tiering job must not copy them to the cold tier,
+        where no rollback could reach them; it reads :attr:`unfinished_ingest_from`.
+        """
+        path = self.root / L.FILE_INGEST_FENCE
+        if offset is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, pack_dispatch_offset(offset))
+
+    @property
+    def unfinished_ingest_from(self) -> int | None:
+        """Where the records of an ingest that may still roll back begin, if one runs."""
+        try:
+            return unpack_dispatch_offset((self.root / L.FILE_INGEST_FENCE).read_bytes())
+        except FileNotFoundError:
+            return None
+
     def rollback_to(self, offset: int) -> None:
         """Drop every record at or past commit-log ``offset`` and close the store.
 
@@ -344,6 +367,7 @@ class Store:
                     _replay(self, max(start, cl.min_offset), offset)
                 self.cache.drop_from(offset)
                 self._write_checkpoint(offset)
+            (self.root / L.FILE_INGEST_FENCE).unlink(missing_ok=True)
             (self.root / L.FILE_ABORT).unlink(missing_ok=True)
         finally:
             self._close_files()
@@ -623,6 +647,17 @@ class Store:
             return unpack_dispatch_offset((self.root / L.FILE_DISPATCH_CHECKPOINT).read_bytes())
         except FileNotFoundError:
             return None
+
+    @property
+    def dispatched_end(self) -> int:
+        """Commit-log offset below which every record is in the consume queues and index.
+
+        Below ``durable_end`` while the dispatcher catches up; equal to it on a read-only or
+        freshly recovered store.
+        """
+        if self._dispatcher is None:
+            return self.commitlog.durable_end
+        return min(self._dispatcher.dispatched_offset, self.commitlog.durable_end)
 
     def wait_dispatched(self, timeout: float | None = None) -> bool:
         """Block until every acknowledged append is visible to reads and queries."""

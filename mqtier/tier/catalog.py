@@ -33,6 +33,7 @@ import zstandard
 from mqtier.backend.base import ColdStore
 from mqtier.errors import (
     ColdObjectNotFoundError,
+    ColdStoreError,
     CommitConflictError,
     ConfigError,
     CorruptionError,
@@ -85,6 +86,10 @@ class CatalogState:
     # segment must still start there, or expired data would be tiered again.
     floors: dict[QueueKey, int] = field(default_factory=dict)
     loaded_requests: int = 0  # GETs it took to load (snapshot + tail)
+    # The commit of the newest snapshot this state was loaded from or wrote (0: none). A
+    # commit snapshots once the tail after it is SNAPSHOT_EVERY long, so a snapshot that
+    # failed is tried again by the next commit (of this run or of any later one).
+    snapshot_seq: int = 0
 
     def next_offset(self, key: QueueKey) -> int | None:
         segs = self.queues.get(key)
@@ -198,6 +203,7 @@ def _load_snapshot(cold: ColdStore, state: CatalogState, seq: int) -> None:
     if int(snap["seq"]) != seq:
         raise CorruptionError(f"{key}: holds the state of commit {snap['seq']}")
     state.seq = seq
+    state.snapshot_seq = seq
     for q in snap["queues"]:
         state.queues[(q["topic"], int(q["queue"]))] = [Segment.from_json(s) for s in q["segments"]]
     for f in snap.get("floors", []):
@@ -246,8 +252,14 @@ def commit(
     removed: list[Segment] | None = None,
     run_id: str,
     snapshot_every: int = SNAPSHOT_EVERY,
+    warnings: list[str] | None = None,
 ) -> int:
     """Create commit record ``state.seq + 1``; on success apply it to ``state``.
+
+    Then, when the tail of commit records after the newest snapshot has grown to
+    ``snapshot_every``, write a new snapshot. A snapshot only shortens what readers load, so
+    one that fails does not fail the commit, which is durable by then: it is logged, noted in
+    ``warnings`` (when given), and tried again by the next commit.
 
     Raises:
         CommitConflictError: another job created that record first; nothing was committed.
@@ -274,8 +286,16 @@ def commit(
             "uploaded since its last commit stays uncommitted (a later run deletes it)"
         )
     state.apply(record)
-    if seq % snapshot_every == 0:
-        write_snapshot(cold, state)
+    if seq - state.snapshot_seq >= snapshot_every:
+        try:
+            write_snapshot(cold, state)
+        except (ColdStoreError, OSError) as exc:
+            # Readers still find the latest state: every commit record is kept, and they
+            # read the tail after whichever snapshot LATEST names.
+            msg = f"commit {seq} is durable, but its catalog snapshot failed (retried later): {exc}"
+            log.warning("%s", msg)
+            if warnings is not None:
+                warnings.append(msg)
     return seq
 
 
@@ -286,3 +306,4 @@ def write_snapshot(cold: ColdStore, state: CatalogState) -> None:
         latest_key(state.broker),
         orjson.dumps({"version": CATALOG_VERSION, "snapshot_seq": state.seq}),
     )
+    state.snapshot_seq = state.seq

@@ -6,7 +6,11 @@ stays. Consume-queue and index files that then point only below the new minimum 
 
 (1) is decided with one number: the smallest commit-log offset of any queue's first message that
 is *not* committed cold (``safe_below``). A queue's messages sit in the commit log in queue
-order, so everything below that offset is committed, whichever queue it belongs to.
+order, so everything below that offset is committed, whichever queue it belongs to. Records
+the hot dispatcher has not yet put in a consume queue belong to no queue yet, so the number
+starts from the dispatched end, not the durable end. And the cold tier must hold *this*
+store's messages (the history check dispatch makes): another store tiering under the same
+broker name would otherwise make this store's untiered messages look committed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from mqtier.format import layout as L
 from mqtier.store.store import Store
 from mqtier.tier.catalog import CatalogState
+from mqtier.tier.dispatch import check_same_history, hot_store_ts
 
 
 @dataclass
@@ -44,15 +49,24 @@ class CleanReport:
 
 
 def safe_below(store: Store, state: CatalogState) -> int:
-    """Commit-log offset below which every message is committed in the cold tier."""
-    safe = store.commitlog.durable_end
+    """Commit-log offset below which every message is committed in the cold tier.
+
+    Raises:
+        ColdHistoryMismatchError: the cold tier holds another store's messages for a queue.
+    """
+    safe = store.dispatched_end
     for qo in store.offsets():
-        cold_next = state.next_offset((qo.topic, qo.queue_id))
+        key = (qo.topic, qo.queue_id)
+        cold_next = state.next_offset(key)
+        cq = store.consume_queue(qo.topic, qo.queue_id)
+        assert cq is not None
+        if cold_next is not None:
+            check_same_history(
+                state, key, cq, qo.min_offset, qo.max_offset, lambda p, n: hot_store_ts(store, p, n)
+            )
         first_uncommitted = qo.min_offset if cold_next is None else max(cold_next, qo.min_offset)
         if first_uncommitted >= qo.max_offset:
             continue
-        cq = store.consume_queue(qo.topic, qo.queue_id)
-        assert cq is not None
         safe = min(safe, cq.unit(first_uncommitted)[0])
     return safe
 

@@ -49,6 +49,7 @@ class CompactReport:
     objects_deleted: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)  # what failed without failing the run
     # progress while the runs are read and rewritten (for a progress bar; not in to_json)
     runs_done: int = 0
     messages_done: int = 0
@@ -79,6 +80,7 @@ class CompactReport:
             "objects": self.objects,
             "objects_deleted": self.objects_deleted,
             "committed_seq": self.committed_seq,
+            "warnings": list(self.warnings),
             "seconds": round(self.seconds, 6),
             "queues": queues,
         }
@@ -161,7 +163,14 @@ def compact(
     finally:
         packer.close()
     report.objects = packer.objects
-    commit(cold, state, added=report.added, removed=[s for r in runs for s in r], run_id=run_id)
+    commit(
+        cold,
+        state,
+        added=report.added,
+        removed=[s for r in runs for s in r],
+        run_id=run_id,
+        warnings=report.warnings,
+    )
     report.committed_seq = state.seq
     report.objects_deleted = collect_garbage(cold, state)
     report.seconds = time.perf_counter() - t0

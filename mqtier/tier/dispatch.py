@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import takewhile
 from typing import Any
 
 from mqtier.backend.base import ColdStore
@@ -116,6 +117,8 @@ class DispatchReport:
     plans: list[QueuePlan] = field(default_factory=list)
     waiting: list[QueuePlan] = field(default_factory=list)  # pending, below the thresholds
     stopped_by: str | None = None  # "max_bytes" or "max_requests" when a limit ended the run
+    # What went wrong without failing the run (a catalog snapshot that failed after its commit)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +137,7 @@ class DispatchReport:
             "commits": self.commits,
             "garbage_deleted": self.garbage_deleted,
             "stopped_by": self.stopped_by,
+            "warnings": list(self.warnings),
             "seconds": round(self.seconds, 6),
             # Nothing left behind: every pending message was tiered (none waits for a batch
             # threshold, no limit stopped the run).
@@ -215,6 +219,7 @@ def plan_queues(
     Queues with pending messages below every threshold go to ``waiting`` (reason "waiting").
     """
     plans: list[QueuePlan] = []
+    fence = store.unfinished_ingest_from
     for qo in store.offsets():
         key: QueueKey = (qo.topic, qo.queue_id)
         cold_next = state.next_offset(key)
@@ -229,11 +234,17 @@ def plan_queues(
         assert cq is not None
         if cold_next is not None:
             check_same_history(
-                state, key, cq, qo.min_offset, qo.max_offset, lambda p, n: _store_ts(store, p, n)
+                state, key, cq, qo.min_offset, qo.max_offset, lambda p, n: hot_store_ts(store, p, n)
             )
         if start >= qo.max_offset:
             continue
         units = cq.units(start, qo.max_offset - start)
+        if fence is not None:
+            # A running ingest may still roll these back; the cold tier could not follow.
+            units = list(takewhile(lambda u: u[0] < fence, units))
+            if not units:
+                continue
+        end = start + len(units)
         pending_bytes = sum(size for _, size, _ in units)
         if opts.force:
             reason = "force"
@@ -243,22 +254,20 @@ def plan_queues(
             reason = "bytes"
         else:
             phy, size, _ = units[0]
-            first_ts = _store_ts(store, phy, size)
+            first_ts = hot_store_ts(store, phy, size)
             if now_ms - first_ts < opts.policy.max_age_s * 1000:
                 if waiting is not None:
                     waiting.append(
-                        QueuePlan(
-                            qo.topic, qo.queue_id, start, qo.max_offset, pending_bytes, "waiting"
-                        )
+                        QueuePlan(qo.topic, qo.queue_id, start, end, pending_bytes, "waiting")
                     )
                 continue
             reason = "age"
-        plans.append(QueuePlan(qo.topic, qo.queue_id, start, qo.max_offset, pending_bytes, reason))
+        plans.append(QueuePlan(qo.topic, qo.queue_id, start, end, pending_bytes, reason))
     plans.sort(key=lambda p: -p.pending_bytes)
     return plans
 
 
-def _store_ts(store: Store, phy: int, size: int) -> int:
+def hot_store_ts(store: Store, phy: int, size: int) -> int:
     """The store time of the hot record at ``phy`` (it sits in the first 80 bytes)."""
     return record_store_ts(store.commitlog.read(phy, min(size, 80)))
 
@@ -302,7 +311,9 @@ def run_dispatch(
 
     Raises:
         CommitConflictError: another job committed to this broker's prefix meanwhile.
-        CorruptionError: a hot record failed verification (nothing of its queue is tiered).
+        CorruptionError: a hot record failed verification. The run stops: commits it made
+            before (every ``commit_every_bytes``) stay, the objects since are left uncommitted,
+            and every later run stops at the same record until it is repaired.
     """
     opts = opts or DispatchOptions()
     broker = check_broker(broker or store.config.broker_name)
@@ -350,7 +361,7 @@ def run_dispatch(
         added = packer.drain()  # every object is in place before the record names it
         if added:
             report.stored_bytes += sum(s.stored_bytes for s in added)
-            commit(cold, state, added=added, run_id=run_id)
+            commit(cold, state, added=added, run_id=run_id, warnings=report.warnings)
             report.commits += 1
             report.committed_seq = state.seq
         since_commit = 0

@@ -25,6 +25,7 @@ class ExpireReport:
     objects_deleted: int = 0
     committed_seq: int = 0
     dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)  # what failed without failing the run
 
     def to_json(self) -> dict[str, Any]:
         queues: dict[str, dict[str, int]] = {}
@@ -39,6 +40,7 @@ class ExpireReport:
             "stored_bytes": self.stored_bytes,
             "objects_deleted": self.objects_deleted,
             "committed_seq": self.committed_seq,
+            "warnings": list(self.warnings),
             "queues": queues,
         }
 
@@ -78,7 +80,7 @@ def expire(
     )
     if dry_run or not segs:
         return report
-    commit(cold, state, added=[], removed=segs, run_id=run_id)
+    commit(cold, state, added=[], removed=segs, run_id=run_id, warnings=report.warnings)
     report.committed_seq = state.seq
     report.objects_deleted = collect_garbage(cold, state)
     return report

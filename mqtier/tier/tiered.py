@@ -35,11 +35,22 @@ class ReadPolicy(StrEnum):
     FORCE = "force"
 
 
-def _hot_first(store: Store, topic: str, queue_id: int) -> int | None:
+def _hot_range(store: Store, topic: str, queue_id: int) -> tuple[int, int] | None:
+    """The hot store's readable offsets of a queue, ``[first, end)``; None without the queue."""
     for qo in store.offsets():
         if qo.topic == topic and qo.queue_id == queue_id:
-            return qo.min_offset
+            return qo.min_offset, qo.max_offset
     return None
+
+
+def _cold_range(cold: ColdReader, key: tuple[str, int]) -> tuple[int, int] | None:
+    """The offsets the cold tier holds, ``[first, end)``.
+
+    None when it holds none, also when expiry removed every segment of the queue and only its
+    floor (the committed end) is left: those offsets can only come from the hot store.
+    """
+    first, end = cold.state.first_offset(key), cold.state.next_offset(key)
+    return (first, end) if first is not None and end is not None else None
 
 
 def read_tiered(
@@ -53,6 +64,16 @@ def read_tiered(
     policy: ReadPolicy = ReadPolicy.NOT_IN_DISK,
     tags: Iterable[str] | None = None,
 ) -> list[MessageRecord]:
+    """Queue entries ``[offset, offset + count)`` from the tiers the policy chooses, in order.
+
+    Offsets one tier does not hold come from the other whatever the policy prefers, except
+    that ``disable`` and ``force`` use one tier only: the cold tier may have expired a queue's
+    head (or all of it) while the hot store still holds it, and the hot store may have
+    cleaned a head the cold tier holds.
+
+    Raises:
+        NotFoundError: neither tier (of those the policy allows) has the queue.
+    """
     tag_list = list(tags) if tags else None
     if cold is None or policy is ReadPolicy.DISABLE:
         if store is None:
@@ -60,31 +81,46 @@ def read_tiered(
         return store.read(topic, queue_id, offset, count, tags=tag_list)
     if store is None or policy is ReadPolicy.FORCE:
         return cold.read(topic, queue_id, offset, count, tags=tag_list)
-    hot_first = _hot_first(store, topic, queue_id)
-    cold_end = cold.state.next_offset((topic, queue_id))
-    if hot_first is None and cold_end is None:
+    key = (topic, queue_id)
+    hot = _hot_range(store, topic, queue_id)
+    in_cold = _cold_range(cold, key)
+    if hot is None and in_cold is None:
         raise NotFoundError(f"topic {topic!r} queue {queue_id} is in neither tier")
-    if policy is ReadPolicy.NOT_IN_MEM and cold_end is not None:
-        split = cold_end  # the CLI's cache is empty: cold serves all it has
-    elif hot_first is None:
-        split = offset + count  # the hot store has no such queue
-    else:
-        split = hot_first
-    out: list[MessageRecord] = []
     end = offset + count
-    cold_to = min(split, end, cold_end) if cold_end is not None else offset
-    if cold_to > offset:
-        try:
-            out = cold.read(topic, queue_id, offset, cold_to - offset, tags=tag_list)
-        except (ColdStoreError, CorruptionError) as exc:
-            if hot_first is None or offset < hot_first:
-                raise
-            log.warning("cold read failed, reading the hot store instead: %s", exc)
-            out = []
-            cold_to = offset
-        offset = cold_to
-    if offset < end and hot_first is not None:
-        out.extend(store.read(topic, queue_id, offset, end - offset, tags=tag_list))
+    # The offsets cold serves: all it has under not_in_mem (the CLI's cache is empty), only
+    # those the hot store no longer has under not_in_disk. Never below cold's first offset.
+    cold_lo, cold_hi = in_cold if in_cold is not None else (end, end)
+    if policy is ReadPolicy.NOT_IN_DISK and hot is not None:
+        cold_hi = min(cold_hi, hot[0])
+    cold_lo, cold_hi = max(offset, cold_lo), min(end, cold_hi)
+    if cold_lo >= cold_hi:
+        return store.read(topic, queue_id, offset, count, tags=tag_list) if hot is not None else []
+    out: list[MessageRecord] = []
+    if offset < cold_lo and hot is not None:  # below cold's first offset: expired there
+        out.extend(store.read(topic, queue_id, offset, cold_lo - offset, tags=tag_list))
+    try:
+        got = cold.read(topic, queue_id, cold_lo, cold_hi - cold_lo, tags=tag_list)
+    except (ColdStoreError, CorruptionError) as exc:
+        if hot is None or cold_lo < hot[0]:
+            raise
+        log.warning("cold read failed, reading the hot store instead: %s", exc)
+        got, cold_hi = [], cold_lo
+    except NotFoundError:
+        # The read reloaded the catalog (an object was gone) and expiry has removed the
+        # whole queue meanwhile: whatever the hot store has is all there is.
+        if hot is None:
+            raise
+        got = []
+    # A reload may also have moved cold's first offset past cold_lo: cold would silently
+    # start there, so the hot store serves the offsets in between.
+    now = _cold_range(cold, key)
+    gap_end = cold_hi if now is None else min(cold_hi, max(cold_lo, now[0]))
+    if gap_end > cold_lo and hot is not None:
+        out.extend(store.read(topic, queue_id, cold_lo, gap_end - cold_lo, tags=tag_list))
+        got = [m for m in got if m.queue_offset >= gap_end]
+    out.extend(got)
+    if cold_hi < end and hot is not None:
+        out.extend(store.read(topic, queue_id, cold_hi, end - cold_hi, tags=tag_list))
     return out
 
 
@@ -93,35 +129,31 @@ def offset_by_time_tiered(
 ) -> int:
     """The first offset of a queue stored at or after ``ts_ms``, looking at both tiers.
 
-    The cold tier holds a queue's oldest messages, so it answers first; when all it has is older,
-    the hot store answers (its messages come after the cold ones). One past the newest message
-    when every message is older.
+    Each tier answers for the offsets it holds and the earliest answer wins: the cold tier
+    usually holds the oldest messages, but expiry can leave the hot store older ones. One past
+    the newest message when every message is older.
 
     Raises:
         NotFoundError: neither tier has the queue.
     """
     key = (topic, queue_id)
-    hot_has = store is not None and _hot_first(store, topic, queue_id) is not None
-    if cold is not None and cold.state.queues.get(key):
-        found = cold.offset_by_time(topic, queue_id, ts_ms)
-        cold_end = cold.state.next_offset(key)
-        if found != cold_end or not hot_has:
-            return found
-        assert store is not None
-        return max(found, store.offset_by_time(topic, queue_id, ts_ms))
-    if store is None or not hot_has:
+    found: list[int] = []  # per tier, its first offset at or after ts_ms
+    ends: list[int] = []  # per tier, one past its newest offset
+    if store is not None and (hot := _hot_range(store, topic, queue_id)) is not None:
+        found.append(store.offset_by_time(topic, queue_id, ts_ms))
+        ends.append(hot[1])
+    if cold is not None and (in_cold := _cold_range(cold, key)) is not None:
+        found.append(cold.offset_by_time(topic, queue_id, ts_ms))
+        ends.append(in_cold[1])
+    if not found:
         raise NotFoundError(f"topic {topic!r} queue {queue_id} is in neither tier")
-    return store.offset_by_time(topic, queue_id, ts_ms)
+    # A tier answers its end when all it holds is older: that is no answer unless every tier
+    # says so, and then the newest end is one past the newest message.
+    hits = [f for f, e in zip(found, ends, strict=True) if f < e]
+    return min(hits) if hits else max(ends)
 
 
 READ_BATCH = 256  # messages per read while iterating: read-ahead sees a sequential reader
-
-
-def _hot_range(store: Store, topic: str, queue_id: int) -> tuple[int, int] | None:
-    for qo in store.offsets():
-        if qo.topic == topic and qo.queue_id == queue_id:
-            return qo.min_offset, qo.max_offset
-    return None
 
 
 def iter_tiered(
@@ -158,10 +190,10 @@ def iter_tiered(
             ends.append(hot[1])
     if use_cold:
         assert cold is not None
-        first, end = cold.state.first_offset(key), cold.state.next_offset(key)
-        if first is not None and end is not None:
-            firsts.append(first)
-            ends.append(end)
+        in_cold = _cold_range(cold, key)
+        if in_cold is not None:
+            firsts.append(in_cold[0])
+            ends.append(in_cold[1])
     if not firsts:
         raise NotFoundError(f"topic {topic!r} queue {queue_id} is in neither tier")
     off = max(offset, min(firsts))

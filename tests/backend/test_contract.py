@@ -214,6 +214,24 @@ def test_create_race_between_processes(cold: ColdStore) -> None:
     assert [o.key for o in cold.list("")] == ["race/0", "race/1"]
 
 
+@pytest.mark.parametrize("cold_kind", ["file"], indirect=True)
+@pytest.mark.parametrize("op", ["put", "create"])
+def test_new_directories_are_synced_into_their_parents(
+    cold: ColdStore, op: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power loss must not forget the directory of an object a commit record names."""
+    assert isinstance(cold, FileColdStore)
+    synced: list[Path] = []
+    real_sync = FileColdStore._sync_dir
+    monkeypatch.setattr(
+        FileColdStore, "_sync_dir", staticmethod(lambda d: (synced.append(d), real_sync(d)))
+    )
+    getattr(cold, op)("data/7/seg/obj", b"x")
+    root = cold.root
+    for d in (root, root / "data", root / "data/7", root / "data/7/seg"):
+        assert d in synced, (d, synced)
+
+
 # -- missing objects -----------------------------------------------------------------------------
 
 

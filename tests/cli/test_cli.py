@@ -197,8 +197,20 @@ def test_bad_input_exit_codes_and_nothing_written(
     assert len(err) == 1 and needle in err[0], err
     assert str(src) in err[0]
     assert (tree_digest(filled / "commitlog"), tree_digest(filled / "consumequeue")) == before
+    assert not (filled / "mqtier.ingest").exists()  # the rolled-back ingest lifted its fence
     res = run("offsets", "--store", str(filled), "--json")
     assert sum(q["messages"] for q in json.loads(res.stdout)["queues"]) == 300
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--queues", "0"), ("--queues", "-2"), ("--queue", "-1")]
+)
+def test_ingest_refuses_impossible_queue_numbers(tmp_path: Path, option: str, value: str) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", 3)
+    res = run("ingest", "--store", str(tmp_path / "new"), "-t", "orders", option, value, str(src))
+    assert res.exit_code == 2, res.output
+    assert option in res.output
+    assert not (tmp_path / "new").exists()
 
 
 def test_skip_bad_counts(filled: Path, tmp_path: Path) -> None:
@@ -287,6 +299,10 @@ def test_locked_store_ingest_exit_6_and_reads_work(filled: Path, tmp_path: Path)
         res = run("read", "--store", str(filled), "-t", "orders", "-q", "0", "--json")
         assert res.exit_code == 0, res.output
         assert len(res.stdout.splitlines()) > 0
+        cold = (tmp_path / "cold").as_uri()
+        res = run("clean", "--store", str(filled), "--cold", cold, "--keep", "0s")
+        assert res.exit_code == 6, res.output
+        assert "locked" in res.stderr
         assert tree_digest(filled) == before
     finally:
         holder.kill()

@@ -106,6 +106,74 @@ def test_bad_invocations_exit_with_their_code(
     assert tree_digest(filled) == before
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        # (Found in review: --concurrency 0 reached ThreadPoolExecutor, an internal error, 70.)
+        (
+            ["dispatch", "--store", "{store}", "--to", "{cold}", "--force", "--concurrency", "0"],
+            "--concurrency",
+        ),
+        (
+            ["dispatch", "--store", "{store}", "--to", "{cold}", "--concurrency", "-3"],
+            "--concurrency",
+        ),
+        (
+            ["dispatch", "--store", "{store}", "--to", "{cold}", "--batch-count", "0"],
+            "--batch-count",
+        ),
+        (
+            ["dispatch", "--store", "{store}", "--to", "{cold}", "--max-requests", "0"],
+            "--max-requests",
+        ),
+        (["compact", "--cold", "{cold}", "--broker", "b", "--min-run", "1"], "--min-run"),
+        (
+            ["read", "--store", "{store}", "--to", "{cold}", "-t", "orders", "--count", "-1"],
+            "--count",
+        ),
+        (["read", "--store", "{store}", "-t", "orders", "--from", "-5"], "--from"),
+        (["read", "--store", "{store}", "-t", "orders", "--queue", "-1"], "--queue"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(
+    filled: Path, tmp_path: Path, args: list[str], option: str
+) -> None:
+    before = tree_digest(filled)
+    res = run(*[a.format(store=filled, cold=url(tmp_path)) for a in args])
+    assert res.exit_code == 2, res.output
+    assert option in res.output
+    assert "internal error" not in res.output
+    assert tree_digest(filled) == before
+    assert not (tmp_path / "cold").exists()  # the cold tier was not even opened
+
+
+def test_dispatch_whose_snapshot_fails_still_succeeds(
+    filled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The commit is durable before its snapshot: a failed snapshot is a warning, not exit 14."""
+    snapshots = tmp_path / "cold" / "broker-cli" / "catalog" / "snapshots"
+    snapshots.parent.mkdir(parents=True)
+    snapshots.write_text("a file where the directory should be: every snapshot write fails")
+    for n in range(1, 17):  # the 16th commit writes the first snapshot
+        src = write_jsonl(tmp_path / f"more{n}.jsonl", 5, topic="orders")
+        assert run("ingest", "--store", str(filled), str(src)).exit_code == 0
+        res = run("dispatch", "--store", str(filled), "--to", url(tmp_path), "--force", "--json")
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        assert doc["committed_seq"] == n
+        assert len(doc["warnings"]) == (n == 16), doc["warnings"]
+    assert "snapshot" in doc["warnings"][0]
+    assert [r.levelname for r in caplog.records if "snapshot" in r.getMessage()] == ["WARNING"]
+    snapshots.unlink()  # the fault is gone: the next commit writes the snapshot
+    src = write_jsonl(tmp_path / "last.jsonl", 5, topic="orders")
+    assert run("ingest", "--store", str(filled), str(src)).exit_code == 0
+    res = run("dispatch", "--store", str(filled), "--to", url(tmp_path), "--force", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["warnings"] == [], res.output
+    assert (snapshots / f"{17:020d}.json.zst").exists()
+    off = run("offsets", "--store", str(filled), "--cold", url(tmp_path), "--json")
+    assert all(q["pending"] == 0 for q in json.loads(off.stdout)["queues"])
+
+
 def test_read_offsets_clean_expire_round(filled: Path, tmp_path: Path) -> None:
     assert run("dispatch", "--store", str(filled), "--to", url(tmp_path), "--force").exit_code == 0
     cold_read = run(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from mqtier import Store
+from mqtier import Message, Store
 from mqtier.backend.base import ColdStore
+from mqtier.errors import ColdHistoryMismatchError
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean, safe_below
 from mqtier.tier.dispatch import DispatchOptions, run_dispatch
 from mqtier.tier.reader import ColdReader
 from tests.cold.conftest import BROKER, fill
+from tests.geometry import TINY
 
 
 def _all_hot(st: Store) -> dict[tuple[int, int], bytes]:
@@ -93,3 +99,58 @@ def test_clean_drops_derived_files_below_the_new_minimum(
     for qo in hot.offsets():
         msgs = hot.read("orders", qo.queue_id, qo.min_offset, 10)
         assert msgs and all(m.phy_offset >= low for m in msgs)
+
+
+def test_clean_refuses_a_cold_tier_of_another_store(
+    hot: Store, cold: ColdStore, tmp_path: Path
+) -> None:
+    """Another store tiered under the same broker name: its offsets say nothing about ours."""
+    other = Store.open(tmp_path / "other", create=True, config=TINY)
+    other.create_topic("orders", 3)
+    try:
+        fill(other, 900)
+        run_dispatch(other, cold, DispatchOptions(force=True))
+    finally:
+        other.close()
+    fill(hot, 300)
+    files = [f.path.name for f in hot.commitlog.files]
+    before = _all_hot(hot)
+    with pytest.raises(ColdHistoryMismatchError, match="another store"):
+        clean(hot, load_catalog(cold, BROKER), keep_ms=0)
+    assert [f.path.name for f in hot.commitlog.files] == files
+    assert _all_hot(hot) == before
+
+
+def test_clean_keeps_records_the_hot_dispatcher_has_not_reached(
+    hot: Store, cold: ColdStore
+) -> None:
+    """Durable records not yet in any consume queue are not committed cold either."""
+    fill(hot, 300)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    committed_end = hot.commitlog.durable_end
+    gate = threading.Event()
+    dispatch_items = hot.dispatch_items
+
+    def lagging(items: Any) -> None:  # the dispatcher thread falls behind the writer
+        gate.wait()
+        dispatch_items(items)
+
+    hot.dispatch_items = lagging  # type: ignore[method-assign]
+    try:
+        hot.append_batch(
+            [Message("orders", b"x" * 300, queue_id=i % 3, keys=(f"L{i}",)) for i in range(600)]
+        )
+        assert hot.dispatched_end <= committed_end < hot.commitlog.durable_end
+        state = load_catalog(cold, BROKER)
+        assert safe_below(hot, state) <= committed_end
+        clean(hot, state, keep_ms=0)
+        assert hot.commitlog.min_offset <= committed_end
+    finally:
+        gate.set()
+        hot.dispatch_items = dispatch_items  # type: ignore[method-assign]
+    assert hot.wait_dispatched(10)
+    # Every lagging message is still hot, so the next dispatch can tier it.
+    assert len(hot.query_key("orders", "L599")) == 1
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    reader = ColdReader(cold, BROKER)
+    assert sum(reader.state.next_offset(("orders", q)) or 0 for q in range(3)) == 900

@@ -17,6 +17,7 @@ from mqtier.format.coldobject import parse_block_index
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean
 from mqtier.tier.dispatch import DispatchOptions, DispatchReport, run_dispatch
+from mqtier.tier.expire import expire
 from mqtier.tier.reader import ColdReader
 from mqtier.tier.tiered import ReadPolicy, iter_tiered, offset_by_time_tiered, read_tiered
 from tests.cold.conftest import BROKER, fill
@@ -231,3 +232,96 @@ def test_dispatch_reports_progress_up_to_its_plan(hot: Store, cold: ColdStore) -
     assert len(seen) > 3
     assert all(a[1] <= b[1] for a, b in itertools.pairwise(seen))
     assert seen[-1] == (report.raw_bytes, report.raw_bytes, 600)
+
+
+def _expire_head(hot: Store, cold: ColdStore) -> None:
+    """Two tiering runs 150 ms apart; expiry then drops each queue's first segment only.
+
+    Queue 0 ends up with offsets 0..99 hot and 50..99 cold.
+    """
+    fill(hot, 150)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    time.sleep(0.15)
+    fill(hot, 150, start=150)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    segs = load_catalog(cold, BROKER).queues[("orders", 0)]
+    assert [(s.first, s.end) for s in segs] == [(0, 50), (50, 100)]
+    # a TTL that ends between the two runs' messages
+    ttl = int(time.time() * 1000) - (segs[0].max_ts + segs[1].min_ts) // 2
+    report = expire(cold, load_catalog(cold, BROKER), default_ttl_ms=ttl)
+    assert report.to_json()["queues"]["orders/0"] == {"messages": 50, "new_first": 50}
+
+
+@pytest.mark.parametrize("policy", [ReadPolicy.NOT_IN_DISK, ReadPolicy.NOT_IN_MEM])
+def test_offsets_expired_from_cold_are_read_from_hot(
+    hot: Store, cold: ColdStore, policy: ReadPolicy
+) -> None:
+    # (Found in review: not_in_mem sent offsets below cold's first one to the cold reader,
+    # which starts at its first offset, so 0..49 were skipped although the hot store has them.)
+    _expire_head(hot, cold)
+    reader = ColdReader(cold, BROKER)
+    assert reader.state.first_offset(("orders", 0)) == 50
+    for offset, count in [(0, 100), (0, 20), (40, 20), (60, 1000)]:
+        msgs = read_tiered(hot, reader, "orders", 0, offset, count, policy=policy)
+        want = list(range(offset, min(offset + count, 100)))
+        assert [m.queue_offset for m in msgs] == want, (offset, count)
+        batches = iter_tiered(hot, reader, "orders", 0, offset, count, policy=policy, batch=16)
+        assert [m.queue_offset for b in batches for m in b] == want, (offset, count)
+    tagged = read_tiered(hot, reader, "orders", 0, 45, 10, policy=policy, tags=["odd"])
+    assert [m.queue_offset for m in tagged] == [45, 47, 49, 51, 53]  # queue 0 holds i = 3k
+    # the cold tier alone has what expiry left
+    forced = read_tiered(hot, reader, "orders", 0, 0, 100, policy=ReadPolicy.FORCE)
+    assert [m.queue_offset for m in forced] == list(range(50, 100))
+
+
+@pytest.mark.parametrize("policy", [ReadPolicy.NOT_IN_DISK, ReadPolicy.NOT_IN_MEM])
+def test_a_queue_expired_entirely_from_cold_is_read_from_hot(
+    hot: Store, cold: ColdStore, policy: ReadPolicy
+) -> None:
+    fill(hot, 300)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    expire(cold, load_catalog(cold, BROKER), default_ttl_ms=0)
+    reader = ColdReader(cold, BROKER)
+    assert reader.state.first_offset(("orders", 0)) is None  # only its end is left
+    assert reader.state.next_offset(("orders", 0)) == 100
+    msgs = read_tiered(hot, reader, "orders", 0, 0, 100, policy=policy)
+    assert [m.queue_offset for m in msgs] == list(range(100))
+    batches = iter_tiered(hot, reader, "orders", 0, 0, 100, policy=policy, batch=16)
+    assert [m.queue_offset for b in batches for m in b] == list(range(100))
+    assert offset_by_time_tiered(hot, reader, "orders", 0, 0) == 0
+
+
+@pytest.mark.parametrize("everything", [False, True])
+def test_a_reader_that_learns_of_an_expiry_mid_read_gets_the_rest_from_hot(
+    hot: Store, cold: ColdStore, everything: bool
+) -> None:
+    fill(hot, 150)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    time.sleep(0.15)
+    fill(hot, 150, start=150)
+    run_dispatch(hot, cold, DispatchOptions(force=True))
+    reader = ColdReader(cold, BROKER, read_ahead=False)  # loaded before the expiry
+    assert reader.state.first_offset(("orders", 0)) == 0
+    state = load_catalog(cold, BROKER)
+    segs = state.queues[("orders", 0)]
+    ttl = 0 if everything else int(time.time() * 1000) - (segs[0].max_ts + segs[1].min_ts) // 2
+    expire(cold, state, default_ttl_ms=ttl)  # and deletes the objects only it named
+    msgs = read_tiered(hot, reader, "orders", 0, 0, 100, policy=ReadPolicy.NOT_IN_MEM)
+    assert reader.stats["catalog_reloads"] == 1  # the read found an object gone
+    assert [m.queue_offset for m in msgs] == list(range(100))
+
+
+def test_offset_by_time_sees_hot_messages_older_than_the_cold_tier(
+    hot: Store, cold: ColdStore
+) -> None:
+    # (Found in review: the cold tier answered first, so a time older than every message gave
+    # cold's first offset, 50, although the hot store still holds 0..49.)
+    _expire_head(hot, cold)
+    reader = ColdReader(cold, BROKER)
+    assert offset_by_time_tiered(hot, reader, "orders", 0, 0) == 0
+    for offset in (10, 49, 50, 70):
+        ts = _ts_of_first(hot, None, offset)
+        want = offset_by_time_tiered(hot, None, "orders", 0, ts)  # the hot store holds them all
+        assert offset_by_time_tiered(hot, reader, "orders", 0, ts) == want <= offset
+    assert offset_by_time_tiered(hot, reader, "orders", 0, 2**62) == 100
+    assert offset_by_time_tiered(None, reader, "orders", 0, 0) == 50  # cold alone: from 50

@@ -88,13 +88,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return Built(before, after, earlier, last)
 
 
-def _image(built: Built, dst: Path, k: int, fill: str, *, checkpoint_covers: bool) -> Path:
+def _image(built: Built, dst: Path, k: int, fill: str, *, checkpoint_covers: bool | None) -> Path:
     """The store after losing ``[k, end)`` of the last record (see the module docstring).
 
     With ``checkpoint_covers`` the image is the cleanly closed store itself: checkpoint,
-    consume queue and index already cover the damaged record.
+    consume queue and index already cover the damaged record. With ``None`` the caller has
+    already put the store to damage at ``dst``.
     """
-    if checkpoint_covers:
+    if checkpoint_covers is None:
+        pass  # the caller prepared ``dst``
+    elif checkpoint_covers:
         shutil.copytree(built.after, dst)
     else:
         shutil.copytree(built.before, dst)
@@ -194,16 +197,6 @@ def test_power_loss_garbage_properties_ending_in_0x02(built: Built, tmp_path: Pa
         shutil.rmtree(image)
 
 
-BUG_TRUSTS_CHECKPOINT = (
-    "recovery.py: after a crash the scan starts at the dispatch checkpoint, so a torn record "
-    "below it is never verified: it is not truncated and its consume-queue unit stays (reads "
-    "raise CorruptRecordError). Only reachable if the checkpoint reached the disk without the "
-    "record (a disk that lies about fdatasync, or a copied store); RocketMQ rescans from a file "
-    "before the checkpoint"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_TRUSTS_CHECKPOINT)
 @pytest.mark.parametrize("fill", ["zeros", "garbage"])
 def test_power_loss_under_the_checkpoint_cuts_only_the_last_record(
     built: Built, tmp_path: Path, fill: str
@@ -213,6 +206,69 @@ def test_power_loss_under_the_checkpoint_cuts_only_the_last_record(
         image = _image(built, tmp_path / f"k{k}", k, fill, checkpoint_covers=True)
         _check_recovers(built, image, k)
         shutil.rmtree(image)
+
+
+def test_lost_record_under_the_checkpoint_without_its_unit_is_cut(
+    built: Built, tmp_path: Path
+) -> None:
+    """A lying disk kept the checkpoint but lost the last record *and* its consume-queue unit.
+
+    No unit points at the lost bytes, so only the byte before the checkpoint (zero, where a
+    record ends in 0x02) betrays the loss. Trusting the checkpoint would leave a hole of zeros
+    in the middle of the log, and a later rebuild would stop at it.
+    """
+    image = tmp_path / "image"
+    shutil.copytree(built.after, image)
+    shutil.rmtree(image / L.DIR_CONSUMEQUEUE)
+    shutil.copytree(built.before / L.DIR_CONSUMEQUEUE, image / L.DIR_CONSUMEQUEUE)
+    _check_recovers(
+        built,
+        _image(built, image, built.last.result.phy_offset, "zeros", checkpoint_covers=None),
+        built.last.result.phy_offset,
+    )
+
+
+def test_loss_reaching_back_into_an_earlier_file_is_cut_there(tmp_path: Path) -> None:
+    """The checkpoint covers three files; the disk lost everything from the middle of the first.
+
+    The second and third files' first records are lost too, so recovery must step back file by
+    file to where the loss began, and the store must append right there (no hole).
+    """
+    rng = random.Random(3)
+    root = tmp_path / "store"
+    sent: list[Sent] = []
+    with Store.open(root, create=True, config=TINY) as st:
+        while st.commitlog.write_pos < 2 * TINY.commitlog_file_bytes + 4096:
+            msg = _message(len(sent), rng)
+            sent.append(Sent(st.append(msg), msg))
+    size = TINY.commitlog_file_bytes
+    cut = next(s for s in sent if s.result.phy_offset > size // 2)
+    kept = [s for s in sent if s.result.phy_offset < cut.result.phy_offset]
+    files = sorted((root / L.DIR_COMMITLOG).iterdir())
+    assert len(files) >= 3
+    with files[0].open("r+b") as fh:
+        fh.seek(cut.result.phy_offset)
+        fh.write(bytes(size - cut.result.phy_offset))
+    for later in files[1:]:
+        later.write_bytes(bytes(later.stat().st_size))
+    (root / L.FILE_ABORT).write_bytes(b"")
+    with Store.open(root) as st:
+        assert st.recovery is not None and st.recovery.end_offset == cut.result.phy_offset
+        assert st.recovery.scan_from == 0
+        for qid in range(QUEUES):
+            want = [s for s in kept if s.result.queue_id == qid]
+            got = st.read(TOPIC, qid, 0, 10_000)
+            assert [m.body for m in got] == [s.msg.body for s in want]
+        new = st.append(Message(topic=TOPIC, body=b"after", queue_id=0, keys=("after",)))
+        assert new.phy_offset == cut.result.phy_offset
+    # A full rebuild from offset 0 (no checkpoint) reaches the new record: no hole was left.
+    for name in (L.FILE_DISPATCH_CHECKPOINT, L.FILE_CHECKPOINT):
+        (root / name).unlink()
+    shutil.rmtree(root / L.DIR_CONSUMEQUEUE)
+    shutil.rmtree(root / L.DIR_INDEX)
+    (root / L.FILE_ABORT).write_bytes(b"")
+    with Store.open(root) as st:
+        assert [m.body for m in st.query_key(TOPIC, "after")] == [b"after"]
 
 
 # ---- damage in the middle of the log ----------------------------------------------------------

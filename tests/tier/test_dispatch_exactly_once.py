@@ -329,8 +329,11 @@ def test_busy_queue_fills_objects_of_its_own(
     *own, last = sorted(by_object)
     assert len(own) >= 3, by_object
     assert all(by_object[o] == {0} for o in own), by_object
-    # cut at the compressed target, give or take one block
-    assert all(object_bytes <= stored[o] < object_bytes + (20 << 10) for o in own), stored
+    # Cut at the compressed target, give or take one block. While no block of the run has been
+    # compressed yet (a loaded machine), an object is cut by its raw size instead, and these
+    # records (random bodies, compressible headers) shrink by ~8 %: allow that much less.
+    low = int(object_bytes * 0.88)
+    assert all(low <= stored[o] < object_bytes + (20 << 10) for o in own), stored
     assert by_object[last] == {0, 1, 2, 3}  # the busy queue's remainder and the quiet queues
     assert len(state.queues[(TOPIC, 0)]) == len(own) + 1  # one segment per object
     assert report.objects == len(by_object) == bill.count("put") and bill.count("create") == 1
