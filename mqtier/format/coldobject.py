@@ -84,7 +84,19 @@ class Segment:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Segment:
-        return cls(**doc)
+        """The segment a catalog entry describes.
+
+        Raises:
+            TypeError, ValueError: a field is missing, unknown or of the wrong type (a hand-edited
+                or damaged catalog); the catalog's loader names the object it came from.
+        """
+        seg = cls(**doc)
+        for name in cls.__slots__:
+            value = getattr(seg, name)
+            want = str if name in ("object", "topic") else int
+            if type(value) is not want:  # bool is an int subclass: refuse it too
+                raise TypeError(f"segment field {name!r} is {value!r}, not {want.__name__}")
+        return seg
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,9 +185,17 @@ def load_catalog(cold: ColdStore, broker: str) -> CatalogState:
         except ColdObjectNotFoundError:
             break
         record = _decode(data, key, "commit record")
-        if int(record.get("seq", -1)) != state.seq + 1:
-            raise CorruptionError(f"{key}: holds commit {record.get('seq')}, not {state.seq + 1}")
-        state.apply(record)
+        try:
+            if int(record.get("seq", -1)) != state.seq + 1:
+                raise CorruptionError(
+                    f"{key}: holds commit {record.get('seq')}, not {state.seq + 1}"
+                )
+            state.apply(record)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            # Valid JSON of the wrong shape (edited by hand, or written by a newer format)
+            raise CorruptionError(
+                f"{key}: commit record is malformed ({type(exc).__name__}: {exc})"
+            ) from None
     state.loaded_requests = requests
     return state
 

@@ -6,7 +6,9 @@ import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from mqtier import Store
@@ -204,3 +206,26 @@ def test_read_ahead_does_not_fail_a_read_of_intact_data(
         # Offsets 90..99 are in the intact first segment; the window reaches into the second.
         got = reader.read("orders", 0, 90, first.end - 90)
         assert [as_entry(m) for m in got] == want[90 : first.end]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda doc: doc["added"][0].pop("object"),  # a field missing
+        lambda doc: doc.update(seq="one"),  # a number that is not one
+        lambda doc: doc["added"][0].update(first=None),  # a segment field of the wrong type
+    ],
+    ids=["missing-field", "seq-not-a-number", "segment-field-wrong-type"],
+)
+def test_malformed_commit_record_is_corruption_naming_it(
+    tiered: tuple[ColdStore, Ledger, Path], edit: Callable[[dict[str, Any]], object]
+) -> None:
+    """Valid JSON of the wrong shape is corrupt data (exit 4), not an internal error (70)."""
+    cold, _ledger, root = tiered
+    key = commit_key(BROKER, 1)
+    doc = orjson.loads((root / key).read_bytes())
+    edit(doc)
+    (root / key).write_bytes(orjson.dumps(doc))
+    with pytest.raises(CorruptionError, match=f"{key}: commit record is malformed") as info:
+        load_catalog(cold, BROKER)
+    assert info.value.exit_code == 4
