@@ -31,7 +31,7 @@ from typing import Any, Final
 import orjson
 import zstandard
 
-from mqtier.errors import CorruptionError, UnsupportedFormatError
+from mqtier.errors import CorruptionError, CorruptRecordError, UnsupportedFormatError
 from mqtier.format import layout as L
 from mqtier.format.message import check_record
 
@@ -138,19 +138,19 @@ def verify_source_records(raw: bytes, phys: Sequence[int], where: str) -> None:
     """Check every record of a block being built (sizes, shape, body CRC, ``__CRC32#``).
 
     Raises:
-        CorruptionError: naming the commit-log offset of the first bad record.
+        CorruptRecordError: naming the commit-log offset of the first bad record.
     """
     pos = 0
     for phy in phys:
         try:
             size = check_record(raw, pos, len(raw), verify_crc=True, path=where)
         except CorruptionError as exc:
-            raise CorruptionError(f"{where} @ {phy}: {getattr(exc, 'detail', exc)}") from None
+            raise CorruptRecordError(where, phy, getattr(exc, "detail", str(exc))) from None
         if size <= 0:
-            raise CorruptionError(f"{where} @ {phy}: no record where the consume queue points")
+            raise CorruptRecordError(where, phy, "no record where the consume queue points")
         pos += size
     if pos != len(raw):
-        raise CorruptionError(f"{where} @ {phys[-1]}: record sizes disagree with the units")
+        raise CorruptRecordError(where, phys[-1], "record sizes disagree with the units")
 
 
 def _compress(

@@ -14,6 +14,7 @@ the next records are read, and finished objects upload on another.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import mmap
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 from mqtier.backend.base import ColdStore
 from mqtier.backend.open import bill_of
-from mqtier.errors import ColdHistoryMismatchError, CorruptionError, NotFoundError
+from mqtier.errors import ColdHistoryMismatchError, CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.coldobject import SourceRecord
 from mqtier.format.message import record_store_ts
@@ -311,9 +312,9 @@ def run_dispatch(
 
     Raises:
         CommitConflictError: another job committed to this broker's prefix meanwhile.
-        CorruptionError: a hot record failed verification. The run stops: commits it made
-            before (every ``commit_every_bytes``) stay, the objects since are left uncommitted,
-            and every later run stops at the same record until it is repaired.
+        CorruptRecordError: a hot record failed verification. Raised at the end of the run:
+            the record's queue is tiered up to the record and stops there (every later run
+            does the same until it is repaired), and the other queues are tiered and committed.
     """
     opts = opts or DispatchOptions()
     broker = check_broker(broker or store.config.broker_name)
@@ -330,103 +331,206 @@ def run_dispatch(
         return report
     if on_progress is not None:
         on_progress(report)
-    run_id = uuid.uuid4().hex
     bill = bill_of(cold)
     # Requests the run has sent so far (loading the catalog); the rest are counted as planned.
     loaded = bill.requests - first_requests if bill is not None else state.loaded_requests
-    since_commit = 0
-
-    def may_open() -> bool:
-        """Under --max-requests: is there room for one more PUT and the final create?"""
-        if opts.max_requests is None:
-            return True
-        planned = loaded + packer.objects + report.commits + 1  # + this PUT
-        if planned + 1 <= opts.max_requests:  # + the commit's create
-            return True
-        report.stopped_by = "max_requests"
-        return False
-
-    packer = ObjectPacker(
-        cold,
-        run_id,
-        lambda n: f"{data_prefix(broker)}{state.seq + 1:020d}/{run_id}-{n:06d}.mqd",
-        opts.pack_options(),
-        verify_from=str(store.commitlog.directory),
-        may_open=may_open,
-    )
-
-    def commit_now() -> None:
-        """Seal the open object, wait for every upload, then create the commit record."""
-        nonlocal since_commit
-        added = packer.drain()  # every object is in place before the record names it
-        if added:
-            report.stored_bytes += sum(s.stored_bytes for s in added)
-            commit(cold, state, added=added, run_id=run_id, warnings=report.warnings)
-            report.commits += 1
-            report.committed_seq = state.seq
-        since_commit = 0
-
-    def tier(plan: QueuePlan, run: list[SourceRecord], run_bytes: int) -> bool:
-        """Add a run to the open object; False when --max-requests leaves no room for it."""
-        nonlocal since_commit
-        if not packer.add(plan.topic, plan.queue, run):
-            return False
-        since_commit += run_bytes
-        report.messages += len(run)
-        report.raw_bytes += run_bytes
-        if on_progress is not None:
-            on_progress(report)
-        return True
-
-    # Records go to the object in pieces of about a block, so a full object is noticed in time.
-    piece_bytes = max(1, min(opts.block_bytes, opts.object_bytes))
-    hot = _HotReader(store)
-    try:
-        budget = opts.max_bytes
-        for plan in plans:
-            cq = store.consume_queue(plan.topic, plan.queue)
-            assert cq is not None
-            offset = plan.start
-            run: list[SourceRecord] = []
-            run_bytes = 0
-            tiered_any = False
-            for phy, size, _tag in cq.units(plan.start, plan.end - plan.start):
-                if budget is not None and budget <= 0:
-                    report.stopped_by = "max_bytes"
-                    break
-                record = hot.read(phy, size)
-                if L.INT32.unpack_from(record)[0] != size:  # the full check runs with compression
-                    where = store.commitlog.file_for(phy).path
-                    raise CorruptionError(f"{where} @ {phy}: record size disagrees with its unit")
-                run.append(SourceRecord(offset, record_store_ts(record), phy, record))
-                run_bytes += size
-                offset += 1
-                if budget is not None:
-                    budget -= size
-                if run_bytes >= piece_bytes:
-                    if not tier(plan, run, run_bytes):
-                        run = []
-                        break
-                    run, run_bytes, tiered_any = [], 0, True
-                    if not packer.is_open and since_commit >= opts.commit_every_bytes:
-                        commit_now()  # right after an object was sealed
-            if run and tier(plan, run, run_bytes):
-                tiered_any = True
-            if tiered_any:
-                report.queues_tiered += 1
-            if report.stopped_by:
-                break
-            if since_commit >= opts.commit_every_bytes:
-                commit_now()
-        commit_now()
-    finally:
-        packer.close()
-        hot.close()
+    bad: dict[QueueKey, tuple[int, CorruptRecordError]] = {}  # queue -> first bad offset
+    while True:
+        attempt = _Attempt(store, cold, state, broker, opts, report, on_progress, loaded)
+        try:
+            attempt.tier(plans)
+            break
+        except CorruptRecordError as exc:
+            found = _queue_of_record(store, plans, exc.offset)
+            # Blocks are checked in parallel, so a later bad record of a queue may be found
+            # first; its earlier one then moves the stop down (the stop only ever goes down).
+            if found is None or (found[0] in bad and bad[found[0]][0] <= found[1]):
+                raise
+            key, queue_offset = found
+            bad[key] = (queue_offset, exc)
+            # What this attempt packed after its last commit is dropped (its objects are
+            # orphans for the garbage collection below); the queue stops at the bad record and
+            # the others go on.
+            attempt.forget_uncommitted()
+            plans = _replan(plans, state, bad)
+            report.plans = plans
+            log.warning(
+                "%s/%d: %s; tiering the queue up to offset %d and the other queues",
+                key[0],
+                key[1],
+                exc,
+                queue_offset,
+            )
+        finally:
+            loaded += attempt.objects
+            report.objects += attempt.objects
     if opts.gc and report.stopped_by != "max_requests":
         report.garbage_deleted = collect_garbage(cold, state)
-    report.objects = packer.objects
     report.seconds = time.perf_counter() - t0
+    if bad:
+        (topic, queue), (queue_offset, first) = next(iter(bad.items()))
+        more = f" (and {len(bad) - 1} more queues)" if len(bad) > 1 else ""
+        try:
+            path = store.commitlog.file_for(first.offset).path
+        except NotFoundError:
+            path = first.path
+        raise CorruptRecordError(
+            path,
+            first.offset,
+            f"{first.detail}; {topic}/{queue} is tiered up to offset {queue_offset} and stops "
+            f"there{more} until the record is repaired; the other queues were tiered "
+            f"(commit {state.seq})",
+        )
     return report
+
+
+def _queue_of_record(store: Store, plans: list[QueuePlan], phy: int) -> tuple[QueueKey, int] | None:
+    """The planned queue, and its offset, whose record starts at commit-log offset ``phy``."""
+    for plan in plans:
+        cq = store.consume_queue(plan.topic, plan.queue)
+        assert cq is not None
+        units = cq.units(plan.start, plan.end - plan.start)
+        i = bisect.bisect_left(units, phy, key=lambda u: u[0])
+        if i < len(units) and units[i][0] == phy:
+            return (plan.topic, plan.queue), plan.start + i
+    return None
+
+
+def _replan(
+    plans: list[QueuePlan], state: CatalogState, bad: dict[QueueKey, tuple[int, Any]]
+) -> list[QueuePlan]:
+    """The plans again, from what is committed now, each bad queue ending at its bad record."""
+    out: list[QueuePlan] = []
+    for p in plans:
+        key = (p.topic, p.queue)
+        start = max(p.start, state.next_offset(key) or p.start)
+        end = min(p.end, bad[key][0]) if key in bad else p.end
+        if start < end:
+            out.append(QueuePlan(p.topic, p.queue, start, end, p.pending_bytes, p.reason))
+    return out
+
+
+class _Attempt:
+    """One pass over the plans: pack, upload and commit (a run makes a second pass only when
+    a hot record fails verification, without that record's queue)."""
+
+    def __init__(
+        self,
+        store: Store,
+        cold: ColdStore,
+        state: CatalogState,
+        broker: str,
+        opts: DispatchOptions,
+        report: DispatchReport,
+        on_progress: Callable[[DispatchReport], None] | None,
+        loaded: int,
+    ) -> None:
+        self.store, self.cold, self.state, self.opts = store, cold, state, opts
+        self.report, self.on_progress, self.loaded = report, on_progress, loaded
+        self.run_id = uuid.uuid4().hex
+        self.since_commit = 0
+        # the report's counters as of the last commit, to return to if the attempt fails
+        self._committed = (report.messages, report.raw_bytes, report.queues_tiered)
+        self.packer = ObjectPacker(
+            cold,
+            self.run_id,
+            lambda n: f"{data_prefix(broker)}{state.seq + 1:020d}/{self.run_id}-{n:06d}.mqd",
+            opts.pack_options(),
+            verify_from=str(store.commitlog.directory),
+            may_open=self._may_open,
+        )
+
+    @property
+    def objects(self) -> int:
+        return self.packer.objects
+
+    def forget_uncommitted(self) -> None:
+        r = self.report
+        r.messages, r.raw_bytes, r.queues_tiered = self._committed
+
+    def _may_open(self) -> bool:
+        """Under --max-requests: is there room for one more PUT and the final create?"""
+        if self.opts.max_requests is None:
+            return True
+        planned = self.loaded + self.packer.objects + self.report.commits + 1  # + this PUT
+        if planned + 1 <= self.opts.max_requests:  # + the commit's create
+            return True
+        self.report.stopped_by = "max_requests"
+        return False
+
+    def _commit_now(self) -> None:
+        """Seal the open object, wait for every upload, then create the commit record."""
+        r = self.report
+        added = self.packer.drain()  # every object is in place before the record names it
+        if added:
+            r.stored_bytes += sum(s.stored_bytes for s in added)
+            commit(self.cold, self.state, added=added, run_id=self.run_id, warnings=r.warnings)
+            r.commits += 1
+            r.committed_seq = self.state.seq
+        self._committed = (r.messages, r.raw_bytes, r.queues_tiered)
+        self.since_commit = 0
+
+    def _add(self, plan: QueuePlan, run: list[SourceRecord], run_bytes: int) -> bool:
+        """Add a run to the open object; False when --max-requests leaves no room for it."""
+        if not self.packer.add(plan.topic, plan.queue, run):
+            return False
+        self.since_commit += run_bytes
+        self.report.messages += len(run)
+        self.report.raw_bytes += run_bytes
+        if self.on_progress is not None:
+            self.on_progress(self.report)
+        return True
+
+    def tier(self, plans: list[QueuePlan]) -> None:
+        opts, report, store = self.opts, self.report, self.store
+        # Records go to the object in pieces of about a block, so a full object is noticed in
+        # time.
+        piece_bytes = max(1, min(opts.block_bytes, opts.object_bytes))
+        hot = _HotReader(store)
+        try:
+            budget = opts.max_bytes
+            for plan in plans:
+                cq = store.consume_queue(plan.topic, plan.queue)
+                assert cq is not None
+                offset = plan.start
+                run: list[SourceRecord] = []
+                run_bytes = 0
+                tiered_any = False
+                for phy, size, _tag in cq.units(plan.start, plan.end - plan.start):
+                    if budget is not None and budget <= 0:
+                        report.stopped_by = "max_bytes"
+                        break
+                    record = hot.read(phy, size)
+                    if L.INT32.unpack_from(record)[0] != size:  # the full check runs later
+                        raise CorruptRecordError(
+                            store.commitlog.file_for(phy).path,
+                            phy,
+                            "record size disagrees with its consume-queue unit",
+                        )
+                    run.append(SourceRecord(offset, record_store_ts(record), phy, record))
+                    run_bytes += size
+                    offset += 1
+                    if budget is not None:
+                        budget -= size
+                    if run_bytes >= piece_bytes:
+                        if not self._add(plan, run, run_bytes):
+                            run = []
+                            break
+                        run, run_bytes, tiered_any = [], 0, True
+                        if not self.packer.is_open and self.since_commit >= opts.commit_every_bytes:
+                            self._commit_now()  # right after an object was sealed
+                if run and self._add(plan, run, run_bytes):
+                    tiered_any = True
+                if tiered_any:
+                    report.queues_tiered += 1
+                if report.stopped_by:
+                    break
+                if self.since_commit >= opts.commit_every_bytes:
+                    self._commit_now()
+            self._commit_now()
+        finally:
+            self.packer.close()
+            hot.close()
 
 
 def collect_garbage(cold: ColdStore, state: CatalogState) -> int:

@@ -13,18 +13,22 @@ import pytest
 
 from mqtier import Store
 from mqtier.backend.base import ColdStore
-from mqtier.errors import CorruptionError, MqtierError
+from mqtier.errors import CorruptionError, CorruptRecordError, MqtierError
 from mqtier.format.coldobject import Block, Segment, parse_block_index
+from mqtier.format.layout import RECORD_HEADER_V4V4
 from mqtier.tier.catalog import commit_key, load_catalog
 from mqtier.tier.dispatch import DispatchOptions, run_dispatch
 from mqtier.tier.reader import ColdReader
 from tests.tier.conftest import (
     BROKER,
+    TOPIC,
     Entry,
     Ledger,
     append,
     as_entry,
     assert_cold_equals,
+    cold_view,
+    data_objects,
     make_messages,
 )
 
@@ -229,3 +233,38 @@ def test_malformed_commit_record_is_corruption_naming_it(
     with pytest.raises(CorruptionError, match=f"{key}: commit record is malformed") as info:
         load_catalog(cold, BROKER)
     assert info.value.exit_code == 4
+
+
+@pytest.mark.parametrize("commit_every", [1 << 30, 8 << 10], ids=["one-commit", "many-commits"])
+def test_corrupt_hot_record_stops_only_its_queue(
+    hot: Store, memory_url: str, open_cold: Callable[..., ColdStore], commit_every: int
+) -> None:
+    """A bad hot record stops its queue right before it; the other queues are tiered."""
+    ledger = Ledger()
+    append(hot, ledger, make_messages(random.Random(5), 400))
+    victim = ledger.queues[(TOPIC, 1)][60]
+    f = hot.commitlog.file_for(victim.phy_offset)
+    pos = victim.phy_offset - f.base + RECORD_HEADER_V4V4.size  # the first body byte
+    with f.path.open("r+b") as fh:
+        fh.seek(pos)
+        byte = fh.read(1)
+        fh.seek(pos)
+        fh.write(bytes([byte[0] ^ 0x20]))
+    cold = open_cold(memory_url)
+    opts = DispatchOptions(
+        force=True, object_bytes=16 << 10, block_bytes=4 << 10, commit_every_bytes=commit_every
+    )
+    with pytest.raises(CorruptRecordError) as info:
+        run_dispatch(hot, cold, opts)
+    err = info.value
+    assert (err.path, err.offset) == (f.path, victim.phy_offset)
+    assert f"{TOPIC}/1 is tiered up to offset 60" in str(err)
+    view = cold_view(cold)
+    for key, entries in ledger.queues.items():
+        assert view.get(key, []) == (entries[:60] if key == (TOPIC, 1) else entries), key
+    state = load_catalog(cold, BROKER)
+    assert data_objects(cold) == state.referenced_objects()  # the dropped attempt left nothing
+    # Every later run stops at the same record and commits nothing new.
+    with pytest.raises(CorruptRecordError, match="tiered up to offset 60"):
+        run_dispatch(hot, cold, opts)
+    assert load_catalog(cold, BROKER).seq == state.seq
