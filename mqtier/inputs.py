@@ -85,6 +85,9 @@ def message_from_json(raw: bytes, defaults: Defaults, source: str, line: int) ->
     return Message(topic=topic, body=body, queue_id=queue, keys=keys, tags=tags, properties=props)
 
 
+_WHITESPACE = b" \t\r\n\x0b\x0c"
+
+
 def read_lines(
     stream: BinaryIO, source: str, block_bytes: int = 4 << 20
 ) -> Iterator[tuple[int, bytes]]:
@@ -103,7 +106,8 @@ def read_lines(
         rest = lines.pop()
         for line in lines:
             n += 1
-            if line and (len(line) > 2 or line.strip()):
+            # blank means whitespace only; strip() runs only when the line starts with some
+            if line and (line[0] not in _WHITESPACE or line.strip()):
                 yield n, line.rstrip(b"\r") if line[-1:] == b"\r" else line
     if rest.strip():
         yield n + 1, rest.rstrip(b"\r")

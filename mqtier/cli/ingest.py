@@ -26,18 +26,6 @@ from mqtier.inputs import FORMATS, Defaults
 from mqtier.store.config import StoreConfig
 from mqtier.store.store import Store, is_store_dir
 
-# What a new store consists of, for removing one a failed first ingest created.
-STORE_ENTRIES = (
-    L.DIR_COMMITLOG,
-    L.DIR_CONSUMEQUEUE,
-    L.DIR_INDEX,
-    L.DIR_CONFIG,
-    L.FILE_CHECKPOINT,
-    L.FILE_ABORT,
-    L.FILE_LOCK,
-    L.FILE_DISPATCH_CHECKPOINT,
-)
-
 
 @handle_errors
 def ingest(
@@ -106,13 +94,16 @@ def ingest(
         changes["max_message_bytes"] = parse_size(max_message_size)
     config = StoreConfig().with_changes(**changes) if changes else StoreConfig()
     total = sum(os.path.getsize(p) for p in inputs if p != "-" and os.path.isfile(p))
-    # A failed first ingest must not leave a new, empty store (with its pre-written file) behind.
+    # A failed first ingest must not leave a new, empty store (with its pre-written file) behind,
+    # and must not touch what was in the directory before (a broker's config/, say).
     created_dir = not store.exists()
     created_store = not is_store_dir(store)
+    existed = _paths_under(store) if created_store and not created_dir else set()
+    rewritten = {p: p.read_bytes() for p in _store_written_files(store) if p in existed}
     try:
         with Store.open(store, create=True, config=config) as st:
             if topic and queues:
-                st.create_topic(topic, queues)
+                st.create_topic(topic, queues, save=False)  # saved when the ingest succeeds
             show = not json_out and err_console.is_terminal
             progress = Progress(
                 TextColumn("ingest"),
@@ -139,8 +130,12 @@ def ingest(
                     on_progress=on_progress if show else None,
                 )
     except BaseException:
-        if created_store:
-            _remove_new_store(store, whole_dir=created_dir)
+        if created_dir:
+            shutil.rmtree(store, ignore_errors=True)
+        elif created_store:
+            _remove_new_paths(store, existed)
+            for path, data in rewritten.items():
+                path.write_bytes(data)
         raise
     doc = summary.to_json()
     doc["store"] = str(store)
@@ -157,14 +152,26 @@ def ingest(
         note(f"  skipped: {sample}")
 
 
-def _remove_new_store(store: Path, *, whole_dir: bool) -> None:
-    """Delete a store this command created (and, if it made it, the directory too)."""
-    if whole_dir:
-        shutil.rmtree(store, ignore_errors=True)
-        return
-    for name in STORE_ENTRIES:
-        p = store / name
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
+def _store_written_files(root: Path) -> list[Path]:
+    """Files a store open rewrites that a broker's directory may already hold."""
+    config = root / L.DIR_CONFIG
+    return [
+        root / L.FILE_CHECKPOINT,
+        root / L.FILE_ABORT,
+        root / L.FILE_LOCK,
+        config / L.FILE_TOPICS,
+        config / (L.FILE_TOPICS + ".bak"),
+    ]
+
+
+def _paths_under(root: Path) -> set[Path]:
+    return {root / d / name for d, dirs, files in os.walk(root) for name in (*dirs, *files)}
+
+
+def _remove_new_paths(root: Path, existed: set[Path]) -> None:
+    """Delete what a failed first ingest added under ``root``, deepest first; nothing else."""
+    for path in sorted(_paths_under(root) - existed, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
         else:
-            p.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)

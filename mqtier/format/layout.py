@@ -123,6 +123,7 @@ FILE_LOCK: Final = "lock"
 LOCK_CONTENT: Final = b"lock"
 # mqtier's own files beside RocketMQ's; a broker ignores them.
 FILE_STORE_CONFIG: Final = "mqtier.json"  # in config/: broker name, file sizes
+FILE_TOPICS: Final = "topics.json"  # in config/; the previous version is kept as topics.json.bak
 FILE_DISPATCH_CHECKPOINT: Final = "mqtier.dispatch"  # in the root: dispatched commit-log offset
 # In the root while an ingest runs: the commit-log offset it started at (same encoding as
 # mqtier.dispatch). Its records may still be rolled back, so tiering stops short of them.

@@ -43,6 +43,9 @@ class RecordCache:
             data = self._data
             for offset, record in items:
                 if len(record) <= limit:
+                    old = data.pop(offset, None)  # put again (a replay): count it once
+                    if old is not None:
+                        self._bytes -= len(old)
                     data[offset] = record
                     self._bytes += len(record)
             while self._bytes > self.max_bytes:

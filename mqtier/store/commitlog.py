@@ -72,6 +72,12 @@ def infer_file_bytes(directory: Path) -> int | None:
     return None
 
 
+def _starts_with_zeros(path: Path) -> bool:
+    """Whether no record starts at the beginning of ``path`` (a never-used spare)."""
+    with path.open("rb") as fh:
+        return fh.read(8) == bytes(8)
+
+
 class CommitLog:
     """The store's commit log. Not thread-safe for writing: one writer thread appends."""
 
@@ -116,6 +122,17 @@ class CommitLog:
                 )
             if base % self.file_bytes:
                 raise ConfigError(f"{path}: offset {base} is not a multiple of {self.file_bytes}")
+            if self.files and base != self.files[-1].base + self.file_bytes:
+                if i == len(entries) - 1 and _starts_with_zeros(path):
+                    # An empty spare beyond a gap (left by an older rollback): it holds nothing
+                    # and would be out of place once appends fill the gap.
+                    if self.writable:
+                        path.unlink()
+                    continue
+                raise ConfigError(
+                    f"{path}: commit-log files are not contiguous (the previous file ends at "
+                    f"{self.files[-1].base + self.file_bytes})"
+                )
             self._add_file(CommitLogFile(base, path, os.open(path, flags)))
 
     def _add_file(self, f: CommitLogFile) -> None:
@@ -238,6 +255,12 @@ class CommitLog:
         Returns the files deleted.
         """
         self._cur = None
+        t = self._prealloc_thread
+        if t is not None:  # it may be writing a file past the end: let it finish or give up
+            self._prealloc_cancel.set()
+            t.join()
+            self._prealloc_cancel.clear()
+            self._prealloc_thread = None
         removed: list[Path] = []
         while self.files and self.files[-1].base >= end and self.files[-1].base > 0:
             # Later files hold nothing valid (a pre-written spare is recreated when needed).
@@ -246,6 +269,12 @@ class CommitLog:
             f.close()
             f.path.unlink()
             removed.append(f.path)
+        # A spare pre-written after the old last file is on disk but not in ``files``; left
+        # there it would sit beyond a gap once ``end`` lies in an earlier file.
+        for base, path in list_offset_files(self.directory):
+            if base >= end and base > 0 and path not in removed:
+                path.unlink()
+                removed.append(path)
         if self.files and end < self.files[-1].base + self.file_bytes:
             f = self.files[-1]
             pos = end - f.base

@@ -148,6 +148,7 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
         report.index_files_dropped = [f.path.name for f in files if f.header.end_phy >= end]
         if abnormal and files:
             redispatch = min(redispatch, max(files[-1].header.end_phy, cl.min_offset))
+        redispatch = _start_without_gaps(store, redispatch, end)
         report.redispatch_from = redispatch
         report.messages_redispatched = sum(1 for _ in cl.scan(redispatch, end=end))
         report.seconds = time.monotonic() - t0
@@ -175,6 +176,7 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
             redispatch = min(redispatch, max(store.index.end_phy, cl.min_offset))
         elif dropped:
             redispatch = cl.min_offset
+    redispatch = _start_without_gaps(store, redispatch, end)
     report.redispatch_from = redispatch
     report.messages_redispatched = _replay(store, redispatch, end)
     if report.messages_redispatched or report.cq_units_dropped or report.files_removed:
@@ -247,6 +249,45 @@ def _intact_record_after(store: Store, end: int) -> int | None:
                 return phy
             off -= 1
     return None
+
+
+def _queue_tail(cq: ConsumeQueue, end: int) -> tuple[int, int] | None:
+    """(next queue offset, end of its last record) of ``cq`` counting only records below ``end``."""
+    off = cq.max_offset
+    while off > cq.min_offset:
+        phy, size, _ = cq.unit(off - 1)
+        if phy >= 0 and size > 0 and phy + size <= end:
+            return off, phy + size
+        off -= 1
+    return None
+
+
+def _start_without_gaps(store: Store, start: int, end: int) -> int:
+    """Lower the replay start until no queue would get a gap.
+
+    A consume queue can lag the replay start (a broker's queue that was not flushed, or one
+    this store's rules start past): its first record in the replayed range then has a higher
+    queue offset than the queue's end, and replaying would leave the offsets in between as
+    placeholders nothing can read. The replay starts at that queue's last record instead, and
+    the range added is checked the same way. Queues without units are taken as they are.
+    """
+    cl = store.commitlog
+    checked_to = end
+    while start < checked_to:
+        lowest = start
+        seen: set[tuple[str, int]] = set()
+        for _phy, _size, mm, pos in cl.scan(start, verify_crc=False, end=checked_to):
+            topic, qid, qoff, sysflag, *_ = dispatch_fields(mm, pos)
+            tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
+            if (topic, qid) in seen or tx not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
+                continue
+            seen.add((topic, qid))
+            cq = store.consume_queues.get((topic, qid))
+            tail = _queue_tail(cq, end) if cq is not None else None
+            if tail is not None and qoff > tail[0]:
+                lowest = min(lowest, max(tail[1], cl.min_offset))
+        checked_to, start = start, lowest
+    return start
 
 
 def _units_past(cq: ConsumeQueue, end: int) -> int:

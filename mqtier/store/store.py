@@ -21,6 +21,7 @@ from typing import Any, Final, Self
 from mqtier.errors import (
     CorruptRecordError,
     InvalidMessageError,
+    MessageTooLargeError,
     NotAStoreError,
     NotFoundError,
     ReadOnlyStoreError,
@@ -142,6 +143,7 @@ class Store:
         self._topics_dirty = False  # a topic was added or widened by an append; saved at close
         self.cache = RecordCache(config.cache_bytes)
         self.store_host = parse_host(config.store_host)
+        self._host_v6 = len(self.store_host[0]) == 16  # born and store host are both this host
         self.recovery: RecoveryReport | None = None
         self._closed = False
         pid = os.getpid() & 0xFFFF
@@ -398,12 +400,19 @@ class Store:
 
     # ---- appending --------------------------------------------------------------------------
 
-    def create_topic(self, topic: str, queues: int) -> None:
-        """Declare ``topic`` with ``queues`` write queues (widening an existing topic)."""
+    def create_topic(self, topic: str, queues: int, *, save: bool = True) -> None:
+        """Declare ``topic`` with ``queues`` write queues (widening an existing topic).
+
+        With ``save=False`` the topic table is written at close (or by
+        :meth:`topics_save_if_dirty`) and not at all if the store is rolled back.
+        """
         self._check_writable()
         validate_topic(topic, allow_v2=True)
         if self.topics.ensure(topic, queues):
-            self.topics.save()
+            if save:
+                self.topics.save()
+            else:
+                self._topics_dirty = True
 
     def topics_save_if_dirty(self) -> None:
         if self._topics_dirty:
@@ -497,9 +506,16 @@ class Store:
             raise PropertiesTooLongError(
                 f"topic {topic}: properties are {plen} bytes; the limit is {L.MAX_PROPERTIES_BYTES}"
             )
-        size = record_size(len(tb), len(body), len(props))
+        v6 = self._host_v6
+        size = record_size(len(tb), len(body), len(props), born_v6=v6, store_v6=v6)
         if self.config.append_prop_crc:
             size += L.CRC32_RESERVED_LEN
+        if size + L.BLANK_MIN_BYTES > self.config.commitlog_file_bytes:
+            # A record never spans two files; one larger than a file could never be placed.
+            raise MessageTooLargeError(
+                f"topic {topic}: the record would be {size} bytes, more than a "
+                f"{self.config.commitlog_file_bytes}-byte commit-log file holds"
+            )
         return (
             topic,
             tb,
@@ -776,6 +792,13 @@ class Store:
             ip, port, phy = parse_msg_id(msg_id)
         except ValueError as exc:
             raise NotFoundError(str(exc)) from None
+        cl = self.commitlog
+        if self.cache.get(phy) is None and cl.min_offset <= phy and phy + 8 <= cl.durable_end:
+            _, magic = L.RECORD_SIZE_MAGIC.unpack(cl.read(phy, 8))
+            if magic not in (L.MAGIC_V1, L.MAGIC_V2):
+                # An id can name any offset; no record starting there is "not found". A record
+                # whose magic is right but whose checks fail is corrupt (read_at says so).
+                raise NotFoundError(f"message id {msg_id}: no message starts at offset {phy}")
         msg = self.read_at(phy)
         if msg.store_host != (ip, port):
             log.warning("message id %s names another store host than this store's", msg_id)

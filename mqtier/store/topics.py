@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mqtier.format import fastjson
+from mqtier.format import layout as L
 from mqtier.store.fileio import write_atomic
 
 
@@ -14,9 +15,9 @@ class TopicTable:
     """Queue counts per topic. Persisted like ``ConfigManager``: keep ``.bak``, write, sync."""
 
     def __init__(self, config_dir: Path) -> None:
-        self.path = config_dir / "topics.json"
+        self.path = config_dir / L.FILE_TOPICS
         self.doc: dict[Any, Any] = {}
-        for candidate in (self.path, self.path.with_name("topics.json.bak")):
+        for candidate in (self.path, self.path.with_name(L.FILE_TOPICS + ".bak")):
             try:
                 text = candidate.read_text(encoding="utf-8")
             except OSError:
@@ -69,6 +70,6 @@ class TopicTable:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            write_atomic(self.path.with_name("topics.json.bak"), self.path.read_bytes())
+            write_atomic(self.path.with_name(L.FILE_TOPICS + ".bak"), self.path.read_bytes())
         ordered = {k: self.doc[k] for k in sorted(self.doc)}  # bean properties: alphabetical
         write_atomic(self.path, fastjson.dumps(ordered).encode("utf-8"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mqtier.cli import app
+from mqtier.format.layout import RECORD_HEADER_V4V4
 
 runner = CliRunner()
 
@@ -147,6 +149,25 @@ def test_query_key_id_uniq(filled: Path) -> None:
 def test_query_missing_key_exits_3(filled: Path) -> None:
     res = run("query", "key", "NOPE", "--store", str(filled), "--topic", "orders")
     assert res.exit_code == 3
+
+
+def test_query_id_naming_no_record_exits_3_and_a_corrupt_one_4(filled: Path) -> None:
+    res = run("query", "key", "ORDER-42", "--store", str(filled), "--topic", "orders", "--json")
+    m = json.loads(res.stdout)
+    ip_port, phy = m["msg_id"][:-16], m["commitlog_offset"]
+    for off in (phy + 3, phy + 40):  # inside a record: no record starts there
+        res = run("query", "id", f"{ip_port}{off:016X}", "--store", str(filled))
+        assert res.exit_code == 3, res.output
+        assert "no message starts at offset" in res.stderr
+    res = run("query", "id", f"{ip_port}{10**9:016X}", "--store", str(filled))
+    assert res.exit_code == 3, res.output  # past the end of the store
+    # A record whose magic is right but whose body CRC fails is corrupt data, not "not found".
+    f = filled / "commitlog" / "00000000000000000000"
+    data = bytearray(f.read_bytes())
+    data[phy + RECORD_HEADER_V4V4.size + 1] ^= 0xFF  # inside the body
+    f.write_bytes(bytes(data))
+    res = run("query", "id", m["msg_id"], "--store", str(filled))
+    assert res.exit_code == 4, res.output
 
 
 def test_offsets_json(filled: Path) -> None:
@@ -358,3 +379,37 @@ def test_failed_first_ingest_leaves_no_store(tmp_path: Path) -> None:
     res = run("ingest", "--store", str(tmp_path / "empty"), "-t", "orders", *SMALL, str(src))
     assert res.exit_code == 8
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_failed_first_ingest_keeps_what_the_directory_held(
+    fixture_store_c_src: Path, tmp_path: Path
+) -> None:
+    """A broker's directory before its first message (config/ and checkpoint, no commit log)
+    counts as no store; a failed ingest removes only what it added, not the broker's files."""
+    broker = tmp_path / "broker"
+    (broker / "config").mkdir(parents=True)
+    for f in (fixture_store_c_src / "config").iterdir():
+        shutil.copy(f, broker / "config" / f.name)
+    shutil.copy(fixture_store_c_src / "checkpoint", broker / "checkpoint")
+    for p in [broker, *broker.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    before = tree_digest(broker), sorted(broker.rglob("*"))
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"body": "ok"}\n{broken\n')
+    res = run("ingest", "--store", str(broker), "-t", "orders", "--queues", "4", *SMALL, str(src))
+    assert res.exit_code == 8, res.output
+    assert (tree_digest(broker), sorted(broker.rglob("*"))) == before
+
+
+def test_failed_ingest_leaves_the_topic_table_as_it_was(filled: Path, tmp_path: Path) -> None:
+    topics = filled / "config" / "topics.json"
+    before = topics.read_bytes()
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"body": "ok"}\n{broken\n')
+    res = run("ingest", "--store", str(filled), "-t", "neworders", "--queues", "16", str(src))
+    assert res.exit_code == 8, res.output
+    assert topics.read_bytes() == before
+    src.write_text('{"body": "ok"}\n')
+    res = run("ingest", "--store", str(filled), "-t", "neworders", "--queues", "16", str(src))
+    assert res.exit_code == 0, res.output
+    assert b"neworders" in topics.read_bytes()

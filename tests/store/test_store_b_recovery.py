@@ -138,3 +138,28 @@ def test_read_only_open_changes_nothing(store_b: Path) -> None:
             ]
     finally:
         assert _hashes(store_b) == before  # holds even when the open fails
+
+
+@pytest.mark.parametrize("units_kept", [10, CQ_UNITS])
+def test_a_consume_queue_far_behind_a_clean_store_is_filled_not_holed(
+    store_b: Path, units_kept: int
+) -> None:
+    """store-b as if shut down cleanly, its queue far behind the last three commit-log files
+    (where RocketMQ's rule starts a clean scan): the replay starts at the queue's end, so
+    every message is readable, and none is left as a placeholder."""
+    recs = parse_commitlog(store_b)
+    (store_b / "abort").unlink()
+    cut = units_kept * 20  # byte position in the queue where its units stop
+    for path in (store_b / "consumequeue/abc/0").iterdir():
+        base = int(path.name)
+        if base >= cut and base > 0:
+            path.unlink()
+        elif base + path.stat().st_size > cut:
+            data = bytearray(path.read_bytes())
+            data[cut - base :] = bytes(len(data) - (cut - base))
+            path.write_bytes(bytes(data))
+    with Store.open(store_b) as st:
+        assert st.recovery is not None and st.recovery.clean_shutdown is True
+        assert st.recovery.redispatch_from == recs[units_kept].phy
+        msgs = st.read("abc", 0, 0, 1000)
+        assert [(m.queue_offset, m.body) for m in msgs] == [(r.queue_offset, r.body) for r in recs]
