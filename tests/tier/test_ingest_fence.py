@@ -96,6 +96,7 @@ def test_dispatch_beside_a_failing_ingest_tiers_none_of_it(tmp_path: Path) -> No
             [str(_input(tmp_path / "ok.jsonl", 100, bad_at_end=False))],
             defaults=Defaults(None, None),
         )
+        assert st2.wait_dispatched(10)  # dispatch tiers what the hot consume queues hold
         run_dispatch(st2, cold, DispatchOptions(force=True))
         got = ColdReader(cold, cfg.broker_name).read("orders", 0, 0, 200)
         assert [m.body for m in got] == [m.body for m in st2.read("orders", 0, 0, 200)]
