@@ -71,6 +71,7 @@ def test_rollback_removes_a_spare_pre_written_past_the_new_end(tmp_path: Path) -
     assert _files(root) == list(range(0, start // size * size + 1, size))
     with Store.open(root) as st:
         more = st.append_batch([Message("t", b"m" * 300, queue_id=0) for _ in range(600)])
+        assert st.wait_dispatched(10)
         on_disk, tracked = _files(root), [f.base for f in st.commitlog.files]
         assert on_disk == list(range(0, len(on_disk) * size, size))  # no gap
         assert tracked == on_disk[: len(tracked)]  # at most a spare beyond the tracked ones
