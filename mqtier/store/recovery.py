@@ -204,13 +204,14 @@ def _record_intact(store: Store, phy: int, size: int) -> bool:
         return False
 
 
-def _last_unit_below(cq: ConsumeQueue, limit: int) -> tuple[int, int] | None:
-    """(offset, size) of the last record ``cq`` points to that ends at or below ``limit``."""
+def _last_unit_within(cq: ConsumeQueue, limit: int) -> tuple[int, int, int] | None:
+    """(queue offset, commit-log offset, size) of the last record ``cq`` points to that ends
+    at or below commit-log offset ``limit``."""
     off = cq.max_offset
     while off > cq.min_offset:
         phy, size, _ = cq.unit(off - 1)
         if phy >= 0 and size > 0 and phy + size <= limit:
-            return phy, size
+            return off - 1, phy, size
         off -= 1
     return None
 
@@ -228,9 +229,9 @@ def _damage_below(store: Store, ckpt: int) -> int | None:
         return None
     suspects = []
     for cq in store.consume_queues.values():
-        last = _last_unit_below(cq, ckpt)
-        if last is not None and not _record_intact(store, *last):
-            suspects.append(last[0])
+        last = _last_unit_within(cq, ckpt)
+        if last is not None and not _record_intact(store, last[1], last[2]):
+            suspects.append(last[1])
     f = cl.file_for(ckpt - 1)
     if ckpt == f.base + cl.file_bytes or os.pread(f.fd, 1, ckpt - 1 - f.base) != b"\x02":
         suspects.append(ckpt - 1)
@@ -248,17 +249,6 @@ def _intact_record_after(store: Store, end: int) -> int | None:
             if _record_intact(store, phy, size):
                 return phy
             off -= 1
-    return None
-
-
-def _queue_tail(cq: ConsumeQueue, end: int) -> tuple[int, int] | None:
-    """(next queue offset, end of its last record) of ``cq`` counting only records below ``end``."""
-    off = cq.max_offset
-    while off > cq.min_offset:
-        phy, size, _ = cq.unit(off - 1)
-        if phy >= 0 and size > 0 and phy + size <= end:
-            return off, phy + size
-        off -= 1
     return None
 
 
@@ -283,9 +273,9 @@ def _start_without_gaps(store: Store, start: int, end: int) -> int:
                 continue
             seen.add((topic, qid))
             cq = store.consume_queues.get((topic, qid))
-            tail = _queue_tail(cq, end) if cq is not None else None
-            if tail is not None and qoff > tail[0]:
-                lowest = min(lowest, max(tail[1], cl.min_offset))
+            last = _last_unit_within(cq, end) if cq is not None else None
+            if last is not None and qoff > last[0] + 1:
+                lowest = min(lowest, max(last[1] + last[2], cl.min_offset))
         checked_to, start = start, lowest
     return start
 
