@@ -148,7 +148,8 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
         report.index_files_dropped = [f.path.name for f in files if f.header.end_phy >= end]
         if abnormal and files:
             redispatch = min(redispatch, max(files[-1].header.end_phy, cl.min_offset))
-        redispatch = _start_without_gaps(store, redispatch, end)
+        if ckpt is None:
+            redispatch = _start_without_gaps(store, redispatch, end)
         report.redispatch_from = redispatch
         report.messages_redispatched = sum(1 for _ in cl.scan(redispatch, end=end))
         report.seconds = time.monotonic() - t0
@@ -176,7 +177,10 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
             redispatch = min(redispatch, max(store.index.end_phy, cl.min_offset))
         elif dropped:
             redispatch = cl.min_offset
-    redispatch = _start_without_gaps(store, redispatch, end)
+    if ckpt is None:
+        # Without mqtier's checkpoint nothing says the consume queues were flushed together
+        # (a broker's store); with it they were, up to the checkpoint, before it was written.
+        redispatch = _start_without_gaps(store, redispatch, end)
     report.redispatch_from = redispatch
     report.messages_redispatched = _replay(store, redispatch, end)
     if report.messages_redispatched or report.cq_units_dropped or report.files_removed:
@@ -262,6 +266,11 @@ def _start_without_gaps(store: Store, start: int, end: int) -> int:
     the range added is checked the same way. Queues without units are taken as they are.
     """
     cl = store.commitlog
+    # A queue whose units reach ``start`` already holds every record of it below ``start``
+    # (units are dense): only one ending earlier can lag. Usually there is none to look for.
+    tails = [_last_unit_within(cq, end) for cq in store.consume_queues.values()]
+    if all(t is None or t[1] + t[2] >= start for t in tails):
+        return start
     checked_to = end
     while start < checked_to:
         lowest = start
