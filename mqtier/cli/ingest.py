@@ -97,6 +97,10 @@ def ingest(
     # A failed first ingest must not leave a new, empty store (with its pre-written file) behind,
     # and must not touch what was in the directory before (a broker's config/, say).
     created_dir = not store.exists()
+    # the outermost directory this command will create (the store's, or a missing parent's)
+    made = store
+    while created_dir and not made.parent.exists() and made.parent != made:
+        made = made.parent
     created_store = not is_store_dir(store)
     existed = _paths_under(store) if created_store and not created_dir else set()
     rewritten = {p: p.read_bytes() for p in _store_written_files(store) if p in existed}
@@ -131,7 +135,7 @@ def ingest(
                 )
     except BaseException:
         if created_dir:
-            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(made, ignore_errors=True)
         elif created_store:
             _remove_new_paths(store, existed)
             for path, data in rewritten.items():
@@ -165,7 +169,7 @@ def _store_written_files(root: Path) -> list[Path]:
 
 
 def _paths_under(root: Path) -> set[Path]:
-    return {root / d / name for d, dirs, files in os.walk(root) for name in (*dirs, *files)}
+    return {Path(d) / name for d, dirs, files in os.walk(root) for name in (*dirs, *files)}
 
 
 def _remove_new_paths(root: Path, existed: set[Path]) -> None:

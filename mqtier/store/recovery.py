@@ -16,6 +16,7 @@ that file's first record is lost), as RocketMQ's abnormal recovery does.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,8 @@ from mqtier.format.message import check_record, dispatch_fields
 if TYPE_CHECKING:
     from mqtier.store.consumequeue import ConsumeQueue
     from mqtier.store.store import DispatchItem, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,6 +116,19 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
         # Even the first record of that file is lost: the damage began in an earlier file.
         scan_from = cl.file_for(scan_from - 1).base
         stop = cl.find_end(scan_from, verify_crc=True)
+    if suspect is not None and ckpt is not None and stop.offset < ckpt:
+        intact = _intact_record_after(store, stop.offset)
+        if intact is not None:
+            # Not a lost tail: acknowledged records after the damage are intact. Cutting would
+            # lose them, so the checkpoint is trusted as before and reads report the damage.
+            log.warning(
+                "commit-log offset %d below the dispatch checkpoint fails its checks, but an "
+                "intact record follows at %d: keeping both; reading it will report it",
+                stop.offset,
+                intact,
+            )
+            scan_from = ckpt
+            stop = cl.find_end(scan_from, verify_crc=True)
     report.scan_from = scan_from
     end = stop.offset
     if stop.reason == "corrupt" and stop.error is not None:
@@ -234,7 +250,9 @@ def _damage_below(store: Store, ckpt: int) -> int | None:
     suspects = []
     for cq in store.consume_queues.values():
         last = _last_unit_within(cq, ckpt)
-        if last is not None and not _record_intact(store, last[1], last[2]):
+        # (a quiet queue's last record may lie in a file `clean` has deleted: nothing to check)
+        present = last is not None and last[1] >= cl.min_offset
+        if present and last is not None and not _record_intact(store, last[1], last[2]):
             suspects.append(last[1])
     f = cl.file_for(ckpt - 1)
     if ckpt == f.base + cl.file_bytes or os.pread(f.fd, 1, ckpt - 1 - f.base) != b"\x02":

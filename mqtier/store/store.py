@@ -25,6 +25,7 @@ from mqtier.errors import (
     NotAStoreError,
     NotFoundError,
     ReadOnlyStoreError,
+    StoreLockedError,
 )
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint, pack_dispatch_offset, unpack_dispatch_offset
@@ -215,6 +216,18 @@ class Store:
         store = cls(root, stored, read_only=read_only)
         try:
             store._open_files(write_config=not cfg_path.exists(), dry_run=recover_dry_run)
+        except StoreLockedError:
+            store._close_files()
+            if create or not exists:
+                raise
+            # Another process took the lock between the check above and our attempt: it owns
+            # the store now, so read what is durable, as when it held the lock all along.
+            store = cls(root, stored, read_only=True)
+            try:
+                store._open_files(write_config=False, dry_run=recover_dry_run)
+            except BaseException:
+                store._close_files()
+                raise
         except BaseException:
             store._close_files()
             raise
@@ -328,6 +341,7 @@ class Store:
         durable and readable meanwhile, so a tiering job must not copy them to the cold tier,
         where no rollback could reach them; it reads :attr:`unfinished_ingest_from`.
         """
+        self._check_writable()  # a read-only open must not leave a fence in another's store
         path = self.root / L.FILE_INGEST_FENCE
         if offset is None:
             path.unlink(missing_ok=True)

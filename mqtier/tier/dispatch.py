@@ -378,8 +378,8 @@ def run_dispatch(
             path,
             first.offset,
             f"{first.detail}; {topic}/{queue} is tiered up to offset {queue_offset} and stops "
-            f"there{more} until the record is repaired; the other queues were tiered "
-            f"(commit {state.seq})",
+            f"there{more} until the record is repaired; the other queues were tiered as far "
+            f"as the run went (commit {state.seq})",
         )
     return report
 
@@ -487,8 +487,11 @@ class _Attempt:
         # time.
         piece_bytes = max(1, min(opts.block_bytes, opts.object_bytes))
         hot = _HotReader(store)
+        report.stopped_by = None  # a retried attempt decides again
         try:
-            budget = opts.max_bytes
+            # What earlier attempts committed counts against --max-bytes (their uncommitted
+            # part was taken back out of report.raw_bytes).
+            budget = None if opts.max_bytes is None else opts.max_bytes - report.raw_bytes
             for plan in plans:
                 cq = store.consume_queue(plan.topic, plan.queue)
                 assert cq is not None

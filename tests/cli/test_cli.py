@@ -381,6 +381,21 @@ def test_failed_first_ingest_leaves_no_store(tmp_path: Path) -> None:
     assert list((tmp_path / "empty").iterdir()) == []
 
 
+def test_failed_first_ingest_cleans_up_a_relative_store_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"body": "ok"}\n{broken\n')
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "notes.txt").write_text("mine")
+    for store in ("new", "existing", "deeper/new"):
+        res = run("ingest", "--store", store, "-t", "orders", *SMALL, str(src))
+        assert res.exit_code == 8, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "existing"]
+    assert [p.name for p in (tmp_path / "existing").iterdir()] == ["notes.txt"]
+
+
 def test_failed_first_ingest_keeps_what_the_directory_held(
     fixture_store_c_src: Path, tmp_path: Path
 ) -> None:

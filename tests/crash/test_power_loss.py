@@ -271,6 +271,51 @@ def test_loss_reaching_back_into_an_earlier_file_is_cut_there(tmp_path: Path) ->
         assert [m.body for m in st.query_key(TOPIC, "after")] == [b"after"]
 
 
+def test_a_lost_record_followed_by_intact_ones_is_kept_for_reads_to_report(
+    tmp_path: Path,
+) -> None:
+    """Zeros where a queue's last record was, but acknowledged records follow intact: that is no
+    lost tail. Recovery keeps everything (cutting would lose the later records); a read of the
+    damaged record reports it, naming its offset."""
+    root = tmp_path / "s"
+    with Store.open(root, create=True, config=TINY) as st:
+        before = [st.append(Message("b", b"y" * 200, queue_id=0)) for _ in range(20)]
+        lost = st.append(Message("a", b"x" * 200, queue_id=0))  # queue a's last record
+        after = [st.append(Message("b", b"z" * 200, queue_id=0)) for _ in range(20)]
+    with (root / L.DIR_COMMITLOG / L.offset_file_name(0)).open("r+b") as fh:
+        fh.seek(lost.phy_offset)
+        fh.write(bytes(lost.size))
+    (root / L.FILE_ABORT).write_bytes(b"")
+    with Store.open(root) as st:
+        assert st.recovery is not None
+        assert st.recovery.end_offset == after[-1].phy_offset + after[-1].size
+        assert len(st.read("b", 0, 0, 100)) == len(before) + len(after)
+        with pytest.raises(CorruptRecordError) as info:
+            st.read("a", 0, 0, 1)
+        assert info.value.offset == lost.phy_offset
+
+
+def test_a_quiet_queue_whose_records_were_cleaned_does_not_stop_a_crash_open(
+    tmp_path: Path,
+) -> None:
+    """The spot check skips a queue whose last record lies in a commit-log file already deleted
+    (clean keeps a queue's last consume-queue file, so the unit is still there)."""
+    root = tmp_path / "s"
+    with Store.open(root, create=True, config=TINY) as st:
+        st.append(Message("quiet", b"q" * 100, queue_id=0))
+        st.append_batch([Message("busy", b"b" * 500, queue_id=0) for _ in range(400)])
+        assert st.wait_dispatched(10)
+        st.commitlog.drop_head_files(st.commitlog.files[2].base)
+        assert st.consume_queue("quiet", 0).last_phy_end() < st.commitlog.min_offset  # type: ignore[union-attr]
+    (root / L.FILE_ABORT).write_bytes(b"")
+    with Store.open(root) as st:
+        assert st.recovery is not None and st.recovery.clean_shutdown is False
+        assert len(st.read("busy", 0, 0, 1000)) > 0
+    (root / L.FILE_ABORT).write_bytes(b"")
+    with Store.open(root, read_only=True) as st:  # as beside a running writer
+        assert st.read_only and st.recovery is not None
+
+
 # ---- damage in the middle of the log ----------------------------------------------------------
 
 

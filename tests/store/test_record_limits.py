@@ -1,14 +1,18 @@
-"""Commit-log sizing and files: IPv6 hosts, records larger than a file, spares and gaps."""
+"""Commit-log sizing and files (IPv6 hosts, records larger than a file, spares and gaps), and
+opening a store whose lock another process takes meanwhile."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mqtier import Message, Store
-from mqtier.errors import ConfigError, MessageTooLargeError
+from mqtier.errors import ConfigError, MessageTooLargeError, StoreLockedError
 from mqtier.format.layout import offset_file_name
+from mqtier.store import store as store_module
 from mqtier.store.fileio import create_prewritten
 from tests.geometry import TINY
 
@@ -94,3 +98,34 @@ def test_open_drops_an_empty_file_beyond_a_gap_and_refuses_a_full_one(tmp_path: 
     stray.write_bytes(b"\x00\x00\x01\x00" + bytes(size - 4))  # not empty: refuse to guess
     with pytest.raises(ConfigError, match="not contiguous"):
         Store.open(root)
+
+
+def test_a_lock_taken_after_the_check_still_opens_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may take the lock between Store.open's check and its own attempt."""
+    root = tmp_path / "s"
+    with Store.open(root, create=True, config=TINY) as st:
+        st.append_batch([Message("t", b"m", queue_id=0) for _ in range(5)])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        monkeypatch.setattr(store_module, "is_locked_elsewhere", lambda _root: False)
+        with Store.open(root) as st:
+            assert st.read_only
+            assert len(st.read("t", 0, 0, 10)) == 5
+        with pytest.raises(StoreLockedError):
+            Store.open(root, create=True)  # a writer that asked to create must not fall back
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+_HOLD_LOCK = (
+    "import sys, time; from mqtier import Store; st = Store.open(sys.argv[1]);"
+    "print('ready', flush=True); time.sleep(60)"
+)

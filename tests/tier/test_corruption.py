@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from mqtier import Store
+from mqtier import Message, Store
 from mqtier.backend.base import ColdStore
 from mqtier.errors import CorruptionError, CorruptRecordError, MqtierError
 from mqtier.format.coldobject import Block, Segment, parse_block_index
@@ -268,3 +268,36 @@ def test_corrupt_hot_record_stops_only_its_queue(
     with pytest.raises(CorruptRecordError, match="tiered up to offset 60"):
         run_dispatch(hot, cold, opts)
     assert load_catalog(cold, BROKER).seq == state.seq
+
+
+def test_a_retry_after_a_bad_hot_record_keeps_to_max_bytes(
+    hot: Store, memory_url: str, open_cold: Callable[..., ColdStore]
+) -> None:
+    """The queues are equal, so the bad queue is tiered second; the retry after it must spend
+    only what --max-bytes has left, and decide again whether the budget stopped it."""
+    results = hot.append_batch(
+        [Message(TOPIC, bytes([65 + i % 26]) * 300, queue_id=i % 4) for i in range(400)]
+    )
+    assert hot.wait_dispatched(10)
+    victim = [r for r in results if r.queue_id == 1][20]
+    f = hot.commitlog.file_for(victim.phy_offset)
+    with f.path.open("r+b") as fh:
+        pos = victim.phy_offset - f.base + RECORD_HEADER_V4V4.size
+        fh.seek(pos)
+        byte = fh.read(1)
+        fh.seek(pos)
+        fh.write(bytes([byte[0] ^ 0x20]))
+    cap = 100_000  # of about 137,000 bytes of records
+    opts = DispatchOptions(
+        force=True, object_bytes=16 << 10, block_bytes=4 << 10, max_bytes=cap,
+        commit_every_bytes=8 << 10,
+    )  # fmt: skip
+    cold = open_cold(memory_url)
+    with pytest.raises(CorruptRecordError):
+        run_dispatch(hot, cold, opts)
+    state = load_catalog(cold, BROKER)
+    committed = sum(s.raw_bytes for segs in state.queues.values() for s in segs)
+    assert (
+        cap - victim.size < committed < cap + victim.size
+    )  # it stops after the record that crosses it
+    assert (state.next_offset((TOPIC, 1)) or 0) <= 20

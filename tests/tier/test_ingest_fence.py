@@ -18,7 +18,7 @@ import pytest
 
 from mqtier import Message, Store
 from mqtier.backend.open import open_cold_store
-from mqtier.errors import InputFormatError
+from mqtier.errors import InputFormatError, ReadOnlyStoreError
 from mqtier.format import layout as L
 from mqtier.ingest import ingest
 from mqtier.inputs import Defaults
@@ -115,3 +115,16 @@ def test_a_fence_left_by_a_crashed_ingest_is_lifted_on_open(tmp_path: Path) -> N
         assert st.unfinished_ingest_from is None
         run_dispatch(st, cold, DispatchOptions(force=True))
     assert load_catalog(cold, TINY.broker_name).next_offset(("orders", 0)) == 5
+
+
+def test_an_ingest_on_a_read_only_store_leaves_no_fence(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with Store.open(root, create=True, config=TINY) as st:
+        st.append(Message("orders", b"kept", queue_id=0))
+    with Store.open(root, read_only=True) as ro, pytest.raises(ReadOnlyStoreError):
+        ingest(
+            ro,
+            [str(_input(tmp_path / "in.jsonl", 10, bad_at_end=False))],
+            defaults=Defaults(None, None),
+        )
+    assert not (root / L.FILE_INGEST_FENCE).exists()
