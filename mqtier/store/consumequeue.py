@@ -40,6 +40,10 @@ class ConsumeQueue:
         self.files: list[MappedFile] = []
         self.max_offset = 0  # next queue offset to write (= count of units incl. pre-blank)
         self.first_offset = 0  # first unit that is not pre-blank
+        # Read-only opens: units of records durable past the files, known only in memory
+        # (the owner's dispatcher has not written them yet, or a crashed broker never did).
+        self._memory: list[tuple[int, int, int]] = []
+        self._memory_from = 0
         self._load()
 
     def _load(self) -> None:
@@ -110,8 +114,28 @@ class ConsumeQueue:
             if nxt >= base:
                 return mf
 
+    def add_in_memory(self, offset: int, phy: int, size: int, tags_code: int) -> bool:
+        """Extend a read-only queue in memory by the unit of queue ``offset``.
+
+        Returns False (and adds nothing) unless ``offset`` continues the queue: a unit already
+        on disk, or one past a gap, is not added.
+        """
+        assert not self.writable
+        if offset != self.max_offset:
+            if self.max_offset or self.files or self._memory:
+                return False
+            self.first_offset = self.max_offset = offset  # a queue that starts above 0
+        if not self._memory:
+            self._memory_from = offset
+        self._memory.append((phy, size, tags_code))
+        self.max_offset = offset + 1
+        return True
+
     def unit(self, offset: int) -> tuple[int, int, int]:
         """(commit-log offset, size, tags code) of queue ``offset``; caller checks bounds."""
+        if self._memory and offset >= self._memory_from:
+            i = offset - self._memory_from
+            return self._memory[i] if i < len(self._memory) else (-1, 0, 0)
         pos = offset * _UB
         f = self._file_for(pos, create=False)
         if f is None:
@@ -124,13 +148,18 @@ class ConsumeQueue:
         out: list[tuple[int, int, int]] = []
         end = min(self.max_offset, offset + count)
         off = max(offset, self.min_offset)
+        on_disk_end = self._memory_from if self._memory else end
         while off < end:
+            if off >= on_disk_end:
+                i = off - self._memory_from
+                out.extend(self._memory[i : i + end - off])
+                break
             pos = off * _UB
             f = self._file_for(pos, create=False)
             if f is None:
                 break
             in_file = pos - f.base
-            n = min(end - off, (self.file_bytes - in_file) // _UB)
+            n = min(min(end, on_disk_end) - off, (self.file_bytes - in_file) // _UB)
             out.extend(_UNIT.iter_unpack(f.mm[in_file : in_file + n * _UB]))
             off += n
         return out

@@ -35,6 +35,7 @@ from mqtier.format.message import (
     MessageRecord,
     check_max_size,
     decode_record,
+    dispatch_fields,
     encode_record,
     make_msg_id,
     parse_host,
@@ -55,6 +56,9 @@ from mqtier.store.recovery import RecoveryReport, recover
 from mqtier.store.topics import TopicTable
 
 log = logging.getLogger(__name__)
+
+# Most records a read-only open dispatches in memory (those durable past the consume queues).
+MEMORY_TAIL_MAX: Final = 2_000_000
 
 MAX_TIME_MS: Final = 2**63 - 1
 
@@ -142,6 +146,7 @@ class Store:
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._topic_bytes: dict[str, bytes] = {}
         self._topics_dirty = False  # a topic was added or widened by an append; saved at close
+        self._memory_keys: dict[str, list[int]] = {}  # read-only: index keys of the tail
         self.cache = RecordCache(config.cache_bytes)
         self.store_host = parse_host(config.store_host)
         self._host_v6 = len(self.store_host[0]) == 16  # born and store host are both this host
@@ -254,6 +259,8 @@ class Store:
         )
         self.topics = TopicTable(self.root / L.DIR_CONFIG)
         self.recovery = recover(self, dry_run=dry_run or self.read_only)
+        if self.read_only:
+            self._dispatch_tail_in_memory(self.recovery.redispatch_from, self.recovery.end_offset)
         for key, cq in self._cqs.items():
             self._queue_offsets[key] = cq.max_offset
         if self.read_only:
@@ -274,6 +281,41 @@ class Store:
             max_wait_s=cfg.group_wait_us / 1e6,
             max_batch_bytes=cfg.max_batch_bytes,
         )
+
+    def _dispatch_tail_in_memory(self, start: int, end: int) -> None:
+        """What a read-only open cannot write: the consume-queue units and index keys of the
+        records durable past what the owner dispatched, kept in memory so that reads, queries
+        and offsets see every durable message (capped at MEMORY_TAIL_MAX records)."""
+        records = self.commitlog.scan(start, verify_crc=False, end=end)
+        for n, (phy, size, mm, pos) in enumerate(records):
+            if n >= MEMORY_TAIL_MAX:
+                log.warning(
+                    "%s: over %d records are durable but not in the consume queues; a read-only "
+                    "open shows those before commit-log offset %d",
+                    self.root, MEMORY_TAIL_MAX, phy,
+                )  # fmt: skip
+                records.close()
+                break
+            topic, qid, qoff, sysflag, _, _, props = dispatch_fields(mm, pos)
+            tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
+            if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT):
+                cq = self._cqs.get((topic, qid))
+                if cq is None:
+                    cq = self._cqs[(topic, qid)] = ConsumeQueue(
+                        self.root / L.DIR_CONSUMEQUEUE / topic / str(qid),
+                        topic,
+                        qid,
+                        self.config.cq_units_per_file,
+                        writable=False,
+                    )
+                cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
+            if tx != L.SYSFLAG_TRANSACTION_ROLLBACK:
+                keys = {k for k in props.get(L.PROP_KEYS, "").split(" ") if k}
+                uniq = props.get(L.PROP_UNIQ_KEY)
+                if uniq:
+                    keys.add(uniq)
+                for k in keys:
+                    self._memory_keys.setdefault(f"{topic}#{k}", []).append(phy)
 
     def _load_consume_queues(self) -> None:
         base = self.root / L.DIR_CONSUMEQUEUE
@@ -777,7 +819,8 @@ class Store:
         found: list[MessageRecord] = []
         seen: set[int] = set()
         # Ask for more candidates than needed: hash collisions are filtered out below.
-        for phy in self.index.query(index_key_hash(topic, key), begin_ms, end_ms, max_results * 4):
+        candidates = self.index.query(index_key_hash(topic, key), begin_ms, end_ms, max_results * 4)
+        for phy in [*candidates, *self._memory_keys.get(f"{topic}#{key}", ())]:
             if phy in seen or phy < self.commitlog.min_offset or phy >= self.commitlog.durable_end:
                 continue
             seen.add(phy)

@@ -131,11 +131,15 @@ def test_read_only_open_changes_nothing(store_b: Path) -> None:
             assert st.recovery is not None
             assert st.recovery.clean_shutdown is False
             assert st.recovery.dry_run is True
-            msgs = st.read("abc", 0, 0, 1000)  # only what the broker had dispatched
-            assert [m.queue_offset for m in msgs] == list(range(CQ_UNITS))
-            assert [(m.phy_offset, m.body) for m in msgs] == [
-                (r.phy, r.body) for r in recs[:CQ_UNITS]
-            ]
+            # Every durable message: the broker's 56 units, the rest dispatched in memory.
+            msgs = st.read("abc", 0, 0, 1000)
+            assert [m.queue_offset for m in msgs] == list(range(RECORDS))
+            assert [(m.phy_offset, m.body) for m in msgs] == [(r.phy, r.body) for r in recs]
+            assert [(q.min_offset, q.max_offset) for q in st.offsets()] == [(0, RECORDS)]
+            late = recs[-1]  # past the broker's consume queue and its (absent) index
+            (key,) = late.properties["KEYS"].split(" ")
+            assert late.phy in [m.phy_offset for m in st.query_key("abc", key)]
+            assert st.offset_by_time("abc", 0, 0) == 0
     finally:
         assert _hashes(store_b) == before  # holds even when the open fails
 
