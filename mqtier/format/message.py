@@ -524,6 +524,23 @@ def dispatch_fields(buf: Buffer, pos: int) -> tuple[str, int, int, int, int, int
     return topic, queue_id, queue_offset, sysflag, store_ts, size, props
 
 
+def record_queue(buf: Buffer, pos: int) -> tuple[str, int, int]:
+    """(topic, queue id, queue offset) of a validated record, without decoding its properties."""
+    magic = _SIZE_MAGIC.unpack_from(buf, pos)[1]
+    sysflag = L.INT32.unpack_from(buf, pos + L.POS_SYSFLAG)[0]
+    queue_id = L.INT32.unpack_from(buf, pos + 12)[0]
+    queue_offset = L.INT64.unpack_from(buf, pos + L.POS_QUEUE_OFFSET)[0]
+    born_len = 20 if sysflag & L.SYSFLAG_BORNHOST_V6 else 8
+    store_len = 20 if sysflag & L.SYSFLAG_STOREHOST_V6 else 8
+    p = pos + 68 + born_len + store_len
+    p += 4 + L.INT32.unpack_from(buf, p)[0]
+    if magic == _V2:
+        tlen, p = L.TOPIC_LEN_V2.unpack_from(buf, p)[0], p + 2
+    else:
+        tlen, p = L.TOPIC_LEN_V1.unpack_from(buf, p)[0], p + 1
+    return str(buf[p : p + tlen], "utf-8", "replace"), queue_id, queue_offset
+
+
 def _topic_and_properties(buf: Buffer, p: int, magic: int) -> tuple[str, dict[str, str]]:
     """Decode TOPICLEN+TOPIC and PROPLEN+PROPERTIES starting at ``p`` (right after the body)."""
     if magic == _V2:

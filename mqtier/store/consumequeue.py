@@ -114,6 +114,23 @@ class ConsumeQueue:
             if nxt >= base:
                 return mf
 
+    def reload_end(self) -> None:
+        """Read-only: see the units (and files) the owner wrote since this queue was loaded."""
+        assert not self.writable
+        if self._memory:
+            return
+        known = self.files[-1].base if self.files else -1
+        for base, path in list_offset_files(self.directory):
+            if base <= known or path.stat().st_size != self.file_bytes:
+                continue
+            if self.files and base != self.files[-1].base + self.file_bytes:
+                break  # not the next file: keep what is contiguous
+            self.files.append(MappedFile(path, base, self.file_bytes, writable=False))
+        if self.files:
+            self.max_offset = self._scan_end()
+            if not self.first_offset:
+                self.first_offset = self._skip_pre_blank()
+
     def add_in_memory(self, offset: int, phy: int, size: int, tags_code: int) -> bool:
         """Extend a read-only queue in memory by the unit of queue ``offset``.
 

@@ -40,6 +40,7 @@ from mqtier.format.message import (
     make_msg_id,
     parse_host,
     parse_msg_id,
+    record_queue,
     record_size,
     validate_topic,
 )
@@ -285,22 +286,30 @@ class Store:
     def _dispatch_tail_in_memory(self, start: int, end: int) -> None:
         """What a read-only open cannot write: the consume-queue units and index keys of the
         records durable past what the owner dispatched, kept in memory so that reads, queries
-        and offsets see every durable message (capped at MEMORY_TAIL_MAX records)."""
+        and offsets see every durable message (at most MEMORY_TAIL_MAX records kept)."""
+        for loaded in self._cqs.values():
+            # The owner may have dispatched (and checkpointed) since the queues were loaded:
+            # pick up those units, or the tail would start past a gap.
+            loaded.reload_end()
+        index_end = self.index.end_phy if self.index.files else 0
+        kept = 0
         records = self.commitlog.scan(start, verify_crc=False, end=end)
-        for n, (phy, size, mm, pos) in enumerate(records):
-            if n >= MEMORY_TAIL_MAX:
-                log.warning(
-                    "%s: over %d records are durable but not in the consume queues; a read-only "
-                    "open shows those before commit-log offset %d",
-                    self.root, MEMORY_TAIL_MAX, phy,
-                )  # fmt: skip
-                records.close()
-                break
+        for phy, size, mm, pos in records:
+            if phy < index_end:
+                topic, qid, qoff = record_queue(mm, pos)
+                known = self._cqs.get((topic, qid))
+                if known is not None and qoff < known.max_offset:
+                    continue  # in the queue and the index on disk already: nothing to add
             topic, qid, qoff, sysflag, _, _, props = dispatch_fields(mm, pos)
             tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
-            if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT):
-                cq = self._cqs.get((topic, qid))
+            cq = self._cqs.get((topic, qid))
+            added = False
+            if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT) and (cq is None or qoff >= cq.max_offset):
                 if cq is None:
+                    try:
+                        validate_topic(topic, allow_v2=True)
+                    except ValueError:
+                        continue  # not a name a queue directory can have: never dispatched
                     cq = self._cqs[(topic, qid)] = ConsumeQueue(
                         self.root / L.DIR_CONSUMEQUEUE / topic / str(qid),
                         topic,
@@ -308,14 +317,25 @@ class Store:
                         self.config.cq_units_per_file,
                         writable=False,
                     )
-                cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
-            if tx != L.SYSFLAG_TRANSACTION_ROLLBACK:
+                if qoff >= cq.max_offset:
+                    added = cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
+            if tx != L.SYSFLAG_TRANSACTION_ROLLBACK and phy >= index_end:
                 keys = {k for k in props.get(L.PROP_KEYS, "").split(" ") if k}
                 uniq = props.get(L.PROP_UNIQ_KEY)
                 if uniq:
                     keys.add(uniq)
                 for k in keys:
                     self._memory_keys.setdefault(f"{topic}#{k}", []).append(phy)
+                added = added or bool(keys)
+            kept += added
+            if kept >= MEMORY_TAIL_MAX:
+                log.warning(
+                    "%s: over %d records are durable but not dispatched; a read-only open "
+                    "shows those before commit-log offset %d",
+                    self.root, MEMORY_TAIL_MAX, phy + size,
+                )  # fmt: skip
+                records.close()
+                break
 
     def _load_consume_queues(self) -> None:
         base = self.root / L.DIR_CONSUMEQUEUE
@@ -820,7 +840,8 @@ class Store:
         seen: set[int] = set()
         # Ask for more candidates than needed: hash collisions are filtered out below.
         candidates = self.index.query(index_key_hash(topic, key), begin_ms, end_ms, max_results * 4)
-        for phy in [*candidates, *self._memory_keys.get(f"{topic}#{key}", ())]:
+        tail = self._memory_keys.get(f"{topic}#{key}", [])  # newer than anything indexed
+        for phy in [*reversed(tail), *candidates]:  # newest first, as the index answers
             if phy in seen or phy < self.commitlog.min_offset or phy >= self.commitlog.durable_end:
                 continue
             seen.add(phy)

@@ -3,32 +3,62 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mqtier import Message, Store
+from mqtier.store import store as store_module
 from tests.geometry import TINY
+
+
+class LaggingOwner:
+    """A writable store whose dispatcher stalls from :meth:`lag` until :meth:`catch_up`."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = Store.open(root, create=True, config=TINY)
+        self._gate = threading.Event()
+        self._dispatch_items = self.store.dispatch_items
+
+    def _stalled(self, items: Any) -> None:
+        self._gate.wait()
+        self._dispatch_items(items)
+
+    def lag(self) -> None:
+        assert self.store.wait_dispatched(10)
+        self.store.dispatch_items = self._stalled  # type: ignore[method-assign]
+
+    def catch_up(self) -> None:
+        self._gate.set()
+        self.store.dispatch_items = self._dispatch_items  # type: ignore[method-assign]
+        assert self.store.wait_dispatched(10)
+
+
+@contextmanager
+def lagging_owner(root: Path) -> Iterator[LaggingOwner]:
+    owner = LaggingOwner(root)
+    try:
+        yield owner
+    finally:
+        owner.catch_up()
+        owner.store.close()
 
 
 def test_read_only_open_dispatches_the_owners_tail_in_memory(tmp_path: Path) -> None:
     root = tmp_path / "s"
-    writer = Store.open(root, create=True, config=TINY)
-    gate = threading.Event()
-    dispatch_items = writer.dispatch_items
-
-    def lagging(items: Any) -> None:  # the owner's dispatcher falls behind its appends
-        gate.wait()
-        dispatch_items(items)
-
-    try:
+    with lagging_owner(root) as owner:
+        writer = owner.store
         first = writer.append_batch(
             [
                 Message("t", f"early {i}".encode(), queue_id=i % 2, keys=(f"E{i}",))
                 for i in range(40)
             ]
         )
-        assert writer.wait_dispatched(10)
-        writer.dispatch_items = lagging  # type: ignore[method-assign]
+        owner.lag()
         late = writer.append_batch(
             [
                 Message("t", f"late {i}".encode(), queue_id=i % 2, keys=(f"L{i}",))
@@ -47,7 +77,42 @@ def test_read_only_open_dispatches_the_owners_tail_in_memory(tmp_path: Path) -> 
             assert {(q.queue_id, q.max_offset) for q in ro.offsets()} == {(0, 170), (1, 170)}
             assert [m.body for m in ro.query_key("t", "L299")] == [b"late 299"]
             assert [m.phy_offset for m in ro.query_uniq(late[5].uniq_key)] == [late[5].phy_offset]
-    finally:
-        gate.set()
-        writer.dispatch_items = dispatch_items  # type: ignore[method-assign]
-        writer.close()
+
+
+def test_read_only_key_queries_answer_newest_first_with_the_tail(tmp_path: Path) -> None:
+    """A key on more records than a query returns: the newest win, the undispatched tail too."""
+    root = tmp_path / "s"
+    with lagging_owner(root) as owner:
+        owner.store.append_batch([Message("t", b"old", queue_id=0, keys=("HOT",))] * 100)
+        owner.lag()
+        tail = owner.store.append_batch([Message("t", b"new", queue_id=0, keys=("HOT",))] * 10)
+        with Store.open(root, read_only=True) as ro:
+            got = ro.query_key("t", "HOT", max_results=20)
+        assert {r.phy_offset for r in tail} <= {m.phy_offset for m in got}
+        assert len(got) == 20 and sum(m.body == b"old" for m in got) == 10
+    with Store.open(root, read_only=True) as ro:  # the owner's own answer, once dispatched
+        owners = ro.query_key("t", "HOT", max_results=20)
+    assert [m.phy_offset for m in owners] == [m.phy_offset for m in got]
+
+
+def test_the_owner_dispatching_during_a_read_only_open_leaves_no_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner catches up and checkpoints after the open loaded its consume queues but before
+    recovery read the checkpoint: the units it wrote meanwhile are picked up, not skipped."""
+    root = tmp_path / "s"
+    real_index = store_module.IndexService
+    with lagging_owner(root) as owner:
+
+        def owner_catches_up(*args: Any, **kwargs: Any) -> Any:
+            owner.catch_up()
+            time.sleep(5 * TINY.flush_interval_ms / 1000)  # its checkpoint is written
+            return real_index(*args, **kwargs)
+
+        owner.store.append_batch([Message("t", b"e", queue_id=i % 2) for i in range(40)])
+        owner.lag()
+        owner.store.append_batch([Message("t", b"l", queue_id=i % 2) for i in range(300)])
+        monkeypatch.setattr(store_module, "IndexService", owner_catches_up)
+        with Store.open(root, read_only=True) as ro:
+            assert {(q.queue_id, q.max_offset) for q in ro.offsets()} == {(0, 170), (1, 170)}
+            assert len(ro.read("t", 1, 0, 1000)) == 170
