@@ -168,8 +168,21 @@ def _store_written_files(root: Path) -> list[Path]:
     ]
 
 
+_STORE_DIRS = {L.DIR_COMMITLOG, L.DIR_CONSUMEQUEUE, L.DIR_INDEX, L.DIR_CONFIG}
+
+
 def _paths_under(root: Path) -> set[Path]:
-    return {Path(d) / name for d, dirs, files in os.walk(root) for name in (*dirs, *files)}
+    """What ``root`` holds where a store writes: its entries, and below those a store uses.
+
+    Other directories (``--store`` may name any existing directory) are not walked: a store
+    never writes into them, and they may be large.
+    """
+    paths: set[Path] = set()
+    for entry in root.iterdir():
+        paths.add(entry)
+        if entry.name in _STORE_DIRS and entry.is_dir() and not entry.is_symlink():
+            paths.update(Path(d) / n for d, dirs, files in os.walk(entry) for n in (*dirs, *files))
+    return paths
 
 
 def _remove_new_paths(root: Path, existed: set[Path]) -> None:

@@ -160,11 +160,17 @@ class CommitLog:
             raise NotFoundError(f"commit-log offset {offset} is not in the local store")
         return self.files[i]
 
-    def close(self) -> None:
+    def _stop_prewrite(self) -> None:
+        """Cancel the background pre-write and wait for it (its .tmp file is removed)."""
         t = self._prealloc_thread
         if t is not None:
-            self._prealloc_cancel.set()  # its .tmp file is removed; the next open pre-writes again
+            self._prealloc_cancel.set()
             t.join()
+            self._prealloc_cancel.clear()
+            self._prealloc_thread = None
+
+    def close(self) -> None:
+        self._stop_prewrite()  # the next open pre-writes again
         for f in self.files:
             f.close()
         self.files.clear()
@@ -255,12 +261,7 @@ class CommitLog:
         Returns the files deleted.
         """
         self._cur = None
-        t = self._prealloc_thread
-        if t is not None:  # it may be writing a file past the end: let it finish or give up
-            self._prealloc_cancel.set()
-            t.join()
-            self._prealloc_cancel.clear()
-            self._prealloc_thread = None
+        self._stop_prewrite()  # it may be writing a file past the end
         removed: list[Path] = []
         while self.files and self.files[-1].base >= end and self.files[-1].base > 0:
             # Later files hold nothing valid (a pre-written spare is recreated when needed).

@@ -165,9 +165,9 @@ class ConsumeQueue:
         out: list[tuple[int, int, int]] = []
         end = min(self.max_offset, offset + count)
         off = max(offset, self.min_offset)
-        on_disk_end = self._memory_from if self._memory else end
+        disk_end = min(end, self._memory_from) if self._memory else end
         while off < end:
-            if off >= on_disk_end:
+            if off >= disk_end:
                 i = off - self._memory_from
                 out.extend(self._memory[i : i + end - off])
                 break
@@ -176,7 +176,7 @@ class ConsumeQueue:
             if f is None:
                 break
             in_file = pos - f.base
-            n = min(min(end, on_disk_end) - off, (self.file_bytes - in_file) // _UB)
+            n = min(disk_end - off, (self.file_bytes - in_file) // _UB)
             out.extend(_UNIT.iter_unpack(f.mm[in_file : in_file + n * _UB]))
             off += n
         return out

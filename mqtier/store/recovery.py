@@ -27,7 +27,7 @@ from mqtier.errors import CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint
 from mqtier.format.javahash import tags_code
-from mqtier.format.message import check_record, dispatch_fields
+from mqtier.format.message import check_record, dispatch_fields, record_queue
 
 if TYPE_CHECKING:
     from mqtier.store.consumequeue import ConsumeQueue
@@ -250,9 +250,9 @@ def _damage_below(store: Store, ckpt: int) -> int | None:
     suspects = []
     for cq in store.consume_queues.values():
         last = _last_unit_within(cq, ckpt)
-        # (a quiet queue's last record may lie in a file `clean` has deleted: nothing to check)
-        present = last is not None and last[1] >= cl.min_offset
-        if present and last is not None and not _record_intact(store, last[1], last[2]):
+        if last is None or last[1] < cl.min_offset:
+            continue  # (a quiet queue's last record may lie in a file `clean` has deleted)
+        if not _record_intact(store, last[1], last[2]):
             suspects.append(last[1])
     f = cl.file_for(ckpt - 1)
     if ckpt == f.base + cl.file_bytes or os.pread(f.fd, 1, ckpt - 1 - f.base) != b"\x02":
@@ -284,23 +284,23 @@ def _start_without_gaps(store: Store, start: int, end: int) -> int:
     the range added is checked the same way. Queues without units are taken as they are.
     """
     cl = store.commitlog
+    tails = {key: _last_unit_within(cq, end) for key, cq in store.consume_queues.items()}
     # A queue whose units reach ``start`` already holds every record of it below ``start``
     # (units are dense): only one ending earlier can lag. Usually there is none to look for.
-    tails = [_last_unit_within(cq, end) for cq in store.consume_queues.values()]
-    if all(t is None or t[1] + t[2] >= start for t in tails):
+    if all(t is None or t[1] + t[2] >= start for t in tails.values()):
         return start
     checked_to = end
     while start < checked_to:
         lowest = start
         seen: set[tuple[str, int]] = set()
         for _phy, _size, mm, pos in cl.scan(start, verify_crc=False, end=checked_to):
-            topic, qid, qoff, sysflag, *_ = dispatch_fields(mm, pos)
+            topic, qid, qoff = record_queue(mm, pos)
+            sysflag = L.INT32.unpack_from(mm, pos + L.POS_SYSFLAG)[0]
             tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
             if (topic, qid) in seen or tx not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
                 continue
             seen.add((topic, qid))
-            cq = store.consume_queues.get((topic, qid))
-            last = _last_unit_within(cq, end) if cq is not None else None
+            last = tails.get((topic, qid))
             if last is not None and qoff > last[0] + 1:
                 lowest = min(lowest, max(last[1] + last[2], cl.min_offset))
         checked_to, start = start, lowest

@@ -295,16 +295,15 @@ class Store:
         kept = 0
         records = self.commitlog.scan(start, verify_crc=False, end=end)
         for phy, size, mm, pos in records:
-            if phy < index_end:
-                topic, qid, qoff = record_queue(mm, pos)
-                known = self._cqs.get((topic, qid))
-                if known is not None and qoff < known.max_offset:
-                    continue  # in the queue and the index on disk already: nothing to add
-            topic, qid, qoff, sysflag, _, _, props = dispatch_fields(mm, pos)
-            tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
+            topic, qid, qoff = record_queue(mm, pos)
             cq = self._cqs.get((topic, qid))
+            queued = cq is not None and qoff < cq.max_offset
+            if queued and phy < index_end:
+                continue  # in the queue and the index on disk already: nothing to add
+            _, _, _, sysflag, _, _, props = dispatch_fields(mm, pos)
+            tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
             added = False
-            if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT) and (cq is None or qoff >= cq.max_offset):
+            if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT) and not queued:
                 if cq is None:
                     try:
                         validate_topic(topic, allow_v2=True)
@@ -317,8 +316,7 @@ class Store:
                         self.config.cq_units_per_file,
                         writable=False,
                     )
-                if qoff >= cq.max_offset:
-                    added = cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
+                added = cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
             if tx != L.SYSFLAG_TRANSACTION_ROLLBACK and phy >= index_end:
                 keys = {k for k in props.get(L.PROP_KEYS, "").split(" ") if k}
                 uniq = props.get(L.PROP_UNIQ_KEY)
@@ -871,7 +869,7 @@ class Store:
         except ValueError as exc:
             raise NotFoundError(str(exc)) from None
         cl = self.commitlog
-        if self.cache.get(phy) is None and cl.min_offset <= phy and phy + 8 <= cl.durable_end:
+        if cl.min_offset <= phy and phy + 8 <= cl.durable_end:
             _, magic = L.RECORD_SIZE_MAGIC.unpack(cl.read(phy, 8))
             if magic not in (L.MAGIC_V1, L.MAGIC_V2):
                 # An id can name any offset; no record starting there is "not found". A record
