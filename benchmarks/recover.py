@@ -166,7 +166,7 @@ def timed_open(root: Path, *, cold: bool) -> dict[str, Any]:
     dropped = C.drop_caches() if cold else False
     os.sync()
     t0 = time.perf_counter()
-    st = Store.open(root)
+    st = Store.open(root, writable=True)
     seconds = time.perf_counter() - t0
     try:
         rep = st.recovery

@@ -11,14 +11,22 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mqtier.errors import InputFormatError, MqtierError
+from mqtier.errors import InputFormatError, MessageTooLargeError, MqtierError
+from mqtier.format import layout as L
 from mqtier.format.message import Message
-from mqtier.inputs import Defaults, files_in, message_from_json, read_lines
+from mqtier.inputs import (
+    Defaults,
+    files_in,
+    max_line_bytes,
+    message_from_json,
+    read_file,
+    read_lines,
+)
 from mqtier.store.groupcommit import PendingAppend
 from mqtier.store.store import AppendResult, Prepared, Store, queue_key_hashes
 
@@ -55,17 +63,17 @@ class IngestSummary:
 
 
 def _messages(
-    inputs: list[str], fmt: str, defaults: Defaults
-) -> Iterator[tuple[str, int, Message | MqtierError]]:
-    """(source, line, message or the error that line raised), in input order."""
+    inputs: list[str], fmt: str, defaults: Defaults, max_message_bytes: int
+) -> Generator[tuple[str, int, Message | MqtierError], None, None]:
+    """(source, line, message or the error that line raised), in input order.
+
+    No input is held whole beyond what one message of the store could be: a longer line or
+    file is an error at that size (``/dev/zero`` fails after a few MiB, it does not fill RAM).
+    """
+    limit = max_line_bytes(fmt, max_message_bytes)
     for name in inputs:
         if fmt == "file":
-            for path in files_in(Path(name)):
-                if not defaults.topic:
-                    yield str(path), 0, InputFormatError(str(path), 0, "file input needs --topic")
-                    continue
-                body = path.read_bytes()
-                yield str(path), 0, Message(defaults.topic, body, queue_id=defaults.queue)
+            yield from _file_messages(Path(name), defaults, max_message_bytes)
             continue
         if name == "-":
             stream = sys.stdin.buffer
@@ -77,20 +85,62 @@ def _messages(
                 raise InputFormatError(name, 0, f"cannot open: {exc.strerror}") from None
             source = name
         try:
-            for n, line in read_lines(stream, source):
-                if fmt == "raw":
+            for n, line in read_lines(stream, source, max_line_bytes=limit):
+                if line is None:
+                    too_long = _too_long("line", limit, max_message_bytes)
+                    yield source, n, MessageTooLargeError(too_long)
+                elif fmt == "raw":
                     if not defaults.topic:
                         yield source, n, InputFormatError(source, n, "raw input needs --topic")
                     else:
                         yield source, n, Message(defaults.topic, line, queue_id=defaults.queue)
-                    continue
-                try:
-                    yield source, n, message_from_json(line, defaults, source, n)
-                except InputFormatError as exc:
-                    yield source, n, exc
+                else:
+                    try:
+                        yield source, n, message_from_json(line, defaults, source, n)
+                    except InputFormatError as exc:
+                        yield source, n, exc
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
+
+
+def _file_messages(
+    root: Path, defaults: Defaults, max_message_bytes: int
+) -> Generator[tuple[str, int, Message | MqtierError], None, None]:
+    for path in files_in(root):
+        if not defaults.topic:
+            yield str(path), 0, InputFormatError(str(path), 0, "file input needs --topic")
+            continue
+        try:
+            body = read_file(path, max_message_bytes)
+        except OSError as exc:
+            yield str(path), 0, InputFormatError(str(path), 0, f"cannot read: {exc.strerror}")
+            continue
+        if body is None:
+            too_long = _too_long("file", max_message_bytes, max_message_bytes)
+            yield str(path), 0, MessageTooLargeError(f"{path}:0: {too_long}")
+            continue
+        yield str(path), 0, Message(defaults.topic, body, queue_id=defaults.queue)
+
+
+def _too_long(what: str, limit: int, max_message_bytes: int) -> str:
+    return (
+        f"{what} is over {limit:,} bytes, longer than any message this store accepts "
+        f"(maximum message size {max_message_bytes:,} bytes)"
+    )
+
+
+def checkpoint_files(store: Store) -> dict[Path, bytes | None]:
+    """The checkpoint files as an ingest found them, for a rollback to put back: the
+    dispatcher rewrites them (with new timestamps) while the run goes on."""
+    saved: dict[Path, bytes | None] = {}
+    for name in (L.FILE_CHECKPOINT, L.FILE_DISPATCH_CHECKPOINT):
+        path = store.root / name
+        try:
+            saved[path] = path.read_bytes()
+        except FileNotFoundError:
+            saved[path] = None
+    return saved
 
 
 def _located(exc: MqtierError, source: str, line: int) -> MqtierError:
@@ -109,9 +159,16 @@ def ingest(
     fmt: str = "jsonl",
     defaults: Defaults,
     skip_bad: bool = False,
+    grow_queues: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> IngestSummary:
     """Append every message of ``inputs`` (paths or ``-``) to ``store``.
+
+    A message naming a queue its topic does not have is an error unless ``grow_queues``.
+    ``before_commit`` runs once every message is durable, just before the run is made final
+    (its fence lifted): from then on nothing rolls it back. If it raises, the run rolls back.
+    A rolled-back run leaves ``checkpoint`` and ``mqtier.dispatch`` byte for byte as they were.
 
     Raises:
         MqtierError: the first bad input (its class decides the exit code), after rolling back
@@ -121,6 +178,7 @@ def ingest(
     t0 = time.perf_counter()
     start = store.commitlog.durable_end
     summary.first_offset = start
+    saved = checkpoint_files(store)
     store.fence_ingest(start)
     in_flight: deque[PendingAppend[Prepared, AppendResult]] = deque()
     chunk: list[Prepared] = []
@@ -150,7 +208,7 @@ def ingest(
         hashes = queue_key_hashes([m for _, _, m in parsed])
         for (source, line, msg), key_hash in zip(parsed, hashes, strict=True):
             try:
-                prepared = store.prepare(msg, key_hash)
+                prepared = store.prepare(msg, key_hash, grow_queues=grow_queues)
             except MqtierError as exc:
                 bad(exc, source, line)
                 continue
@@ -163,27 +221,34 @@ def ingest(
                 chunk, chunk_bytes = [], 0
 
     parsed: list[tuple[str, int, Message]] = []
+    parsed_bytes = 0
+    messages = _messages(inputs, fmt, defaults, store.config.max_message_bytes)
     try:
-        for source, line, item in _messages(inputs, fmt, defaults):
+        for source, line, item in messages:
             if isinstance(item, MqtierError):
                 bad(item, source, line)
                 continue
             parsed.append((source, line, item))
-            if len(parsed) >= CHUNK_MESSAGES:
+            parsed_bytes += len(item.body)
+            # bytes too: 1024 bodies of 4 MiB each would be 4 GiB held at once
+            if len(parsed) >= CHUNK_MESSAGES or parsed_bytes >= CHUNK_BYTES:
                 prepare_parsed(parsed)
-                parsed = []
+                parsed, parsed_bytes = [], 0
         prepare_parsed(parsed)
         if chunk:
             in_flight.append(store.append_prepared_async(chunk))
         while in_flight:
             settle(in_flight.popleft())
+        if before_commit is not None:
+            before_commit()
     except BaseException:
+        messages.close()  # an input file is closed now, not when the generator is collected
         for pending in in_flight:
             try:
                 pending.wait()
             except Exception:  # noqa: BLE001, S110 - the first error is the one to report
                 pass
-        store.rollback_to(start)
+        store.rollback_to(start, restore=saved)
         raise
     store.fence_ingest(None)
     store.topics_save_if_dirty()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from mqtier.errors import InputFormatError
+from mqtier.format import layout as L
 from mqtier.format.message import Message
 
 FORMATS = ("jsonl", "raw", "file")
@@ -53,7 +55,10 @@ def message_from_json(raw: bytes, defaults: Defaults, source: str, line: int) ->
     queue = doc.get("queue", defaults.queue)
     if queue is not None and (not isinstance(queue, int) or isinstance(queue, bool) or queue < 0):
         raise InputFormatError(source, line, f"queue must be a non-negative integer, not {queue!r}")
-    if "body_b64" in doc:
+    if doc.get("body") is not None and doc.get("body_b64") is not None:
+        # Which one was meant cannot be known; silently storing one would lose the other.
+        raise InputFormatError(source, line, "fields 'body' and 'body_b64' are both given")
+    if doc.get("body_b64") is not None:
         b64 = doc["body_b64"]
         if not isinstance(b64, str):
             raise InputFormatError(source, line, "field 'body_b64' must be a string")
@@ -88,29 +93,73 @@ def message_from_json(raw: bytes, defaults: Defaults, source: str, line: int) ->
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
+def max_line_bytes(fmt: str, max_message_bytes: int) -> int:
+    """The longest input line that could still hold a message the store accepts.
+
+    A raw line is the body (plus a CR). A JSON line may spell every byte of the body,
+    properties and topic as a six-byte ``\\u00XX`` escape; 64 KiB more covers the field names
+    and punctuation. Anything longer is refused as soon as it is seen, before it is held whole.
+    """
+    if fmt == "raw":
+        return max_message_bytes + 1
+    return 6 * (max_message_bytes + L.MAX_PROPERTIES_BYTES + L.MAX_TOPIC_BYTES_V1) + (64 << 10)
+
+
 def read_lines(
-    stream: BinaryIO, source: str, block_bytes: int = 4 << 20
-) -> Iterator[tuple[int, bytes]]:
+    stream: BinaryIO,
+    source: str,
+    block_bytes: int = 4 << 20,
+    max_line_bytes: int | None = None,
+) -> Iterator[tuple[int, bytes | None]]:
     """(line number, line without its newline), skipping blank lines.
+
+    A line longer than ``max_line_bytes`` comes out as ``(n, None)`` as soon as it is known to
+    be too long, and the rest of it is read and dropped up to its newline: memory stays within
+    a block plus the limit whatever the input (``/dev/zero``, say).
 
     Reads big blocks and splits them in C: iterating a file line by line costs several times
     more per line, which shows at hundreds of thousands of lines per second.
     """
+    limit = max_line_bytes if max_line_bytes is not None else sys.maxsize
     n = 0
     rest = b""
+    skipping = False  # inside a line already reported as too long: drop it up to its newline
     while True:
         block = stream.read(block_bytes)
         if not block:
             break
-        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+        if skipping:
+            cut = block.find(b"\n")
+            if cut < 0:
+                continue
+            block = block[cut + 1 :]
+            skipping = False
+        data = rest + block if rest else block
+        lines = data.split(b"\n")
         rest = lines.pop()
+        checked = len(data) > limit  # else no line here can be too long: skip the check
         for line in lines:
             n += 1
+            if checked and len(line) > limit:
+                yield n, None
             # blank means whitespace only; strip() runs only when the line starts with some
-            if line and (line[0] not in _WHITESPACE or line.strip()):
+            elif line and (line[0] not in _WHITESPACE or line.strip()):
                 yield n, line.rstrip(b"\r") if line[-1:] == b"\r" else line
+        if len(rest) > limit:
+            n += 1
+            yield n, None
+            rest = b""
+            skipping = True
     if rest.strip():
         yield n + 1, rest.rstrip(b"\r")
+
+
+def read_file(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of ``path``, or None when it holds more than ``max_bytes`` (never read past
+    that: the path may be a device or a pipe that never ends)."""
+    with path.open("rb") as fh:
+        data = fh.read(max_bytes + 1)
+    return None if len(data) > max_bytes else data
 
 
 def files_in(path: Path) -> list[Path]:

@@ -11,7 +11,13 @@ from mqtier.errors import ConfigError, CorruptRecordError
 from mqtier.format import fastjson
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint, unpack_dispatch_offset
-from mqtier.format.message import END_OF_DATA, END_OF_FILE, check_record, decode_record
+from mqtier.format.message import (
+    END_OF_DATA,
+    END_OF_FILE,
+    check_record,
+    check_record_header,
+    decode_record,
+)
 
 
 def _iso(ms: int) -> str | None:
@@ -25,12 +31,14 @@ def _iso(ms: int) -> str | None:
 
 def detect_kind(path: Path) -> str:
     parts = path.resolve().parts
-    name = path.name
+    # A replacement a crash interrupted (``checkpoint.tmp``) is evidence of the crash: it
+    # reads as the file it was to replace.
+    name = path.name.removesuffix(".tmp")
     if name == L.FILE_CHECKPOINT:
         return "checkpoint"
     if name == L.FILE_DISPATCH_CHECKPOINT:
         return "dispatch_checkpoint"
-    if name.endswith((".json", ".json.bak")):
+    if name.endswith((".json", ".json.bak")) or name == L.FILE_DERIVED_MANIFEST:
         return "config_json"
     if name in (L.FILE_ABORT, L.FILE_LOCK):
         return name
@@ -78,9 +86,61 @@ def _map(path: Path) -> mmap.mmap | bytes:
         return mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
 
 
+def _queue_units_into(root: Path, low: int, high: int) -> dict[int, tuple[str, int, int, int]]:
+    """{commit-log offset: (topic, queue, queue offset, size)} of every consume-queue unit of
+    the store at ``root`` that points into ``[low, high)``.
+
+    Read straight from the files (no Store is opened, nothing is written). A queue's units
+    ascend in commit-log offset, so only the files whose range meets ``[low, high)`` are read.
+    """
+    out: dict[int, tuple[str, int, int, int]] = {}
+    for qdir in sorted((root / L.DIR_CONSUMEQUEUE).glob("*/*")):
+        if not qdir.name.isdigit() or not qdir.is_dir():
+            continue
+        files = sorted((int(p.name), p) for p in qdir.iterdir() if p.name.isdigit())
+        firsts = [_first_phy(p) for _, p in files]
+        for i, (name, p) in enumerate(files):
+            first = firsts[i]
+            nxt = next((f for f in firsts[i + 1 :] if f is not None), None)
+            if first is None or first >= high or (nxt is not None and nxt <= low):
+                continue
+            data = p.read_bytes()
+            units = L.CQ_UNIT.iter_unpack(data[: len(data) // L.CQ_UNIT_BYTES * L.CQ_UNIT_BYTES])
+            for j, (phy, size, tag) in enumerate(units):
+                if phy < 0 or size <= 0:
+                    break
+                if low <= phy < high and (phy, size, tag) != L.PRE_BLANK_UNIT:
+                    qoff = name // L.CQ_UNIT_BYTES + j
+                    out.setdefault(phy, (qdir.parent.name, int(qdir.name), qoff, size))
+    return out
+
+
+def _first_phy(path: Path) -> int | None:
+    """Commit-log offset of the first real unit of a consume-queue file (None: none there)."""
+    with path.open("rb") as fh:
+        while len(unit := fh.read(L.CQ_UNIT_BYTES)) == L.CQ_UNIT_BYTES:
+            phy, size, tag = L.CQ_UNIT.unpack(unit)
+            if phy < 0 or size <= 0:
+                return None
+            if (phy, size, tag) != L.PRE_BLANK_UNIT:
+                return int(phy)
+    return None
+
+
+def _store_root_of(path: Path) -> Path | None:
+    """The store a commit-log file belongs to, when its consume queues are beside it."""
+    root = path.resolve().parent.parent
+    return root if (root / L.DIR_CONSUMEQUEUE).is_dir() else None
+
+
 def _commitlog(path: Path, doc: dict[str, Any], limit: int, verify_crc: bool) -> None:
     base = int(path.name) if path.name.isdigit() else 0
     buf = _map(path)
+    # Header fields no CRC covers are checked against the file's name (PHYSICALOFFSET) and,
+    # inside a store, against the consume-queue units that point to each record.
+    expect_phy = path.name.isdigit()
+    root = _store_root_of(path) if expect_phy else None
+    units = _queue_units_into(root, base, base + len(buf)) if root is not None else {}
     entries: list[dict[str, Any]] = []
     pos = records = body_bytes = 0
     end_reason = "end of data"
@@ -99,6 +159,18 @@ def _commitlog(path: Path, doc: dict[str, Any], limit: int, verify_crc: bool) ->
             doc["blank_at"] = pos
             break
         if size == END_OF_DATA:
+            break
+        unit = units.get(base + pos)
+        try:
+            check_record_header(
+                buf, pos, expect_phy=base + pos if expect_phy else None,
+                expect_topic=unit[0] if unit else None, expect_queue=unit[1] if unit else None,
+                expect_queue_offset=unit[2] if unit else None,
+                expect_size=unit[3] if unit else None, path=str(path),
+            )  # fmt: skip
+        except CorruptRecordError as exc:
+            error = {"offset": base + pos, "position": pos, "detail": exc.detail}
+            end_reason = "corrupt record"
             break
         rec = decode_record(buf, pos, verify_crc=False)
         records += 1
@@ -125,6 +197,7 @@ def _commitlog(path: Path, doc: dict[str, Any], limit: int, verify_crc: bool) ->
         "first_store_time": _iso(first_ts),
         "last_store_time": _iso(last_ts),
         "crc_checked": verify_crc,
+        "consume_queues_checked": root is not None,
     }
     if error:
         doc["error"] = error

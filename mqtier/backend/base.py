@@ -60,8 +60,12 @@ class ColdStore(ABC):
             ColdObjectNotFoundError: no such object.
         """
 
-    def list_incomplete(self, prefix: str) -> Sequence[str]:
+    def list_incomplete(self, prefix: str, older_than_s: float = 0.0) -> Sequence[str]:
         """Keys of writes under ``prefix`` that were started and never finished.
+
+        ``older_than_s``: only writes started at least that long ago. A write in progress looks
+        the same as an abandoned one, so a collector passes a grace period: deleting another
+        live writer's half-written object would fail that writer's upload.
 
         A writer killed mid-put leaves these behind where the backend cannot finish or undo the
         write by itself (a file tier's temporary files); they are not objects, never appear in
@@ -69,6 +73,19 @@ class ColdStore(ABC):
         answer with nothing.
         """
         return []
+
+    def check_root(self, *, may_create: bool) -> None:  # noqa: B027 - most backends: nothing to check
+        """Raise unless the tier's root (a directory, a bucket) exists and can be used.
+
+        A missing root must not read as an empty tier: an operator who mistyped a bucket, or
+        whose bucket was deleted, would see every message "pending" and nothing tiered. With
+        ``may_create`` a missing directory is fine (the first ``dispatch`` makes it); a missing
+        bucket never is (mqtier does not create buckets).
+
+        Raises:
+            NotFoundError: no such root (exit 3).
+            ConfigError: the root is not something a tier can live in (a file, say).
+        """
 
     def exists(self, key: str) -> bool:
         from mqtier.errors import ColdObjectNotFoundError

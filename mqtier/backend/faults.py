@@ -83,13 +83,17 @@ class FaultyColdStore(ColdStore):
         self._before_read()
         return self.inner.list(prefix)
 
-    def list_incomplete(self, prefix: str) -> Sequence[str]:
+    def list_incomplete(self, prefix: str, older_than_s: float = 0.0) -> Sequence[str]:
         self._before_read()
-        return self.inner.list_incomplete(prefix)
+        return self.inner.list_incomplete(prefix, older_than_s)
 
     def delete(self, keys: Iterable[str]) -> None:
         self._before_write()
         self.inner.delete(keys)
+
+    def check_root(self, *, may_create: bool) -> None:
+        # No fault drawn: a seeded campaign must meet the same faults with or without the check.
+        self.inner.check_root(may_create=may_create)
 
     def size(self, key: str) -> int:
         self._before_read()

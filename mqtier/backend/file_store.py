@@ -10,12 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from mqtier.backend.base import ColdStore, ObjectInfo, check_key
-from mqtier.errors import ColdObjectNotFoundError
+from mqtier.errors import ColdObjectNotFoundError, ConfigError, NotFoundError
 
 _TMP_SUFFIX = ".mqtier-tmp"
 
@@ -27,6 +28,17 @@ class FileColdStore(ColdStore):
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
+
+    def check_root(self, *, may_create: bool) -> None:
+        if self.root.is_dir():
+            return
+        if self.root.exists():
+            raise ConfigError(f"{self.url}: not a directory, so it cannot hold a cold tier")
+        if not may_create:
+            raise NotFoundError(
+                f"{self.url}: no such directory (the cold tier's root); check the URL "
+                "(dispatch creates the directory on its first run)"
+            )
 
     def _make_dirs(self, directory: Path) -> None:
         """Create ``directory`` and its missing parents, syncing each parent that gains one.
@@ -140,8 +152,16 @@ class FileColdStore(ColdStore):
         out.sort(key=lambda o: o.key)
         return out
 
-    def list_incomplete(self, prefix: str) -> Sequence[str]:
-        return sorted(key for key, _ in self._walk(prefix, temporary=True))
+    def list_incomplete(self, prefix: str, older_than_s: float = 0.0) -> Sequence[str]:
+        born_before = time.time() - older_than_s
+        out = []
+        for key, path in self._walk(prefix, temporary=True):
+            try:
+                if older_than_s <= 0 or path.stat().st_mtime < born_before:
+                    out.append(key)
+            except FileNotFoundError:
+                continue  # its writer finished (or another collector took it) meanwhile
+        return sorted(out)
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:

@@ -14,16 +14,23 @@ from typing import Any
 import fsspec
 
 from mqtier.backend.base import ColdStore, ObjectInfo, check_key
-from mqtier.errors import ColdObjectNotFoundError
+from mqtier.errors import ColdObjectNotFoundError, ConfigError, NotFoundError
+from mqtier.redact import redact, redact_url
 
 # Protocols whose pipe_file(mode="create") is a server-side conditional write.
 _ATOMIC_CREATE = {"s3", "s3a"}
+# Protocols whose first path element is a bucket (or container) that must exist beforehand.
+BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"})
+# Protocols without directories to check: the catalog's objects are all there is.
+_NO_DIRECTORIES = {"http", "https"}
 
 
 class FsspecColdStore(ColdStore):
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
-        self.url = url.rstrip("/")
-        fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        # The URL as shown (errors, logs, --json): without the credentials it may carry.
+        self.url = redact_url(url.rstrip("/"))
+        self._option_names = sorted(storage_options or {})
+        fs, root = fsspec.core.url_to_fs(url.rstrip("/"), **(storage_options or {}))
         self.fs = fs
         self.root = root.rstrip("/")
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -36,6 +43,31 @@ class FsspecColdStore(ColdStore):
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{check_key(key)}"
+
+    def check_root(self, *, may_create: bool) -> None:
+        try:
+            if self.protocol in BUCKET_PROTOCOLS:
+                self._check_bucket()
+            elif not may_create and self.protocol not in _NO_DIRECTORIES:
+                self.fs.invalidate_cache(self.root)
+                if not self.fs.isdir(self.root):
+                    raise NotFoundError(f"{self.url}: no such directory (the cold tier's root)")
+        except (TypeError, AttributeError, KeyError) as exc:
+            # What s3fs & co. do with an option of the wrong type ("-o session=x"): fail deep
+            # inside on first use. That is a usage error, not a failed request.
+            given = ", ".join(f"-o {name}" for name in self._option_names) or "no -o options"
+            raise ConfigError(
+                f"{self.url}: the storage options were refused ({given}): "
+                f"{type(exc).__name__}: {redact(str(exc))}"
+            ) from None
+
+    def _check_bucket(self) -> None:
+        bucket = self.root.split("/", 1)[0]
+        self.fs.invalidate_cache(bucket)
+        try:
+            self.fs.info(bucket)  # a HEAD of the bucket on S3
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.url}: bucket {bucket!r} does not exist") from None
 
     def put(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self._path(key), data)

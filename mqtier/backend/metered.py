@@ -126,8 +126,10 @@ class MeteredColdStore(ColdStore):
     def list(self, prefix: str) -> list[ObjectInfo]:
         return self._timed("list", lambda: self.inner.list(prefix), size_in=_zero)
 
-    def list_incomplete(self, prefix: str) -> Sequence[str]:
-        return self._timed("list", lambda: self.inner.list_incomplete(prefix), size_in=_zero)
+    def list_incomplete(self, prefix: str, older_than_s: float = 0.0) -> Sequence[str]:
+        return self._timed(
+            "list", lambda: self.inner.list_incomplete(prefix, older_than_s), size_in=_zero
+        )
 
     def delete(self, keys: Iterable[str]) -> None:
         batch = list(keys)
@@ -136,6 +138,10 @@ class MeteredColdStore(ColdStore):
 
     def size(self, key: str) -> int:
         return self._timed("size", lambda: self.inner.size(key), size_in=_zero)
+
+    def check_root(self, *, may_create: bool) -> None:
+        # One HEAD (of the bucket or directory): billed like the HEAD of an object.
+        self._timed("size", lambda: self.inner.check_root(may_create=may_create), size_in=_zero)
 
     def close(self) -> None:
         self.inner.close()

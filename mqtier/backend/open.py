@@ -7,18 +7,31 @@ come from the caller (flags, environment, config file; see ``mqtier.config``).
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from mqtier.backend.base import ColdStore
 from mqtier.backend.metered import MeteredColdStore, RequestBill
-from mqtier.backend.retrying import RetryingColdStore, RetryPolicy
-from mqtier.errors import ConfigError
+from mqtier.backend.retrying import RetryingColdStore, RetryPolicy, describe_error
+from mqtier.errors import ColdStoreError, ConfigError
+from mqtier.redact import redact, redact_url
+
+# "s3:bucket/x", "s3:" or "gs:/x": a URL missing its "//", not a directory someone meant.
+_SCHEME_WITHOUT_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:(?!//)")
+# Buckets whose URL forms put credentials in the userinfo part, which fsspec would take for
+# part of the bucket's name.
+_NO_USERINFO = frozenset({"s3", "s3a", "gs", "gcs", "oss"})
+
+RootCheck = Literal["none", "existing", "creatable"]
 
 
 def raw_cold_store(url: str, storage_options: dict[str, Any] | None = None) -> ColdStore:
     """The backend for ``url`` without metering or retries."""
     if not url:
         raise ConfigError("empty cold-tier URL")
+    if url != url.strip() or any(c in url for c in "\x00\n\r\t"):
+        raise ConfigError(f"{redact_url(url.strip())!r}: blanks or control characters in the URL")
     if url.startswith("file://"):
         from mqtier.backend.file_store import FileColdStore
 
@@ -33,13 +46,58 @@ def raw_cold_store(url: str, storage_options: dict[str, Any] | None = None) -> C
     if "://" not in url:
         from mqtier.backend.file_store import FileColdStore
 
+        if _SCHEME_WITHOUT_SLASHES.match(url):
+            scheme = url.partition(":")[0]
+            raise ConfigError(
+                f"{redact_url(url)}: not a URL (write {scheme}://BUCKET/prefix) nor, surely, a "
+                f"directory (write ./{redact_url(url)} if it is one)"
+            )
         return FileColdStore(url)
-    from mqtier.backend.fsspec_store import FsspecColdStore
+    return _fsspec_store(url, storage_options or {})
 
+
+def _fsspec_store(url: str, options: dict[str, Any]) -> ColdStore:
+    from mqtier.backend.fsspec_store import BUCKET_PROTOCOLS, FsspecColdStore
+
+    shown = redact_url(url)
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in BUCKET_PROTOCOLS:
+        bucket = rest.split("/", 1)[0]
+        if not bucket.strip("/"):
+            raise ConfigError(f"{shown}: no bucket in the URL (write {scheme}://BUCKET/prefix)")
+        if "@" in rest.split("?", 1)[0] and scheme in _NO_USERINFO:
+            raise ConfigError(
+                f"{shown}: credentials in the URL are not supported for {scheme}://; give them with "
+                "-o key=... -o secret=..., the environment or the config file"
+            )
+    check_storage_options(options)
     try:
-        return FsspecColdStore(url, storage_options)
+        return FsspecColdStore(url, options)
     except (ImportError, ValueError) as exc:
-        raise ConfigError(f"{url}: cannot open this URL: {exc}") from None
+        raise ConfigError(f"{shown}: cannot open this URL: {redact(str(exc))}") from None
+    except (TypeError, AttributeError, KeyError) as exc:
+        raise ConfigError(
+            f"{shown}: the storage options were refused: {describe_error(exc)}"
+        ) from None
+    except OSError as exc:  # ftp:// and sftp:// connect at once
+        raise ColdStoreError(f"{shown}: cannot connect: {describe_error(exc)}") from None
+
+
+def check_storage_options(options: Mapping[str, Any], parent: str = "") -> None:
+    """Refuse what fsspec backends would trip over much later with an AttributeError.
+
+    An option named ``*_kwargs`` (``client_kwargs``, ``config_kwargs``, ...) is a group of
+    options passed on to a client library; a plain value there is always a mistake.
+    """
+    for name, value in options.items():
+        full = f"{parent}{name}"
+        if name.endswith("kwargs") and not isinstance(value, Mapping):
+            raise ConfigError(
+                f"-o {full}: a group of options, not a value (write -o {full}.NAME=VALUE)"
+            )
+        if isinstance(value, Mapping):
+            check_storage_options(value, f"{full}.")
 
 
 def open_cold_store(
@@ -49,16 +107,24 @@ def open_cold_store(
     bill: RequestBill | None = None,
     retry: RetryPolicy | None = None,
     wrap: Any = None,
+    root: RootCheck = "none",
 ) -> RetryingColdStore:
     """Backend for ``url``, metered into ``bill`` and retried under ``retry``.
 
     ``wrap`` (a callable taking and returning a ColdStore) is applied to the raw backend before
     metering: the fault-injection tests put their faulty layer there.
+
+    ``root="existing"`` checks that the tier's root (directory, bucket) exists, so that a wrong
+    URL fails (exit 3) instead of reading as an empty tier; ``"creatable"`` lets a directory be
+    missing (a first dispatch makes it) but not a bucket.
     """
     store = raw_cold_store(url, storage_options)
     if wrap is not None:
         store = wrap(store)
-    return RetryingColdStore(MeteredColdStore(store, bill), retry)
+    out = RetryingColdStore(MeteredColdStore(store, bill), retry)
+    if root != "none":
+        out.check_root(may_create=root == "creatable")
+    return out
 
 
 def bill_of(store: ColdStore) -> RequestBill | None:

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from mqtier.backend.base import ColdStore, ObjectInfo
 from mqtier.errors import ColdStoreError, MqtierError
+from mqtier.redact import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,10 +112,10 @@ class RetryingColdStore(ColdStore):
                 attempt += 1
                 if attempt >= self.policy.attempts:
                     raise ColdStoreError(
-                        f"{self.url}: {what} failed after {attempt} attempts: {_describe(exc)}"
+                        f"{self.url}: {what} failed after {attempt} attempts: {describe_error(exc)}"
                     ) from exc
                 self.retries += 1
-                log.debug("%s: retrying %s after %s", self.url, what, _describe(exc))
+                log.debug("%s: retrying %s after %s", self.url, what, describe_error(exc))
                 self._sleep(self.policy.delay(attempt))
 
     def put(self, key: str, data: bytes) -> None:
@@ -140,8 +141,10 @@ class RetryingColdStore(ColdStore):
     def list(self, prefix: str) -> list[ObjectInfo]:
         return self._call(f"list {prefix or '/'}", lambda: self.inner.list(prefix))
 
-    def list_incomplete(self, prefix: str) -> Sequence[str]:
-        return self._call(f"list {prefix or '/'}", lambda: self.inner.list_incomplete(prefix))
+    def list_incomplete(self, prefix: str, older_than_s: float = 0.0) -> Sequence[str]:
+        return self._call(
+            f"list {prefix or '/'}", lambda: self.inner.list_incomplete(prefix, older_than_s)
+        )
 
     def delete(self, keys: Iterable[str]) -> None:
         batch = list(keys)
@@ -150,12 +153,16 @@ class RetryingColdStore(ColdStore):
     def size(self, key: str) -> int:
         return self._call(f"size {key}", lambda: self.inner.size(key))
 
+    def check_root(self, *, may_create: bool) -> None:
+        self._call("check of the root", lambda: self.inner.check_root(may_create=may_create))
+
     def close(self) -> None:
         self.inner.close()
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+def describe_error(exc: BaseException) -> str:
+    # A backend's message may quote the URL it was given, credentials and all.
+    text = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -165,5 +172,5 @@ def _as_cold_error(what: str, url: str, exc: BaseException) -> MqtierError:
     if isinstance(exc, FileNotFoundError) and what.startswith(("get ", "size ")):
         return ColdObjectNotFoundError(f"{url}: {what}: not found")
     if isinstance(exc, PermissionError):
-        return ColdStoreError(f"{url}: {what}: access denied ({_describe(exc)})")
-    return ColdStoreError(f"{url}: {what}: {_describe(exc)}")
+        return ColdStoreError(f"{url}: {what}: access denied ({describe_error(exc)})")
+    return ColdStoreError(f"{url}: {what}: {describe_error(exc)}")

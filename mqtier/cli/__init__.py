@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from mqtier.cli import (
     read,
     recover,
 )
+from mqtier.redact import redact_logs
 
 app = typer.Typer(
     name="mqtier",
@@ -63,6 +65,8 @@ def root(
 ) -> None:
     """RocketMQ-compatible message store with tiering to any fsspec URL."""
     _cold.config_path = config
+    # Warnings go to stderr through logging's last-resort handler: no secret may ride along.
+    redact_logs(logging.lastResort)
 
 
 def main() -> None:

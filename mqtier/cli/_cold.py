@@ -10,10 +10,11 @@ import orjson
 import typer
 
 from mqtier.backend.metered import RequestBill
-from mqtier.backend.open import open_cold_store
+from mqtier.backend.open import RootCheck, open_cold_store
 from mqtier.backend.retrying import RetryingColdStore
 from mqtier.cli._common import emit_json, note
 from mqtier.errors import ConfigError
+from mqtier.redact import redact_url, remember_secrets
 from mqtier.settings import Settings, load_settings, merge_options
 
 ColdUrl = Annotated[
@@ -51,19 +52,41 @@ def _value(text: str) -> Any:
 
 
 def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``-o a.b=1 -o c=x`` as ``{"a": {"b": 1}, "c": "x"}``; errors never show a secret value."""
     out: dict[str, Any] = {}
-    for pair in pairs or []:
+    for number, pair in enumerate(pairs or [], 1):
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--storage-option {pair!r}: expected key=value")
-        node = out
         *parents, leaf = key.split(".")
+        if not sep or not all((*parents, leaf)):
+            # Without '=' the whole text may be a pasted secret: name its place, not its text.
+            raise ConfigError(
+                f"--storage-option #{number} ({_shown_key(key) if sep else 'no ='}): "
+                "expected NAME=VALUE (dots nest: client_kwargs.region_name=x)"
+            )
+        node = out
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise typer.BadParameter(f"--storage-option {pair!r}: {p} is not a group")
+                raise ConfigError(f"--storage-option {_shown_key(key)}: {p} is not a group")
+        if isinstance(node.get(leaf), dict):
+            raise ConfigError(
+                f"--storage-option {_shown_key(key)}: {leaf} is a group (-o {key}.NAME=VALUE)"
+            )
         node[leaf] = _value(value)
     return out
+
+
+def _shown_key(key: str) -> str:
+    return repr(key if len(key) <= 60 else key[:57] + "...")
+
+
+def _refuse_memory(url: str) -> None:
+    """memory:// lives in this process only: a CLI command would lose all it tiered at exit."""
+    if any(part.strip().lower().startswith("memory:") for part in url.split("::")):
+        raise ConfigError(
+            f"{redact_url(url)}: memory:// is an in-process tier that vanishes when the "
+            "command exits; give a directory (file:///dir) or a bucket (s3://bucket/prefix)"
+        )
 
 
 # Set by the root command's --config (mqtier/cli/__init__.py); None means "look it up".
@@ -95,11 +118,19 @@ def broker_name(given: str | None, store_broker: str | None = None) -> str | Non
     return given or settings().broker or store_broker
 
 
-def open_cold(url: str, options: list[str] | None) -> tuple[RetryingColdStore, RequestBill]:
-    """The cold store at ``url`` with the config file's storage options under the flags'."""
+def open_cold(
+    url: str, options: list[str] | None, *, root: RootCheck = "existing"
+) -> tuple[RetryingColdStore, RequestBill]:
+    """The cold store at ``url`` with the config file's storage options under the flags'.
+
+    Its root must exist (``root="existing"``, for commands that read the tier: a missing
+    bucket or directory is exit 3, never an empty tier), or be creatable (``dispatch``).
+    """
     bill = RequestBill()
     merged = merge_options(settings().storage_options, parse_storage_options(options))
-    return open_cold_store(url, merged, bill=bill), bill
+    remember_secrets(url, merged)  # before anything can fail and print them
+    _refuse_memory(url)
+    return open_cold_store(url, merged, bill=bill, root=root), bill
 
 
 def emit_with_bill(doc: dict[str, Any], bill: RequestBill) -> None:

@@ -14,7 +14,13 @@ import orjson
 import typer
 from rich.console import Console
 
+# The option parsers live in _parse; commands import them from here with the rest.
+from mqtier.cli._parse import parse_duration as parse_duration  # noqa: PLC0414
+from mqtier.cli._parse import parse_size as parse_size  # noqa: PLC0414
+from mqtier.cli._parse import parse_time as parse_time  # noqa: PLC0414
 from mqtier.errors import MqtierError
+from mqtier.redact import redact
+from mqtier.store.store import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,13 +37,15 @@ StoreDir = Annotated[
         "--store", "-s", envvar="MQTIER_STORE", help="Store directory (or $MQTIER_STORE)."
     ),
 ]
-ReadOnly = Annotated[
-    bool,
-    typer.Option(
-        "--read-only",
-        help="Never write to the store (automatic when another process holds its lock).",
-    ),
-]
+
+
+def open_store_to_read(path: Path) -> Store:
+    """Open a store read-only (no byte written) and warn on stderr if it was left unclean."""
+    st = Store.open(path)
+    warning = st.health.warning(path)
+    if warning:
+        note(f"[yellow]warning:[/] {warning}")
+    return st
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -78,6 +86,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def _report(json_out: bool, kind: str, message: str, exit_code: int) -> None:
     """The one line an error prints on stderr: text, or the JSON error object with --json."""
+    # Backend libraries quote URLs and options in their messages; none may carry a secret out.
+    message = redact(message)
     if json_out:
         doc = {"type": kind, "message": message, "exit_code": exit_code}
         print(json.dumps({"error": doc}), file=sys.stderr)
@@ -101,42 +111,5 @@ def emit_jsonl(docs: Iterable[Any]) -> None:
 
 
 def note(text: str) -> None:
-    """A human line on stderr (kept out of stdout so pipes carry only data)."""
-    err_console.print(text, highlight=False, soft_wrap=True)
-
-
-def parse_time(text: str) -> int:
-    """Milliseconds since the epoch from ms digits, ISO 8601, or 'now'/'-5m'-style offsets."""
-    import time
-    from datetime import datetime
-
-    t = text.strip()
-    if t == "now":
-        return int(time.time() * 1000)
-    if t.lstrip("-").isdigit():
-        return int(t)
-    if t.startswith("-") and t[-1] in "smhd" and t[1:-1].isdigit():
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[t[-1]]
-        return int((time.time() - int(t[1:-1]) * unit) * 1000)
-    try:
-        return int(datetime.fromisoformat(t).timestamp() * 1000)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not a time (ms since epoch, ISO 8601, 'now' or '-5m')"
-        ) from None
-
-
-def parse_size(text: str) -> int:
-    """Bytes from '64M', '1G', '4096', '512K' (binary units)."""
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    if t and t[-1] in "KMGT":
-        mult = 1024 ** ("KMGT".index(t[-1]) + 1)
-        t = t[:-1]
-    try:
-        value = int(float(t) * mult)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a size (like 64M or 1G)") from None
-    if value <= 0:
-        raise typer.BadParameter(f"{text!r} must be positive")
-    return value
+    """A human line on stderr (kept out of stdout so pipes carry only data), secrets masked."""
+    err_console.print(redact(text), highlight=False, soft_wrap=True)

@@ -17,10 +17,7 @@ from mqtier.cli._cold import (
     report_bill,
     require_cold_url,
 )
-from mqtier.cli._common import JsonOut, StoreDir, handle_errors, note
-from mqtier.cli.dispatch import parse_duration
-from mqtier.errors import ReadOnlyStoreError, StoreLockedError
-from mqtier.store.lock import is_locked_elsewhere
+from mqtier.cli._common import JsonOut, StoreDir, handle_errors, note, parse_duration
 from mqtier.store.store import Store
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean as run_clean
@@ -45,18 +42,17 @@ def clean(
 
     Example: mqtier clean --store ./store --cold s3://bucket/prefix --keep 72h --dry-run
     """
+    # 0 is meaningful: delete every file whose messages are all committed cold, however young.
+    keep_ms = int(parse_duration(keep, "--keep", minimum_s=0) * 1000)
     cold_store, bill = open_cold(require_cold_url(cold, "clean"), storage_option)
-    with Store.open(store, read_only=dry_run) as st:
-        if not dry_run and st.read_only:
-            if is_locked_elsewhere(Path(store)):
-                raise StoreLockedError(
-                    f"{store}: store is locked by another process; clean needs it to itself"
-                )
-            raise ReadOnlyStoreError(f"{store}: cannot clean a store in a read-only directory")
-        name = broker_name(broker, st.config.broker_name)
-        assert name is not None
-        state = load_catalog(cold_store, name)
-        report = run_clean(st, state, keep_ms=int(parse_duration(keep) * 1000), dry_run=dry_run)
+    # The catalog first: a damaged or unreachable cold tier must stop clean before its
+    # writable open recovers or checkpoints anything in the store.
+    with Store.open(store) as peek:
+        name = broker_name(broker, peek.config.broker_name)
+    assert name is not None
+    state = load_catalog(cold_store, name)
+    with Store.open(store, writable=not dry_run) as st:
+        report = run_clean(st, state, keep_ms=keep_ms, dry_run=dry_run)
     cold_store.close()
     if json_out:
         emit_with_bill(report.to_json(), bill)

@@ -17,6 +17,7 @@ from mqtier.cli._cold import (
 )
 from mqtier.cli._common import JsonOut, handle_errors, note, parse_size
 from mqtier.cli._progress import CompactProgress
+from mqtier.cli.dispatch import MAX_OBJECT_BYTES
 from mqtier.errors import ConfigError
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.compact import CompactOptions
@@ -37,7 +38,12 @@ def compact(
     ] = "2M",
     min_run: Annotated[
         int,
-        typer.Option("--min-run", min=2, help="Merge runs of at least this many small segments."),
+        typer.Option(
+            "--min-run",
+            min=2,
+            max=1 << 20,
+            help="Merge runs of at least this many small segments.",
+        ),
     ] = 2,
     object_size: Annotated[
         str, typer.Option("--object-size", help="Target compressed bytes per new object.")
@@ -63,9 +69,11 @@ def compact(
     if not name:
         raise ConfigError("compact needs --broker (the cold tier keeps each broker apart)")
     opts = CompactOptions(
-        small_bytes=parse_size(small),
+        small_bytes=parse_size(small, "--small", maximum=MAX_OBJECT_BYTES),
         min_run=min_run,
-        pack=PackOptions(object_bytes=parse_size(object_size)),
+        pack=PackOptions(
+            object_bytes=parse_size(object_size, "--object-size", maximum=MAX_OBJECT_BYTES)
+        ),
         dry_run=dry_run,
     )
     cold_store, bill = open_cold(url, storage_option)

@@ -20,21 +20,23 @@ from mqtier.cli._cold import (
     report_bill,
     require_cold_url,
 )
-from mqtier.cli._common import JsonOut, StoreDir, emit_json, handle_errors, note, parse_size
+from mqtier.cli._common import (
+    JsonOut,
+    StoreDir,
+    emit_json,
+    handle_errors,
+    note,
+    open_store_to_read,
+    parse_duration,
+    parse_size,
+)
 from mqtier.cli._progress import DispatchProgress
-from mqtier.store.store import Store
 from mqtier.tier.dispatch import BatchPolicy, DispatchOptions, DispatchReport, run_dispatch
 
-
-def parse_duration(text: str) -> float:
-    t = text.strip().lower()
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    for suffix in ("ms", "s", "m", "h", "d"):
-        if t.endswith(suffix) and t[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(t[: -len(suffix)]) * units[suffix]
-    if t.replace(".", "", 1).isdigit():
-        return float(t)
-    raise typer.BadParameter(f"{text!r} is not a duration (like 30s, 5m, 2h)")
+MAX_COUNT = 1 << 40  # messages or requests: far beyond any run, far inside 64 bits
+MAX_CONCURRENCY = 256  # uploads in flight; more only exhausts sockets and memory
+MAX_OBJECT_BYTES = 1 << 30  # 1G: an object is uploaded (and read back) whole
+MIN_INTERVAL_S = 0.1  # --follow's pause: below this it only spins
 
 
 @handle_errors
@@ -53,7 +55,12 @@ def dispatch(
     ] = False,
     batch_count: Annotated[
         int,
-        typer.Option("--batch-count", min=1, help="Tier a queue once it has this many pending."),
+        typer.Option(
+            "--batch-count",
+            min=1,
+            max=MAX_COUNT,
+            help="Tier a queue once it has this many pending.",
+        ),
     ] = 4096,
     batch_bytes: Annotated[
         str, typer.Option("--batch-bytes", help="... or this many pending bytes.")
@@ -70,7 +77,12 @@ def dispatch(
     ] = None,
     max_requests: Annotated[
         int | None,
-        typer.Option("--max-requests", help="Stop a run before it sends more requests."),
+        typer.Option(
+            "--max-requests",
+            min=4,
+            max=MAX_COUNT,
+            help="Stop a run before it sends more requests (at least 4: load, PUT, commit).",
+        ),
     ] = None,
     max_duration: Annotated[
         str | None, typer.Option("--max-duration", help="With --follow: stop after this long.")
@@ -85,7 +97,9 @@ def dispatch(
             help="Target compressed bytes per uploaded object (at most 32 MiB of records).",
         ),
     ] = "8M",
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Parallel uploads.")] = 4,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=MAX_CONCURRENCY, help="Parallel uploads.")
+    ] = 4,
     broker: Broker = None,
     storage_option: StorageOptions = None,
     json_out: JsonOut = False,
@@ -103,19 +117,27 @@ def dispatch(
         raise typer.BadParameter("--once and --follow exclude each other")
     if not follow and (max_duration or interval):
         raise typer.BadParameter("--max-duration and --interval need --follow")
-    if max_requests is not None and max_requests < 4:
-        raise typer.BadParameter("--max-requests must be at least 4 (load, PUT, commit)")
     opts = DispatchOptions(
-        policy=BatchPolicy(batch_count, parse_size(batch_bytes), parse_duration(batch_age)),
+        policy=BatchPolicy(
+            batch_count,
+            parse_size(batch_bytes, "--batch-bytes"),
+            parse_duration(batch_age, "--batch-age", minimum_s=0),
+        ),
         force=force,
         dry_run=dry_run,
-        object_bytes=parse_size(object_size),
+        object_bytes=parse_size(object_size, "--object-size", maximum=MAX_OBJECT_BYTES),
         upload_concurrency=concurrency,
-        max_bytes=parse_size(max_bytes) if max_bytes else None,
-        max_bytes_per_sec=parse_size(max_bytes_per_sec) if max_bytes_per_sec else None,
+        max_bytes=parse_size(max_bytes, "--max-bytes") if max_bytes else None,
+        max_bytes_per_sec=(
+            parse_size(max_bytes_per_sec, "--max-bytes-per-sec") if max_bytes_per_sec else None
+        ),
         max_requests=max_requests,
     )
-    cold_store, bill = open_cold(cold, storage_option)
+    # Parsed before the first run: a bad value must not surface after an upload.
+    run_for = parse_duration(max_duration, "--max-duration") if max_duration else None
+    pause = parse_duration(interval or "5s", "--interval", minimum_s=MIN_INTERVAL_S)
+    # A fresh local directory is fine (the first run creates it); a missing bucket is not.
+    cold_store, bill = open_cold(cold, storage_option, root="creatable")
     if not cold_store.atomic_create:
         note(
             f"warning: {cold_store.url} cannot create objects atomically; run only one "
@@ -129,12 +151,11 @@ def dispatch(
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    deadline = time.monotonic() + parse_duration(max_duration) if max_duration else None
-    pause = parse_duration(interval or "5s")
+    deadline = time.monotonic() + run_for if run_for is not None else None
     reports: list[DispatchReport] = []
     while True:
         # Read-only: a writer may own the store. Reopened per run to see what it added since.
-        with Store.open(store, read_only=True) as st, DispatchProgress(json_out=json_out) as bar:
+        with open_store_to_read(store) as st, DispatchProgress(json_out=json_out) as bar:
             name = broker_name(broker, st.config.broker_name)
             hook = bar.update if bar.shown else None
             reports.append(run_dispatch(st, cold_store, opts, broker=name, on_progress=hook))

@@ -16,11 +16,12 @@ from mqtier.cli._cold import (
     report_bill,
     require_cold_url,
 )
-from mqtier.cli._common import JsonOut, handle_errors, note
-from mqtier.cli.dispatch import parse_duration
+from mqtier.cli._common import JsonOut, handle_errors, note, parse_duration
 from mqtier.errors import ConfigError
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.expire import expire as run_expire
+
+CONFIRM_TTL_MS = 3_600_000  # TTLs under an hour need --yes
 
 
 @handle_errors
@@ -35,6 +36,9 @@ def expire(
     ] = None,
     topic: Annotated[list[str] | None, typer.Option("--topic", hidden=True)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm a TTL under an hour (it deletes recent data).")
+    ] = False,
     broker: Annotated[
         str | None,
         typer.Option("--broker", help="Broker whose cold data expires (or the config file's)."),
@@ -57,24 +61,19 @@ def expire(
             f"--topic: give a topic's TTL as --topic-ttl {topic[0]}=7d (repeatable); "
             "--ttl alone is the default for every other topic"
         )
+    default_ttl_ms, per_topic = _ttls(ttl, topic_ttl)
+    if not yes and not dry_run:
+        _confirm_short_ttls(ttl, default_ttl_ms, per_topic)
     cold = require_cold_url(cold, "expire")
     broker = broker_name(broker)
     if not broker:
         raise ConfigError("expire needs --broker (the cold tier keeps each broker apart)")
-    per_topic: dict[str, int] = {}
-    for item in topic_ttl or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"--topic-ttl {item!r}: expected TOPIC=TTL")
-        per_topic[name] = int(parse_duration(value) * 1000)
-    if ttl is None and not per_topic:
-        raise typer.BadParameter("give --ttl and/or --topic-ttl")
     cold_store, bill = open_cold(cold, storage_option)
     state = load_catalog(cold_store, broker)
     report = run_expire(
         cold_store,
         state,
-        default_ttl_ms=int(parse_duration(ttl) * 1000) if ttl else None,
+        default_ttl_ms=default_ttl_ms,
         topic_ttl_ms=per_topic,
         dry_run=dry_run,
         run_id=f"expire-{uuid.uuid4().hex}",
@@ -93,3 +92,28 @@ def expire(
     else:
         note("nothing has expired")
     report_bill(bill, json_out=json_out)
+
+
+def _ttls(ttl: str | None, topic_ttl: list[str] | None) -> tuple[int | None, dict[str, int]]:
+    """--ttl and --topic-ttl in ms, each range-checked (0 up to 100 years)."""
+    per_topic: dict[str, int] = {}
+    for item in topic_ttl or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--topic-ttl {item[:60]!r}: expected TOPIC=TTL (like orders=7d)")
+        per_topic[name] = int(parse_duration(value, f"--topic-ttl {name}", minimum_s=0) * 1000)
+    if ttl is None and not per_topic:
+        raise typer.BadParameter("give --ttl and/or --topic-ttl")
+    default_ms = int(parse_duration(ttl, "--ttl", minimum_s=0) * 1000) if ttl is not None else None
+    return default_ms, per_topic
+
+
+def _confirm_short_ttls(ttl: str | None, default_ms: int | None, per_topic: dict[str, int]) -> None:
+    """A TTL under an hour deletes what was tiered minutes ago (``--ttl 0``: everything)."""
+    short = [f"--ttl {ttl}"] if default_ms is not None and default_ms < CONFIRM_TTL_MS else []
+    short += [f"--topic-ttl {t}" for t, ms in sorted(per_topic.items()) if ms < CONFIRM_TTL_MS]
+    if short:
+        raise ConfigError(
+            f"{', '.join(short)}: a TTL under an hour expires recent data (0 expires all of "
+            "it); add --yes to confirm, or --dry-run to see what would go"
+        )

@@ -19,7 +19,8 @@ def inspect(
         Path, typer.Argument(help="A commit-log, consume-queue, index, checkpoint or config file.")
     ],
     limit: Annotated[
-        int, typer.Option("--limit", "-n", help="Most entries to list (0 = all).")
+        int,
+        typer.Option("--limit", "-n", min=0, max=1 << 40, help="Most entries to list (0 = all)."),
     ] = 100,
     no_crc: Annotated[bool, typer.Option("--no-crc", help="Skip body CRC checks.")] = False,
     json_out: JsonOut = False,

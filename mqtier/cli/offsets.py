@@ -20,9 +20,9 @@ from mqtier.cli._cold import (
 )
 from mqtier.cli._common import (
     JsonOut,
-    ReadOnly,
     emit_json,
     handle_errors,
+    open_store_to_read,
     out_console,
     parse_time,
 )
@@ -100,7 +100,6 @@ def offsets(
         str | None,
         typer.Option("--at", help="Also give each queue's first offset stored at/after this time."),
     ] = None,
-    read_only: ReadOnly = False,
     cold: ColdUrl = None,
     broker: Broker = None,
     storage_option: StorageOptions = None,
@@ -117,7 +116,7 @@ def offsets(
 
     Example: mqtier offsets --store ./store --cold s3://bucket/prefix --at 2026-11-01T00:00
     """
-    at_ms = parse_time(at) if at else None
+    at_ms = parse_time(at, "--at") if at else None
     cold = cold_url(cold)
     if store is None and cold is not None:
         doc: dict[str, Any] = {"store": None, "broker": broker, "queues": [], "topic_filter": topic}
@@ -128,13 +127,14 @@ def offsets(
         report_bill(bill, json_out=json_out)
         return
     store = store or Path("store")
-    with Store.open(store, read_only=read_only) as st:
+    with open_store_to_read(store) as st:
         rows = [q for q in st.offsets() if topic is None or q.topic == topic]
         hot_at = at_ms if cold is None else None  # with a cold tier both tiers answer, below
         doc = {
             "store": str(store),
             "broker": st.config.broker_name,
             "read_only": st.read_only,
+            "health": st.health.to_json(),
             "commitlog": {
                 "min_offset": st.commitlog.min_offset,
                 "max_offset": st.commitlog.durable_end,

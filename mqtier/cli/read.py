@@ -23,18 +23,23 @@ from mqtier.cli._cold import (
 )
 from mqtier.cli._common import (
     JsonOut,
-    ReadOnly,
     emit_jsonl,
     handle_errors,
+    open_store_to_read,
     out_console,
 )
 from mqtier.errors import ColdStoreError, ConfigError
 from mqtier.format.message import MessageRecord
 from mqtier.store.store import Store
+from mqtier.store.topics import MAX_QUEUES
 from mqtier.tier.reader import ColdReader
 from mqtier.tier.tiered import ReadPolicy, iter_tiered
 
 log = logging.getLogger(__name__)
+
+MAX_QUEUE_ID = MAX_QUEUES - 1
+MAX_OFFSET = 2**63 - 1  # a Java long, as RocketMQ stores queue offsets
+MAX_COUNT = 1 << 40
 
 B64 = Annotated[bool, typer.Option("--b64", help="Always give bodies as body_b64 in --json.")]
 
@@ -90,16 +95,19 @@ def read(
         ),
     ] = None,
     topic: Annotated[str, typer.Option("--topic", "-t", help="Topic to read.")] = ...,  # type: ignore[assignment]
-    queue: Annotated[int, typer.Option("--queue", "-q", min=0, help="Queue id.")] = 0,
-    from_offset: Annotated[int, typer.Option("--from", min=0, help="First queue offset.")] = 0,
+    queue: Annotated[
+        int, typer.Option("--queue", "-q", min=0, max=MAX_QUEUE_ID, help="Queue id.")
+    ] = 0,
+    from_offset: Annotated[
+        int, typer.Option("--from", min=0, max=MAX_OFFSET, help="First queue offset.")
+    ] = 0,
     count: Annotated[
-        int, typer.Option("--count", "-n", min=0, help="Most messages to return.")
+        int, typer.Option("--count", "-n", min=0, max=MAX_COUNT, help="Most messages to return.")
     ] = 32,
     tags: Annotated[
         list[str] | None, typer.Option("--tag", help="Only messages with this tag (repeatable).")
     ] = None,
     b64: B64 = False,
-    read_only: ReadOnly = False,
     cold: ColdUrl = None,
     policy: Policy = None,
     broker: Broker = None,
@@ -118,19 +126,21 @@ def read(
     if policy is not None and policy is not ReadPolicy.DISABLE and cold is None:
         raise typer.BadParameter("--policy needs a cold tier (--cold, $MQTIER_COLD or config)")
     if cold is None or policy is ReadPolicy.DISABLE:
-        with Store.open(store or Path("store"), read_only=read_only) as st:
+        with open_store_to_read(store or Path("store")) as st:
             msgs = st.read(topic, queue, from_offset, count, tags=tags)
             print_messages(msgs, json_out=json_out, b64=b64)
         return
-    cold_store, bill = open_cold(cold, storage_option)
+    # The root is checked below, where an unreachable tier (not a missing one) falls back to hot.
+    cold_store, bill = open_cold(cold, storage_option, root="none")
     with contextlib.ExitStack() as stack:
         hot: Store | None = None
         if store is not None:
-            hot = stack.enter_context(Store.open(store, read_only=read_only))
+            hot = stack.enter_context(open_store_to_read(store))
         name = broker_name(broker, hot.config.broker_name if hot is not None else None)
         if not name:
             raise ConfigError("reading the cold tier without --store needs --broker")
         try:
+            cold_store.check_root(may_create=False)  # missing: NotFoundError, exit 3
             reader: ColdReader | None = stack.enter_context(ColdReader(cold_store, name))
         except ColdStoreError as exc:
             if hot is None:

@@ -18,27 +18,57 @@ def recover(
         bool,
         typer.Option("--dry-run", help="Only report what recovery would truncate and rebuild."),
     ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Also delete every consume queue and IndexFile and derive them again from "
+            "the whole commit log.",
+        ),
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Find the end of valid data, cut a torn tail, rebuild consume queues and index.
 
     Recovery also runs on every open; this command runs it alone and reports the result.
 
+    --rebuild repairs lost or damaged consume queues and IndexFiles (a queue directory
+    deleted by hand, an emptied index/): it replays every record of the commit log.
+
     Example: mqtier recover --store ./store --dry-run
+
+    Example: mqtier recover --store ./store --rebuild --json
     """
-    with Store.open(store, recover_dry_run=dry_run) as st:
+    if rebuild and dry_run:
+        raise typer.BadParameter("--rebuild cannot be combined with --dry-run")
+    with Store.open(store, writable=not dry_run, recover_dry_run=dry_run, rebuild=rebuild) as st:
         report = st.recovery
         assert report is not None
         doc = {"store": str(store), **report.to_json()}
+        if st.rebuild_report is not None:
+            doc["rebuild"] = st.rebuild_report.to_json()
     if json_out:
         emit_json(doc)
         return
+    if st.rebuild_report is not None:
+        r = st.rebuild_report
+        note(
+            f"{store}: rebuilt {r.queues:,} consume queues and {r.index_files:,} index files "
+            f"from {r.messages:,} messages (commit log [{r.replayed_from:,}, "
+            f"{r.replayed_to:,})); removed {r.consume_queue_files_removed:,} consume-queue "
+            f"files and {len(r.index_files_removed):,} index files"
+        )
     verb = "would" if dry_run else "did"
     state = "clean shutdown" if report.clean_shutdown else "crashed (abort file present)"
     note(f"{store}: {state}; valid data ends at commit-log offset {report.end_offset:,}")
     if not report.changed:
         note("nothing to recover: already consistent")
         return
+    if report.ingest_rolled_back_from is not None:
+        note(
+            f"  {verb} roll back an ingest that died unfinished: "
+            f"{report.ingest_bytes_dropped:,} bytes from offset {report.ingest_rolled_back_from:,}"
+        )
     if report.torn_bytes_at is not None:
         note(f"  {verb} truncate a torn tail at {report.torn_bytes_at:,}: {report.torn_reason}")
     if report.files_removed:

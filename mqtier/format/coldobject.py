@@ -33,7 +33,7 @@ import zstandard
 
 from mqtier.errors import CorruptionError, CorruptRecordError, UnsupportedFormatError
 from mqtier.format import layout as L
-from mqtier.format.message import check_record
+from mqtier.format.message import check_record, check_record_header
 
 MAGIC_HEAD: Final = L.COLD_DATA_MAGIC
 MAGIC_TAIL: Final = L.COLD_FOOTER_MAGIC
@@ -134,38 +134,62 @@ class CompressionMeter:
 _compressors = threading.local()
 
 
-def verify_source_records(raw: bytes, phys: Sequence[int], where: str) -> None:
-    """Check every record of a block being built (sizes, shape, body CRC, ``__CRC32#``).
+def verify_source_records(
+    raw: bytes,
+    phys: Sequence[int],
+    where: str,
+    *,
+    topic: str | None = None,
+    queue: int | None = None,
+    first_offset: int | None = None,
+) -> None:
+    """Check every record of a block being built (sizes, shape, body CRC, ``__CRC32#``, and
+    the header fields against where it came from: ``phys[i]``, and with ``topic``, ``queue``
+    and ``first_offset`` the queue and offset ``first_offset + i`` its unit gave it).
 
     Raises:
         CorruptRecordError: naming the commit-log offset of the first bad record.
     """
     pos = 0
+    qoff = first_offset
     for phy in phys:
         try:
             size = check_record(raw, pos, len(raw), verify_crc=True, path=where)
+            if size > 0:
+                check_record_header(
+                    raw, pos, expect_phy=phy, expect_topic=topic, expect_queue=queue,
+                    expect_queue_offset=qoff, path=where,
+                )  # fmt: skip
         except CorruptionError as exc:
             raise CorruptRecordError(where, phy, getattr(exc, "detail", str(exc))) from None
         if size <= 0:
             raise CorruptRecordError(where, phy, "no record where the consume queue points")
         pos += size
+        if qoff is not None:
+            qoff += 1
     if pos != len(raw):
         raise CorruptRecordError(where, phys[-1], "record sizes disagree with the units")
+
+
+# What a block's records are checked against: (commit-log offsets, where they come from,
+# topic, queue, queue offset of the first).
+_Verify = tuple[Sequence[int], str, str, int, int]
 
 
 def _compress(
     raw: bytes,
     level: int,
     meter: CompressionMeter | None,
-    verify: tuple[Sequence[int], str] | None = None,
+    verify: _Verify | None = None,
 ) -> tuple[bytes, int]:
     """One block's zstd frame and its CRC32 (zstd and zlib release the GIL: runs in parallel).
 
-    With ``verify`` (the records' commit-log offsets and where they come from), the records are
-    checked first, so the check runs in parallel too.
+    With ``verify`` (the records' commit-log offsets, where they come from, their topic, queue
+    and first queue offset), the records are checked first, so the check runs in parallel too.
     """
     if verify is not None:
-        verify_source_records(raw, *verify)
+        phys, where, topic, queue, first = verify
+        verify_source_records(raw, phys, where, topic=topic, queue=queue, first_offset=first)
     cached: dict[int, zstandard.ZstdCompressor] = getattr(_compressors, "by_level", {})
     _compressors.by_level = cached
     compressor = cached.get(level)
@@ -275,7 +299,11 @@ class ObjectBuilder:
             return
         run, self._partial, self._partial_bytes = self._partial, [], 0
         raw = b"".join(r.data for r in run)
-        verify = None if self._verify_from is None else ([r.phy for r in run], self._verify_from)
+        verify: _Verify | None = None
+        if self._verify_from is not None:
+            seg = self._segs[-1]  # a block holds consecutive records of one queue
+            phys = [r.phy for r in run]
+            verify = (phys, self._verify_from, seg.topic, seg.queue, run[0].queue_offset)
         if self._pool is not None:
             frame = self._pool.submit(_compress, raw, self.level, self._meter, verify)
         else:

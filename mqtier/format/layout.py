@@ -62,6 +62,20 @@ SYSFLAG_TRANSACTION_COMMIT: Final = 0x8
 SYSFLAG_TRANSACTION_ROLLBACK: Final = 0xC
 SYSFLAG_BORNHOST_V6: Final = 0x10
 SYSFLAG_STOREHOST_V6: Final = 0x20
+# Every bit RocketMQ 5 defines: the above, NEED_UNWRAP 0x40, INNER_BATCH 0x80 and a 3-bit
+# compression type at 0x700 whose values 1..3 (LZ4, ZSTD, ZLIB) exist. A record with another
+# bit set was not written by a broker.
+SYSFLAG_KNOWN_BITS: Final = 0x7FF
+SYSFLAG_COMPRESSION_SHIFT: Final = 8
+SYSFLAG_COMPRESSION_MAX: Final = 3
+
+# Header fields no CRC covers are checked for plausibility (message.check_record_header).
+# A store timestamp is the broker's clock: 2000-01-01 <= it < 2100-01-01 (UTC, ms). Fixed
+# bounds, not "now": a store read on a machine whose clock is behind the broker's stays readable.
+STORE_TS_MIN_MS: Final = 946_684_800_000
+STORE_TS_MAX_MS: Final = 4_102_444_800_000
+# A born timestamp is the producer's clock, which may be unset (0) or wrong, but not negative
+# or past the same upper bound.
 
 # Properties: name 0x01 value 0x02, repeated.
 NAME_VALUE_SEP: Final = "\x01"
@@ -125,6 +139,9 @@ LOCK_CONTENT: Final = b"lock"
 FILE_STORE_CONFIG: Final = "mqtier.json"  # in config/: broker name, file sizes
 FILE_TOPICS: Final = "topics.json"  # in config/; the previous version is kept as topics.json.bak
 FILE_DISPATCH_CHECKPOINT: Final = "mqtier.dispatch"  # in the root: dispatched commit-log offset
+# in the root: the consume queues and IndexFiles the store has derived, as of its last
+# checkpoint, so an open can tell a lost one from one that never existed
+FILE_DERIVED_MANIFEST: Final = "mqtier.derived"
 # In the root while an ingest runs: the commit-log offset it started at (same encoding as
 # mqtier.dispatch). Its records may still be rolled back, so tiering stops short of them.
 FILE_INGEST_FENCE: Final = "mqtier.ingest"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import mmap
+import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,10 @@ def validate_topic(topic: str, *, allow_v2: bool = False) -> bytes:
         raise InvalidTopicError(
             f"topic {topic!r} contains a character that could escape a directory"
         )
+    if any(c < " " or "\x7f" <= c <= "\x9f" for c in topic):
+        # A newline or escape in a directory name, a log line or a terminal misleads whoever
+        # reads it; RocketMQ's own TopicValidator allows only [%|a-zA-Z0-9_-].
+        raise InvalidTopicError(f"topic {topic!r} contains a control character")
     limit = L.MAX_TOPIC_BYTES_V2 if allow_v2 else L.MAX_TOPIC_BYTES_V1
     if len(raw) > limit:
         raise InvalidTopicError(
@@ -287,6 +292,97 @@ def _verify_crcs(
         )
 
 
+def check_record_header(
+    buf: Buffer,
+    pos: int,
+    *,
+    expect_phy: int | None,
+    expect_topic: str | None = None,
+    expect_queue: int | None = None,
+    expect_queue_offset: int | None = None,
+    expect_size: int | None = None,
+    path: str = "",
+) -> None:
+    """Check the header fields of the record at ``buf[pos:]`` that no CRC covers.
+
+    RocketMQ's body CRC covers the body only, so without this a flipped header byte is read,
+    tiered and served as data. The record must have passed :func:`check_record` (its lengths
+    fit in it). Checked against what the caller knows: ``expect_phy``, the commit-log offset it
+    found the record at (PHYSICALOFFSET) and, for a record reached through a consume-queue unit,
+    that unit's size, topic, queue and queue offset; such a record must also be a normal or
+    committed transactional message, the only kinds a consume queue holds. Always checked: a
+    non-negative queue id and queue offset, only SYSFLAG bits RocketMQ defines, a store time
+    in 2000..2099, a born time that is not negative or past 2099, a non-empty topic.
+
+    Raises:
+        CorruptRecordError: ``path @ expect_phy`` (``pos`` when it is None), naming the field,
+            what was expected and what was found.
+    """
+    problem = _header_problem(
+        buf, pos, expect_phy, expect_topic, expect_queue, expect_queue_offset, expect_size
+    )
+    if problem is not None:
+        name, expected, found = problem
+        raise CorruptRecordError(
+            path,
+            pos if expect_phy is None else expect_phy,
+            f"header field {name}: expected {expected}, found {found}",
+        )
+
+
+def _header_problem(
+    buf: Buffer,
+    pos: int,
+    phy: int | None,
+    topic: str | None,
+    queue: int | None,
+    queue_offset: int | None,
+    size: int | None,
+) -> tuple[str, object, object] | None:
+    """(field, expected, found) of the first header field that fails, or None.
+
+    One unpack of the fields checked (the hosts skipped, so no bytes objects are made), then
+    comparisons: this runs for every record read and every record tiered.
+    """
+    head = _CHECKED_BY_HOST_BITS[_INT32_unpack_from(buf, pos + _POS_SYSFLAG)[0] & _HOST_V6_BITS]
+    total, magic, queue_id, qoff, at, sysflag, born_ts, store_ts, body_len = head.unpack_from(
+        buf, pos
+    )
+    if size is not None and total != size:
+        return "TOTALSIZE", f"{size} (the consume-queue unit's size)", total
+    if phy is not None and at != phy:
+        return "PHYSICALOFFSET", f"{phy} (where the record is)", at
+    if queue is None:
+        if queue_id < 0:
+            return "QUEUEID", "a queue id >= 0", queue_id
+    elif queue_id != queue:
+        return "QUEUEID", f"{queue} (its consume queue)", queue_id
+    if queue_offset is None:
+        if qoff < 0:
+            return "QUEUEOFFSET", "an offset >= 0", qoff
+    elif qoff != queue_offset:
+        return "QUEUEOFFSET", f"{queue_offset} (its consume-queue unit)", qoff
+    if sysflag & _UNKNOWN_SYSFLAG or (sysflag >> _COMPRESSION_SHIFT) & 7 > _COMPRESSION_MAX:
+        return "SYSFLAG", f"only the bits RocketMQ defines ({L.SYSFLAG_KNOWN_BITS:#x})", sysflag
+    if queue_offset is not None and sysflag & _TX_MASK not in _QUEUED_TX:
+        return "SYSFLAG", "a normal or committed message (it is in a consume queue)", sysflag
+    if not _TS_MIN <= store_ts < _TS_MAX:
+        return "STORETIMESTAMP", "a time in 2000..2099", store_ts
+    if not 0 <= born_ts < _TS_MAX:
+        return "BORNTIMESTAMP", "a time before 2100 (or 0)", born_ts
+    t = pos + head.size + body_len
+    if magic == _V2:
+        tlen, t = _TOPIC_LEN_V2_unpack_from(buf, t)[0], t + 2
+    else:
+        tlen, t = _TOPIC_LEN_V1_unpack_from(buf, t)[0], t + 1
+    if tlen <= 0:
+        return "TOPICLEN", "at least 1", tlen
+    if topic is not None and buf[t : t + tlen] != topic.encode("utf-8"):
+        found = str(buf[t : t + tlen], "utf-8", "replace")
+        return "TOPIC", f"{topic!r} (its consume queue)", repr(found)
+    return None
+
+
 def format_host(ip: bytes, port: int) -> str:
     """``127.0.0.1:8123`` or ``[::1]:8123``."""
     addr = ipaddress.ip_address(ip)
@@ -469,6 +565,14 @@ def decode_checked_record(buf: Buffer, pos: int, size: int) -> MessageRecord:
 
 
 _new_record: Final = tuple.__new__
+# The transaction types a consume queue holds (prepared and rolled-back messages are not queued).
+_QUEUED_TX: Final = (0, L.SYSFLAG_TRANSACTION_COMMIT)
+_TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
+_UNKNOWN_SYSFLAG: Final = ~L.SYSFLAG_KNOWN_BITS
+_COMPRESSION_SHIFT: Final = L.SYSFLAG_COMPRESSION_SHIFT
+_COMPRESSION_MAX: Final = L.SYSFLAG_COMPRESSION_MAX
+_TS_MIN: Final = L.STORE_TS_MIN_MS
+_TS_MAX: Final = L.STORE_TS_MAX_MS
 _INT32_unpack_from: Final = L.INT32.unpack_from
 _TOPIC_LEN_V1_unpack_from: Final = L.TOPIC_LEN_V1.unpack_from
 _TOPIC_LEN_V2_unpack_from: Final = L.TOPIC_LEN_V2.unpack_from
@@ -486,6 +590,18 @@ _HEADER_BY_HOST_BITS: Final = {
         L.SYSFLAG_STOREHOST_V6,
         L.SYSFLAG_BORNHOST_V6 | L.SYSFLAG_STOREHOST_V6,
     )
+}
+
+
+# The header fields check_record_header reads, by host widths as _HEADER_BY_HOST_BITS (same
+# size): TOTALSIZE, MAGIC, QUEUEID, QUEUEOFFSET, PHYSICALOFFSET, SYSFLAG, BORNTIMESTAMP,
+# STORETIMESTAMP, BODYLEN; the CRC, FLAG, hosts, RECONSUMETIMES and PREPAREDTXOFFSET skipped.
+_CHECKED_BY_HOST_BITS: Final = {
+    bits: struct.Struct(
+        f">iI4xi4xqqiq{16 if bits & L.SYSFLAG_BORNHOST_V6 else 4}x4x"
+        f"q{16 if bits & L.SYSFLAG_STOREHOST_V6 else 4}x4x4x8xi"
+    )
+    for bits in _HEADER_BY_HOST_BITS
 }
 
 

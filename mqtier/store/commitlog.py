@@ -23,6 +23,7 @@ from mqtier.store.fileio import (
     create_prewritten,
     create_sparse,
     fsync_dir,
+    naming,
     remove_stale_tmp,
     zero_range,
 )
@@ -279,7 +280,14 @@ class CommitLog:
         if self.files and end < self.files[-1].base + self.file_bytes:
             f = self.files[-1]
             pos = end - f.base
-            zero_range(f.fd, pos, min(self.file_bytes, pos + dirty_bytes))
+            try:
+                zero_range(f.fd, pos, min(self.file_bytes, pos + dirty_bytes))
+            except OSError:
+                # A full disk cannot take even the zeros. Cutting the file and growing it
+                # back gives the same zeros as a hole, which needs no space (later syncs of
+                # that file are slower until it is replaced, a fair price for a rollback).
+                os.ftruncate(f.fd, pos)
+                os.ftruncate(f.fd, self.file_bytes)
             os.fdatasync(f.fd)
         if removed:
             fsync_dir(self.directory)
@@ -332,6 +340,7 @@ class CommitLog:
         stop appending (after a failed fsync the page cache cannot be trusted).
         """
         chunks, self._chunks = self._chunks, []
+        f: CommitLogFile | None = None
         try:
             for f, in_file, parts in chunks:
                 data = b"".join(parts)
@@ -339,6 +348,9 @@ class CommitLog:
                 if written != len(data):
                     raise OSError(f"short write to {f.path}: {written} of {len(data)} bytes")
                 os.fdatasync(f.fd)
+        except OSError as exc:
+            self._write_pos = self.durable_end
+            raise naming(exc, f.path if f is not None else self.directory) from None
         except BaseException:
             self._write_pos = self.durable_end
             raise
@@ -394,8 +406,12 @@ class CommitLog:
         def work() -> None:
             try:
                 create_prewritten(path, self.file_bytes, self._prealloc_cancel)
-            except OSError:
-                log.warning("pre-writing %s failed; it will be created when needed", path)
+            except OSError as exc:
+                log.warning(
+                    "pre-writing %s failed (%s); it will be created when needed",
+                    path,
+                    exc.strerror or exc,
+                )
 
         t = threading.Thread(target=work, name="mqtier-prewrite", daemon=True)
         self._prealloc_thread = t

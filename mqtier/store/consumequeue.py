@@ -44,6 +44,7 @@ class ConsumeQueue:
         # (the owner's dispatcher has not written them yet, or a crashed broker never did).
         self._memory: list[tuple[int, int, int]] = []
         self._memory_from = 0
+        self._phy_limit: int | None = None  # read-only: units past this are not shown
         self._load()
 
     def _load(self) -> None:
@@ -67,7 +68,8 @@ class ConsumeQueue:
     def _scan_end(self) -> int:
         for f in reversed(self.files):
             mm = f.mm
-            n = self.file_bytes // _UB
+            # Units are written front to back: none lies past the file's first hole.
+            n = f.data_end() // _UB
             if n == 0:
                 continue
             # Binary search works because units are written front to back without holes.
@@ -130,6 +132,8 @@ class ConsumeQueue:
             self.max_offset = self._scan_end()
             if not self.first_offset:
                 self.first_offset = self._skip_pre_blank()
+            if self._phy_limit is not None:
+                self.hide_past_phy(self._phy_limit)
 
     def add_in_memory(self, offset: int, phy: int, size: int, tags_code: int) -> bool:
         """Extend a read-only queue in memory by the unit of queue ``offset``.
@@ -197,11 +201,16 @@ class ConsumeQueue:
             self.truncate_to(offset)
         if offset > self.max_offset:
             if self.max_offset == 0 and not self.files:
+                # A queue whose head is gone (``clean``, or a rebuild after it): the first
+                # file starts at the file boundary below ``offset``, pre-blank up to it,
+                # as RocketMQ does, not at offset 0 with gigabytes of blanks.
                 self.first_offset = offset
+                self.max_offset = (offset * _UB // self.file_bytes) * self.file_bytes // _UB
             self._fill_pre_blank(self.max_offset, offset)
         pos = offset * _UB
         f = self._file_for(pos, create=True)
         assert f is not None
+        f.reserve(pos - f.base + _UB)
         f.mm[pos - f.base : pos - f.base + _UB] = _UNIT.pack(phy, size, tags_code)
         f.dirty = True
         self.max_offset = offset + 1
@@ -227,6 +236,7 @@ class ConsumeQueue:
             assert f is not None
             at = pos + done - f.base
             n = min(len(data) - done, self.file_bytes - at)
+            f.reserve(at + n)
             f.mm[at : at + n] = data[done : done + n]
             f.dirty = True
             done += n
@@ -237,6 +247,7 @@ class ConsumeQueue:
             pos = off * _UB
             f = self._file_for(pos, create=True)
             assert f is not None
+            f.reserve(pos - f.base + _UB)
             f.mm[pos - f.base : pos - f.base + _UB] = _PRE_BLANK
             f.dirty = True
 
@@ -252,23 +263,41 @@ class ConsumeQueue:
             start = offset * _UB - f.base
             end = min(self.file_bytes, self.max_offset * _UB - f.base)
             if end > start:
+                f.reserve(end)  # a foreign (RocketMQ) file may be sparse below its end too
                 f.mm[start:end] = bytes(end - start)
                 f.dirty = True
         self.max_offset = offset
         self.first_offset = min(self.first_offset, offset)
 
-    def truncate_phy(self, phy_end: int) -> int:
-        """Drop units whose record reaches past commit-log offset ``phy_end``; return how many."""
+    def end_within(self, phy_end: int) -> int:
+        """The queue offset after the last unit whose record ends by commit-log ``phy_end``
+        (units past it belong to a torn tail or a rolled-back run)."""
         off = self.max_offset
         while off > self.first_offset:
             phy, size, _ = self.unit(off - 1)
             if phy + size <= phy_end and phy >= 0 and size > 0:
                 break
             off -= 1
+        return off
+
+    def truncate_phy(self, phy_end: int) -> int:
+        """Drop units whose record reaches past commit-log offset ``phy_end``; return how many."""
+        off = self.end_within(phy_end)
         dropped = self.max_offset - off
         if dropped:
             self.truncate_to(off)
         return dropped
+
+    def hide_past_phy(self, phy_end: int) -> int:
+        """Read-only: stop showing units whose record reaches past ``phy_end`` (a torn tail,
+        an unfinished ingest) without writing; they stay hidden across :meth:`reload_end`.
+        Returns how many were hidden."""
+        assert not self.writable
+        self._phy_limit = phy_end
+        off = self.end_within(phy_end)
+        hidden = self.max_offset - off
+        self.max_offset = off
+        return hidden
 
     def last_phy_end(self) -> int:
         """End of the last record this queue points to (0 when empty)."""

@@ -56,6 +56,8 @@ def put_items(f: IndexFile, hashes: Int64s, phys: Int64s, stamps: Int64s) -> int
     k = min(len(hashes), f.items - first)
     if k <= 0:
         return 0
+    # Before any write: a full disk fails here, as an OSError, with nothing half-written.
+    f.file.reserve(f.items_at + (first + k) * L.INDEX_ITEM_BYTES)
     hashes, phys, stamps = hashes[:k], phys[:k], stamps[:k]
     numbers = np.arange(first, first + k, dtype=np.int64)
     slots = hashes % f.slots

@@ -66,7 +66,10 @@ class Dispatcher:
                         self.checkpointed_offset = self.dispatched_offset
                     last_flush = now
             except BaseException as exc:  # the store reports it; appends stay durable
-                log.exception("dispatch failed")
+                if isinstance(exc, OSError):  # a full disk: the store's error says it all
+                    log.debug("dispatch failed", exc_info=True)
+                else:
+                    log.exception("dispatch failed")
                 with self._cond:
                     self.error = exc
                     self._cond.notify_all()

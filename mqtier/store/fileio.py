@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from pathlib import Path
@@ -16,6 +17,14 @@ class _Cancelled(Exception):
     pass
 
 
+def naming(exc: OSError, path: Path | str) -> OSError:
+    """``exc`` with ``path`` as its file name, so the one-line error says which file (a
+    failed ``write`` or ``fsync`` on an open descriptor names none)."""
+    if exc.filename or not exc.errno:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
+
+
 def fsync_dir(path: Path) -> None:
     """Make a create, rename or unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -26,14 +35,24 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: readers see the old or the new file, never a mix."""
+    """Replace ``path`` with ``data``: readers see the old or the new file, never a mix.
+
+    On a failed write or sync (a full disk) the old file stays as it was and the partial
+    replacement is removed.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise naming(exc, tmp) from None
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
@@ -54,8 +73,9 @@ def create_prewritten(path: Path, size: int, cancel: threading.Event | None = No
             if cancel is not None and cancel.is_set():
                 raise _Cancelled
             n = min(left, _ZERO_CHUNK_BYTES)
-            os.write(fd, _ZEROS[:n])
-            left -= n
+            # A full disk may first take part of a write and then refuse the rest: count what
+            # was written, or a short file would be renamed into place as a whole one.
+            left -= os.write(fd, _ZEROS[:n])
         os.fdatasync(fd)
     except BaseException as exc:
         os.close(fd)
@@ -63,6 +83,8 @@ def create_prewritten(path: Path, size: int, cancel: threading.Event | None = No
             os.unlink(tmp)
         if isinstance(exc, _Cancelled):
             return False
+        if isinstance(exc, OSError):
+            raise naming(exc, path) from None
         raise
     os.close(fd)
     os.replace(tmp, path)
@@ -84,8 +106,7 @@ def zero_range(fd: int, start: int, end: int) -> None:
     pos = start
     while pos < end:
         n = min(end - pos, _ZERO_CHUNK_BYTES)
-        os.pwrite(fd, _ZEROS[:n], pos)
-        pos += n
+        pos += os.pwrite(fd, _ZEROS[:n], pos)
 
 
 def remove_stale_tmp(directory: Path) -> None:

@@ -55,8 +55,15 @@ class IndexFile:
         self.path = path
         self.slots = slots
         self.items = items
+        # The header and slot table take random writes: reserved up front. Items are
+        # appended in order and reserved as they go (see MappedFile.reserve).
         self.file = MappedFile(
-            path, 0, index_file_bytes(slots, items), writable=writable, create=create
+            path,
+            0,
+            index_file_bytes(slots, items),
+            writable=writable,
+            create=create,
+            reserve=L.INDEX_HEADER.size + slots * L.INDEX_SLOT_BYTES,
         )
         self.mm = self.file.mm
         self.header = IndexHeader(*_HDR.unpack_from(self.mm, 0))
@@ -83,6 +90,7 @@ class IndexFile:
             diff = min(max((store_ts - h.begin_ts) // 1000, 0), _INT_MAX)
         n = h.index_count
         item_pos = self.items_at + n * L.INDEX_ITEM_BYTES
+        self.file.reserve(item_pos + L.INDEX_ITEM_BYTES)
         self.mm[item_pos : item_pos + L.INDEX_ITEM_BYTES] = _ITEM.pack(key_hash, phy, diff, prev)
         self.mm[slot_pos : slot_pos + 4] = _SLOT.pack(n)
         if n <= 1:

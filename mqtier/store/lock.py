@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mqtier.errors import StoreLockedError
 from mqtier.format import layout as L
+from mqtier.store.fileio import naming
 
 _held: set[str] = set()
 _held_lock = threading.Lock()
@@ -37,10 +38,14 @@ class StoreLock:
                 os.close(fd)
                 raise StoreLockedError(
                     f"{self.path.parent}: store is locked by another process (a running broker "
-                    "or mqtier); use --read-only to read what it has made durable"
+                    "or mqtier); commands that only read, such as offsets and read, still work"
                 ) from None
             if os.fstat(fd).st_size != len(L.LOCK_CONTENT):
-                os.pwrite(fd, L.LOCK_CONTENT, 0)
+                try:
+                    os.pwrite(fd, L.LOCK_CONTENT, 0)
+                except OSError as exc:  # a full disk: the lock works without its content
+                    os.close(fd)
+                    raise naming(exc, self.path) from None
             self._fd = fd
             _held.add(self._key)
 

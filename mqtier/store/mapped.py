@@ -4,6 +4,13 @@ These files are derived data: after a crash they are checked and rebuilt from th
 so they are written through ``mmap`` (cheap random writes) and only ``msync``ed at checkpoints.
 The commit log itself never goes through ``mmap`` (msync is several times slower than
 ``pwrite`` + ``fdatasync`` on ext4).
+
+A write through a map into a hole of a sparse file allocates the block at that moment; on a
+full disk the kernel can only answer with SIGBUS, which kills the process with no message
+and no rollback. So a writable map never writes where blocks are not reserved:
+:meth:`MappedFile.reserve` allocates them first (``posix_fallocate``), where ENOSPC is an
+ordinary ``OSError`` naming the file. Files stay sparse beyond what was reserved, so a queue
+holding one message does not cost a whole file's worth of disk.
 """
 
 from __future__ import annotations
@@ -11,18 +18,32 @@ from __future__ import annotations
 import mmap
 import os
 from pathlib import Path
+from typing import Final
 
 from mqtier.store.fileio import create_sparse
+
+# Blocks are reserved ahead of the writes in steps of this size: one posix_fallocate per MiB
+# of consume-queue units or index items.
+RESERVE_STEP_BYTES: Final = 1 << 20
 
 
 class MappedFile:
     """One fixed-size file mapped read-only or read-write; the fd is closed once mapped."""
 
-    __slots__ = ("base", "dirty", "mm", "path", "size", "writable")
+    __slots__ = ("base", "dirty", "mm", "path", "reserved", "size", "writable")
 
     def __init__(
-        self, path: Path, base: int, size: int, *, writable: bool, create: bool = False
+        self,
+        path: Path,
+        base: int,
+        size: int,
+        *,
+        writable: bool,
+        create: bool = False,
+        reserve: int = 0,
     ) -> None:
+        """``reserve``: bytes from the start to allocate now (a writable map's random-access
+        part, such as an IndexFile's slot table); the rest is reserved as writes reach it."""
         if create:
             create_sparse(path, size)
         self.path = path
@@ -39,6 +60,48 @@ class MappedFile:
                 os.ftruncate(fd, size)
             access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
             self.mm = mmap.mmap(fd, size, access=access) if size else mmap.mmap(-1, 1)
+        finally:
+            os.close(fd)
+        self.reserved = 0
+        if writable and reserve:
+            try:
+                self.reserve(reserve)
+            except OSError:
+                self.mm.close()
+                if create:
+                    path.unlink(missing_ok=True)  # no empty file left behind by a full disk
+                raise
+
+    def reserve(self, end: int) -> None:
+        """Make sure the blocks below file position ``end`` exist before a write reaches them.
+
+        Raises:
+            OSError: ENOSPC (or EDQUOT, EIO) naming the file; nothing was written.
+        """
+        if end <= self.reserved:
+            return
+        new = min(self.size, -(-end // RESERVE_STEP_BYTES) * RESERVE_STEP_BYTES)
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, self.reserved, new - self.reserved)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+        finally:
+            os.close(fd)
+        self.reserved = new
+
+    def data_end(self) -> int:
+        """Where the file's first hole begins (its size if it has none): the bytes past it
+        were never written. Reading a hole through a map can raise SIGBUS on a full tmpfs,
+        which must allocate a page even to show zeros, so scans stop here."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return self.size
+        try:
+            return min(self.size, os.lseek(fd, 0, os.SEEK_HOLE))
+        except OSError:  # no SEEK_HOLE here: the kernel treats the file as all data
+            return self.size
         finally:
             os.close(fd)
 

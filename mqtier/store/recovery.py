@@ -17,6 +17,7 @@ that file's first record is lost), as RocketMQ's abnormal recovery does.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,13 @@ from mqtier.errors import CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint
 from mqtier.format.javahash import tags_code
-from mqtier.format.message import check_record, dispatch_fields, record_queue
+from mqtier.format.message import (
+    check_record,
+    check_record_header,
+    dispatch_fields,
+    record_queue,
+)
+from mqtier.store.lock import is_locked_elsewhere
 
 if TYPE_CHECKING:
     from mqtier.store.consumequeue import ConsumeQueue
@@ -51,6 +58,8 @@ class RecoveryReport:
     index_files_dropped: list[str] = field(default_factory=list)
     redispatch_from: int = 0
     messages_redispatched: int = 0
+    ingest_rolled_back_from: int | None = None  # an unfinished ingest's records began here
+    ingest_bytes_dropped: int = 0
     seconds: float = 0.0
 
     @property
@@ -61,12 +70,28 @@ class RecoveryReport:
             or self.cq_units_dropped
             or self.index_files_dropped
             or self.messages_redispatched
+            or self.ingest_rolled_back_from is not None
         )
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["changed"] = self.changed
         return doc
+
+
+def _unfinished_ingest(store: Store, abnormal: bool) -> int | None:
+    """Where the records of an ingest that died unfinished begin, if one did.
+
+    Its fence (``mqtier.ingest``) outlived it only if the process died: a finished ingest
+    lifts it, a failed one rolls back and then lifts it. A fence beside a live owner is a
+    running ingest, which may still finish: a read-only open leaves its records alone.
+    """
+    fence = store.unfinished_ingest_from
+    if fence is None or not abnormal:
+        return None
+    if store.read_only and is_locked_elsewhere(store.root):
+        return None
+    return max(fence, store.commitlog.min_offset)
 
 
 def _rocketmq_scan_start(store: Store, abnormal: bool) -> int:
@@ -145,6 +170,14 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
             )
         report.torn_bytes_at = end
         report.torn_reason = stop.error.detail
+    fence = _unfinished_ingest(store, abnormal)
+    if fence is not None and fence < end:
+        # An ingest that died before it finished (kill -9, a full disk that also failed its
+        # rollback). It is all or nothing and acknowledged nothing, so its records go; the
+        # records before it are untouched.
+        report.ingest_rolled_back_from = fence
+        report.ingest_bytes_dropped = end - fence
+        end = fence
     report.end_offset = end
 
     # Where to replay from: the checkpoint, or (without one) everything the scan covered.
@@ -159,7 +192,13 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
 
     if dry_run:
         cl.set_end(end)
-        report.cq_units_dropped = sum(_units_past(cq, end) for cq in store.consume_queues.values())
+        if store.read_only:  # what a repair would drop is not shown either
+            queues = store.consume_queues.values()
+            report.cq_units_dropped = sum(cq.hide_past_phy(end) for cq in queues)
+        else:
+            report.cq_units_dropped = sum(
+                _units_past(cq, end) for cq in store.consume_queues.values()
+            )
         files = store.index.files
         report.index_files_dropped = [f.path.name for f in files if f.header.end_phy >= end]
         if abnormal and files:
@@ -172,6 +211,7 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
         return report
 
     dirty = store.config.max_batch_bytes + store.config.max_message_bytes + 64 * 1024
+    dirty += report.ingest_bytes_dropped  # a rolled-back ingest wrote all of those bytes
     if abnormal or stop.reason == "corrupt":
         report.files_removed = [p.name for p in cl.truncate(end, dirty_bytes=dirty)]
     else:
@@ -207,8 +247,11 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
     return report
 
 
-def _record_intact(store: Store, phy: int, size: int) -> bool:
-    """Whether a whole, verified record of ``size`` bytes starts at ``phy``."""
+def _record_intact(
+    store: Store, phy: int, size: int, unit: tuple[str, int, int] | None = None
+) -> bool:
+    """Whether a whole, verified record of ``size`` bytes starts at ``phy`` (and, with
+    ``unit``, its header agrees with that consume-queue unit: topic, queue, queue offset)."""
     cl = store.commitlog
     try:
         f = cl.file_for(phy)
@@ -219,9 +262,22 @@ def _record_intact(store: Store, phy: int, size: int) -> bool:
         return False
     buf = os.pread(f.fd, size, pos)
     try:
-        return check_record(buf, 0, len(buf), verify_crc=True) == size
+        if check_record(buf, 0, len(buf), verify_crc=True) != size:
+            return False
     except CorruptRecordError:
         return False
+    if unit is None:
+        return True
+    try:
+        check_record_header(
+            buf, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
+            expect_queue=unit[1], expect_queue_offset=unit[2], path=str(f.path),
+        )  # fmt: skip
+    except CorruptRecordError as exc:
+        # The scan checks shapes and CRCs only and would pass this record: say so here.
+        log.warning("%s; reading it will report it", exc)
+        return False
+    return True
 
 
 def _last_unit_within(cq: ConsumeQueue, limit: int) -> tuple[int, int, int] | None:
@@ -248,11 +304,11 @@ def _damage_below(store: Store, ckpt: int) -> int | None:
     if ckpt <= cl.min_offset:
         return None
     suspects = []
-    for cq in store.consume_queues.values():
+    for (topic, qid), cq in store.consume_queues.items():
         last = _last_unit_within(cq, ckpt)
         if last is None or last[1] < cl.min_offset:
             continue  # (a quiet queue's last record may lie in a file `clean` has deleted)
-        if not _record_intact(store, last[1], last[2]):
+        if not _record_intact(store, last[1], last[2], (topic, qid, last[0])):
             suspects.append(last[1])
     f = cl.file_for(ckpt - 1)
     if ckpt == f.base + cl.file_bytes or os.pread(f.fd, 1, ckpt - 1 - f.base) != b"\x02":
@@ -261,7 +317,11 @@ def _damage_below(store: Store, ckpt: int) -> int | None:
 
 
 def _intact_record_after(store: Store, end: int) -> int | None:
-    """Offset of an intact record past ``end`` that a consume queue points to, if any."""
+    """Offset of an intact record past ``end`` that a consume queue points to, if any.
+
+    Shape and CRC only: a record there is evidence of acknowledged data even if its header is
+    damaged, and the answer decides between refusing and cutting (which would lose it).
+    """
     for cq in store.consume_queues.values():
         off = cq.max_offset
         while off > cq.min_offset:
@@ -308,23 +368,25 @@ def _start_without_gaps(store: Store, start: int, end: int) -> int:
 
 
 def _units_past(cq: ConsumeQueue, end: int) -> int:
-    n = 0
-    off = cq.max_offset
-    while off > cq.min_offset:
-        phy, size, _ = cq.unit(off - 1)
-        if phy + size <= end and size > 0:
-            break
-        n += 1
-        off -= 1
-    return n
+    return cq.max_offset - cq.end_within(end)
 
 
 def _replay(store: Store, start: int, end: int, batch: int = 4096) -> int:
-    """Dispatch every record in ``[start, end)`` again (idempotent for units already there)."""
+    """Dispatch every record in ``[start, end)`` again (idempotent for units already there).
+
+    Raises:
+        CorruptRecordError: a record's header fails its checks, or its queue offset would
+            leave a gap in its queue: its queue fields cannot be trusted, and dispatching it
+            would write a unit where it does not belong (or fill a queue with placeholders).
+            The units of the records before it are in place.
+    """
     n = 0
     items: list[DispatchItem] = []
-    for phy, size, mm, pos in store.commitlog.scan(start, verify_crc=False, end=end):
+    nexts: dict[tuple[str, int], int] = {}  # each existing queue's next offset, as replayed
+    cl = store.commitlog
+    for phy, size, mm, pos in cl.scan(start, verify_crc=False, end=end):
         topic, qid, qoff, sysflag, store_ts, _, props = dispatch_fields(mm, pos)
+        _check_replayed(store, nexts, mm, pos, phy, (topic, qid, qoff, sysflag))
         keys = tuple(k for k in props.get(L.PROP_KEYS, "").split(" ") if k)
         items.append(
             (
@@ -348,3 +410,40 @@ def _replay(store: Store, start: int, end: int, batch: int = 4096) -> int:
     if items:
         store.dispatch_items(items)
     return n
+
+
+def _check_replayed(
+    store: Store,
+    nexts: dict[tuple[str, int], int],
+    mm: mmap.mmap,
+    pos: int,
+    phy: int,
+    fields: tuple[str, int, int, int],
+) -> None:
+    """Refuse to replay a record whose header is damaged (see :func:`_replay`)."""
+    topic, qid, qoff, sysflag = fields
+    path = store.commitlog.file_for(phy).path
+    try:
+        check_record_header(mm, pos, expect_phy=phy, path=str(path))
+    except CorruptRecordError as exc:
+        raise CorruptRecordError(
+            path, phy, f"{exc.detail}; the record was not dispatched"
+        ) from None
+    if sysflag & L.SYSFLAG_TRANSACTION_MASK not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
+        return  # not queued
+    key = (topic, qid)
+    nxt = nexts.get(key)
+    if nxt is None:
+        cq = store.consume_queues.get(key)
+        if cq is None or (cq.max_offset == 0 and not cq.files):
+            nexts[key] = qoff + 1  # a new queue may start anywhere (pre-blank below it)
+            return
+        nxt = cq.max_offset
+    if qoff > nxt:
+        raise CorruptRecordError(
+            path,
+            phy,
+            f"header field QUEUEOFFSET: expected at most {nxt} (the next offset of "
+            f"{topic}/{qid}), found {qoff}; the record was not dispatched",
+        )
+    nexts[key] = max(nxt, qoff + 1)

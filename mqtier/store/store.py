@@ -11,12 +11,12 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from mqtier.errors import (
     CorruptRecordError,
@@ -25,7 +25,6 @@ from mqtier.errors import (
     NotAStoreError,
     NotFoundError,
     ReadOnlyStoreError,
-    StoreLockedError,
 )
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint, pack_dispatch_offset, unpack_dispatch_offset
@@ -34,6 +33,7 @@ from mqtier.format.message import (
     Message,
     MessageRecord,
     check_max_size,
+    check_record_header,
     decode_record,
     dispatch_fields,
     encode_record,
@@ -48,13 +48,18 @@ from mqtier.store.cache import RecordCache
 from mqtier.store.commitlog import CommitLog, infer_file_bytes
 from mqtier.store.config import StoreConfig
 from mqtier.store.consumequeue import ConsumeQueue, ConsumeQueueExt, is_ext_address
+from mqtier.store.derived import manifest_doc, missing_derived, save_manifest
 from mqtier.store.dispatcher import Dispatcher
-from mqtier.store.fileio import remove_stale_tmp, write_atomic
+from mqtier.store.fileio import naming, remove_stale_tmp, write_atomic
 from mqtier.store.groupcommit import GroupCommitter, PendingAppend
+from mqtier.store.health import StoreHealth
 from mqtier.store.indexfile import IndexService
-from mqtier.store.lock import StoreLock, is_locked_elsewhere
+from mqtier.store.lock import StoreLock
 from mqtier.store.recovery import RecoveryReport, recover
-from mqtier.store.topics import TopicTable
+
+if TYPE_CHECKING:
+    from mqtier.store.rebuild import RebuildReport
+from mqtier.store.topics import MAX_QUEUES, TopicTable
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,12 @@ def queue_key_hashes(msgs: Sequence[Message]) -> list[int | None]:
     return out
 
 
+def _queue_of(derived: str) -> tuple[str, int]:
+    """(topic, queue) of a ``consumequeue/TOPIC/QUEUE`` entry of the derived-file manifest."""
+    _, topic, qid = derived.rsplit("/", 2)
+    return topic, int(qid)
+
+
 def _writable_dir(root: Path) -> bool:
     """Whether we may write into ``root``. A directory without any write permission bit counts
     as read-only even for root, who could write anyway: the owner marked it so on purpose."""
@@ -152,6 +163,14 @@ class Store:
         self.store_host = parse_host(config.store_host)
         self._host_v6 = len(self.store_host[0]) == 16  # born and store host are both this host
         self.recovery: RecoveryReport | None = None
+        self.rebuild_report: RebuildReport | None = None
+        self._manifest_saved: dict[str, Any] | None = None  # as last written (mqtier.derived)
+        self._health = StoreHealth("clean", read_only=read_only)
+        # Read-only: the first record past the consume queues whose header failed its checks
+        # (the read-only view ends before it; tiering stops there with exit 4)
+        self.tail_damage: CorruptRecordError | None = None
+        self._queues_on_disk = False  # whether any consume queue existed when opened
+        self._lost: set[tuple[str, int]] = set()  # queues the manifest says went missing
         self._closed = False
         pid = os.getpid() & 0xFFFF
         self._uniq_prefix = (
@@ -172,45 +191,50 @@ class Store:
         cls,
         path: str | os.PathLike[str],
         *,
+        writable: bool = False,
         create: bool = False,
-        read_only: bool = False,
         config: StoreConfig | None = None,
         recover_dry_run: bool = False,
+        rebuild: bool = False,
     ) -> Store:
-        """Open the store at ``path``, recovering it if the last writer crashed.
+        """Open the store at ``path``: read-only unless asked to write.
+
+        A read-only open writes no byte: it runs recovery in memory (the torn tail of a crashed
+        writer is not shown, records past the consume queues are dispatched in memory), so it is
+        safe on a crashed broker's directory, whose files are the evidence, and beside a running
+        writer, whose durable records it sees. :attr:`health` says what it found.
 
         Args:
             path: the store root (``commitlog/``, ``consumequeue/``, ``index/``, ...).
-            create: create an empty store when ``path`` holds none.
-            read_only: never write (also chosen automatically when another process holds the
-                lock); reads see what is durable so far.
+            writable: open for appending; takes the store's lock and, if the last writer
+                crashed, recovers the store on disk (truncates the torn tail, rebuilds consume
+                queues and index).
+            create: create an empty store when ``path`` holds none (implies ``writable``).
             config: settings for a new store; ignored for an existing one, whose own
                 ``config/mqtier.json`` (or file geometry) wins.
             recover_dry_run: open read-only and only report what recovery would do.
+            rebuild: (writable) after recovery, drop every consume queue and IndexFile and
+                derive them again from the whole commit log (:attr:`rebuild_report`).
 
         Raises:
             NotAStoreError: ``path`` holds no store and ``create`` is false.
-            StoreLockedError: another process writes the store (only when ``read_only`` is
-                false and the caller asked for writing with ``create``).
+            StoreLockedError: writing was asked and another process holds the store's lock.
+            ReadOnlyStoreError: writing was asked and the directory cannot be written.
         """
         root = Path(path)
         exists = is_store_dir(root)
-        if not exists:
-            if not create:
-                if root.exists() and not root.is_dir():
-                    raise NotAStoreError(f"{root}: not a directory")
-                raise NotAStoreError(
-                    f"{root}: not a store (no {L.DIR_COMMITLOG}/ directory); "
-                    "create one with 'mqtier ingest'"
-                )
-            if read_only:
-                raise NotAStoreError(f"{root}: no store to open read-only")
-        if recover_dry_run:
-            read_only = True
-        if not read_only and exists and not create and is_locked_elsewhere(root):
-            read_only = True  # a running broker or writer owns it: read what is durable
-        if not read_only and exists and not create and not _writable_dir(root):
-            read_only = True  # e.g. a broker's store copied read-only for forensics
+        writable = (writable or create) and not recover_dry_run
+        if not exists and not create:
+            if root.exists() and not root.is_dir():
+                raise NotAStoreError(f"{root}: not a directory")
+            raise NotAStoreError(
+                f"{root}: not a store (no {L.DIR_COMMITLOG}/ directory); "
+                "create one with 'mqtier ingest'"
+            )
+        if writable and exists and not _writable_dir(root):
+            raise ReadOnlyStoreError(
+                f"{root}: the store's directory is read-only; it can be read but not written"
+            )
         cfg_path = root / L.DIR_CONFIG / L.FILE_STORE_CONFIG
         stored = StoreConfig.load(cfg_path)
         if stored is None:
@@ -219,28 +243,26 @@ class Store:
             if inferred is not None and exists:
                 base = base.with_changes(commitlog_file_bytes=inferred)
             stored = base
-        store = cls(root, stored, read_only=read_only)
+        store = cls(root, stored, read_only=not writable)
         try:
-            store._open_files(write_config=not cfg_path.exists(), dry_run=recover_dry_run)
-        except StoreLockedError:
-            store._close_files()
-            if create or not exists:
-                raise
-            # Another process took the lock between the check above and our attempt: it owns
-            # the store now, so read what is durable, as when it held the lock all along.
-            store = cls(root, stored, read_only=True)
-            try:
-                store._open_files(write_config=False, dry_run=recover_dry_run)
-            except BaseException:
-                store._close_files()
-                raise
+            store._open_files(
+                write_config=not cfg_path.exists(),
+                dry_run=recover_dry_run,
+                rebuild=rebuild and writable,
+            )
         except BaseException:
             store._close_files()
             raise
         return store
 
-    def _open_files(self, *, write_config: bool, dry_run: bool) -> None:
+    @property
+    def health(self) -> StoreHealth:
+        """How the store was left, as this open found it (see :class:`StoreHealth`)."""
+        return self._health
+
+    def _open_files(self, *, write_config: bool, dry_run: bool, rebuild: bool = False) -> None:
         cfg = self.config
+        state = StoreHealth.probe(self.root)
         if not self.read_only:
             self.root.mkdir(parents=True, exist_ok=True)
             self._lock = StoreLock(self.root)
@@ -259,16 +281,50 @@ class Store:
             self.root / L.DIR_INDEX, cfg.index_slots, cfg.index_items, writable=not self.read_only
         )
         self.topics = TopicTable(self.root / L.DIR_CONFIG)
+        missing = missing_derived(self.root)  # before recovery drops files of its own
+        self._queues_on_disk = bool(self._cqs)
+        self._lost = {_queue_of(m) for m in missing if m.startswith(L.DIR_CONSUMEQUEUE + "/")}
         self.recovery = recover(self, dry_run=dry_run or self.read_only)
+        if missing and not self.read_only and not rebuild:
+            log.warning(
+                "%s: %s went missing; rebuilding consume queues and index from the commit log",
+                self.root,
+                ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if missing[5:] else ""),
+            )
+            rebuild = True
+        if rebuild:
+            from mqtier.store.rebuild import rebuild_derived
+
+            self.rebuild_report = rebuild_derived(self, missing)
+        undispatched = 0
         if self.read_only:
-            self._dispatch_tail_in_memory(self.recovery.redispatch_from, self.recovery.end_offset)
+            undispatched = self._dispatch_tail_in_memory(
+                self.recovery.redispatch_from, self.recovery.end_offset
+            )
+        self._health = StoreHealth(
+            state,
+            read_only=self.read_only,
+            torn_at=self.recovery.torn_bytes_at,
+            torn_reason=self.recovery.torn_reason,
+            undispatched=undispatched,
+            repaired=not self.read_only and self.recovery.changed,
+            unfinished_ingest_from=self.recovery.ingest_rolled_back_from,
+            missing_derived=tuple(missing) if self.read_only else (),
+            damaged=str(self.tail_damage) if self.tail_damage is not None else None,
+        )
         for key, cq in self._cqs.items():
             self._queue_offsets[key] = cq.max_offset
         if self.read_only:
             return
         abort = self.root / L.FILE_ABORT
-        abort.write_text(str(os.getpid()))  # present while we run: a crash leaves it behind
-        # A fence left by an ingest that crashed: recovery kept its acknowledged records.
+        existed = abort.exists()
+        try:
+            abort.write_text(str(os.getpid()))  # present while we run: a crash leaves it behind
+        except OSError as exc:  # a full disk: leave the store as clean as it was
+            if not existed:
+                abort.unlink(missing_ok=True)
+            raise naming(exc, abort) from None
+        # A fence left by an ingest that died unfinished: recovery has rolled its records back.
         (self.root / L.FILE_INGEST_FENCE).unlink(missing_ok=True)
         self.commitlog.ensure_writable_file()
         self._dispatcher = Dispatcher(
@@ -283,10 +339,12 @@ class Store:
             max_batch_bytes=cfg.max_batch_bytes,
         )
 
-    def _dispatch_tail_in_memory(self, start: int, end: int) -> None:
+    def _dispatch_tail_in_memory(self, start: int, end: int) -> int:
         """What a read-only open cannot write: the consume-queue units and index keys of the
         records durable past what the owner dispatched, kept in memory so that reads, queries
-        and offsets see every durable message (at most MEMORY_TAIL_MAX records kept)."""
+        and offsets see every durable message (at most MEMORY_TAIL_MAX records kept).
+
+        Returns how many records it added."""
         for loaded in self._cqs.values():
             # The owner may have dispatched (and checkpointed) since the queues were loaded:
             # pick up those units, or the tail would start past a gap.
@@ -300,6 +358,13 @@ class Store:
             queued = cq is not None and qoff < cq.max_offset
             if queued and phy < index_end:
                 continue  # in the queue and the index on disk already: nothing to add
+            damage = self._tail_record_damage(mm, pos, phy, topic, qid, qoff, cq, queued)
+            if damage is not None:
+                # No CRC covers the header: a record whose header fails would make a phantom
+                # queue or hide a queue's later records. Show nothing from here on, and say so.
+                self.tail_damage = damage
+                records.close()
+                break
             _, _, _, sysflag, _, _, props = dispatch_fields(mm, pos)
             tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
             added = False
@@ -334,6 +399,42 @@ class Store:
                 )  # fmt: skip
                 records.close()
                 break
+        return kept
+
+    def _tail_record_damage(
+        self,
+        mm: Any,
+        pos: int,
+        phy: int,
+        topic: str,
+        qid: int,
+        qoff: int,
+        cq: ConsumeQueue | None,
+        queued: bool,
+    ) -> CorruptRecordError | None:
+        """Why a record of the read-only tail cannot be shown, if it cannot."""
+        path = str(self.commitlog.file_for(phy).path)
+        try:
+            check_record_header(mm, pos, expect_phy=phy, path=path)
+        except CorruptRecordError as exc:
+            return exc
+        if cq is not None and not queued and qoff != cq.max_offset:
+            return CorruptRecordError(
+                path,
+                phy,
+                f"header field QUEUEOFFSET: expected {cq.max_offset} (the next offset of "
+                f"{topic}/{qid}), found {qoff}",
+            )
+        if cq is None and qoff > 0 and self._queues_on_disk and (topic, qid) not in self._lost:
+            # A queue first seen here would start at 0: one whose head was cleaned keeps its
+            # directory. So a damaged TOPIC or QUEUEID (a phantom queue) is caught here.
+            return CorruptRecordError(
+                path,
+                phy,
+                f"header fields TOPIC/QUEUEID/QUEUEOFFSET: {topic}/{qid} has no consume "
+                f"queue, yet this record would be its offset {qoff} (a new queue starts at 0)",
+            )
+        return None
 
     def _load_consume_queues(self) -> None:
         base = self.root / L.DIR_CONSUMEQUEUE
@@ -416,11 +517,15 @@ class Store:
         except FileNotFoundError:
             return None
 
-    def rollback_to(self, offset: int) -> None:
+    def rollback_to(
+        self, offset: int, *, restore: Mapping[Path, bytes | None] | None = None
+    ) -> None:
         """Drop every record at or past commit-log ``offset`` and close the store.
 
         Undoes a failed bulk ingest: the caller holds the lock, so nothing else appended. Waits
         for pending appends first. Consume queues and index lose what points past ``offset``.
+        ``restore`` maps files (the checkpoints) to the bytes to put back once that is done, or
+        None to remove one: what they held before the run, which described this same data.
         """
         if self.read_only or self._closed:
             return
@@ -443,6 +548,11 @@ class Store:
                     _replay(self, max(start, cl.min_offset), offset)
                 self.cache.drop_from(offset)
                 self._write_checkpoint(offset)
+            for path, data in (restore or {}).items():
+                if data is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    write_atomic(path, data)
             (self.root / L.FILE_INGEST_FENCE).unlink(missing_ok=True)
             (self.root / L.FILE_ABORT).unlink(missing_ok=True)
         finally:
@@ -477,6 +587,7 @@ class Store:
     def create_topic(self, topic: str, queues: int, *, save: bool = True) -> None:
         """Declare ``topic`` with ``queues`` write queues (widening an existing topic).
 
+        ``queues`` is at most :data:`~mqtier.store.topics.MAX_QUEUES` (ConfigError otherwise).
         With ``save=False`` the topic table is written at close (or by
         :meth:`topics_save_if_dirty`) and not at all if the store is rolled back.
         """
@@ -503,12 +614,38 @@ class Store:
         ms = (int(time.time() * 1000) - self._month_start_ms) & 0xFFFFFFFF
         return f"{self._uniq_prefix}{ms:08X}{next(self._uniq_counter) & 0xFFFF:04X}"
 
-    def _select_queue(self, topic: str, keys: tuple[str, ...], key_hash: int | None) -> int:
+    def _topic_queues(self, topic: str) -> int:
+        """The topic's write-queue count, creating the topic with the default count if new."""
         n = self.topics.queues(topic)
         if n is None:
             n = self.config.default_queues
             self.topics.ensure(topic, n)
             self._topics_dirty = True
+        return n
+
+    def _check_queue(self, topic: str, qid: int, grow: bool) -> None:
+        """A queue a message names: one its topic has, or with ``grow`` one to widen it to.
+
+        Never a silent widening past what was asked: a stray ``"queue": 2147483647`` would
+        otherwise make every broker reading ``topics.json`` overflow.
+        """
+        n = self._topic_queues(topic)
+        if 0 <= qid < n:
+            return
+        if not grow or not 0 <= qid < MAX_QUEUES:
+            hint = (
+                f"queue ids are 0 to {MAX_QUEUES - 1}"
+                if qid >= MAX_QUEUES or qid < 0
+                else "widen the topic first, or let it grow: ingest --grow-queues"
+            )
+            raise InvalidMessageError(
+                f"topic {topic}: queue {qid} is beyond its {n} queues ({hint})"
+            )
+        self.topics.ensure(topic, qid + 1)
+        self._topics_dirty = True
+
+    def _select_queue(self, topic: str, keys: tuple[str, ...], key_hash: int | None) -> int:
+        n = self._topic_queues(topic)
         if keys:
             if key_hash is None:
                 key_hash = java_string_hash(keys[0])
@@ -522,11 +659,15 @@ class Store:
         """:meth:`prepare` for each message, with the queue-selecting key hashes done at once."""
         return list(map(self.prepare, msgs, queue_key_hashes(msgs)))
 
-    def prepare(self, msg: Message, key_hash: int | None = None) -> Prepared:
+    def prepare(
+        self, msg: Message, key_hash: int | None = None, *, grow_queues: bool = True
+    ) -> Prepared:
         """Validate ``msg`` and build what the writer needs (runs on the caller's thread).
 
         ``key_hash`` is ``String.hashCode`` of the first key when the caller already has it
-        (see :func:`queue_key_hashes`); it picks the queue when the message names none.
+        (see :func:`queue_key_hashes`); it picks the queue when the message names none. A new
+        topic gets ``default_queues`` queues; a queue id past its topic's count widens the
+        topic to it with ``grow_queues`` (up to ``MAX_QUEUES``), else is an InvalidMessageError.
         """
         topic = msg.topic
         tb = self._topic_bytes.get(topic)
@@ -540,13 +681,8 @@ class Store:
         qid = msg.queue_id
         if qid is None:
             qid = self._select_queue(topic, keys, key_hash)
-        elif not 0 <= qid < 2**31:
-            raise InvalidMessageError(f"queue id {qid} is out of range")
         else:
-            known = self.topics.queues(topic)
-            if known is None or qid >= known:
-                self.topics.ensure(topic, max(qid + 1, known or 0))
-                self._topics_dirty = True
+            self._check_queue(topic, qid, grow_queues)
         parts: list[str] = []
         if keys:
             for k in keys:
@@ -627,6 +763,11 @@ class Store:
 
     def _commit_batch(self, batch: list[Prepared]) -> list[AppendResult]:
         """Writer thread: place, encode, write, sync. Then hand the batch to the dispatcher."""
+        assert self._dispatcher is not None
+        if self._dispatcher.error is not None:
+            # The consume queues or index could not be written (a full disk): acknowledging
+            # more appends would only grow what recovery must replay. Fail them instead.
+            raise self._dispatcher.error
         cl = self.commitlog
         store_ts = int(time.time() * 1000)
         qoffs = self._queue_offsets
@@ -723,11 +864,22 @@ class Store:
         if cached:
             self.cache.put_many(cached)
 
+    def write_checkpoint(self, offset: int) -> None:
+        """Flush consume queues and index, then record ``offset`` as dispatched (writable)."""
+        self._write_checkpoint(offset)
+
     def _write_checkpoint(self, offset: int) -> None:
         """Flush consume queues and index, then record ``offset`` as dispatched."""
         for cq in list(self._cqs.values()):
             cq.flush()
         self.index.flush()
+        manifest = manifest_doc(
+            (key for key, cq in list(self._cqs.items()) if cq.files),
+            (f.path.name for f in self.index.files),
+        )
+        if manifest != self._manifest_saved:  # what exists changes rarely: a new queue or file
+            save_manifest(self.root, manifest)
+            self._manifest_saved = manifest
         now = int(time.time() * 1000)
         write_atomic(self.root / L.FILE_CHECKPOINT, Checkpoint(now, now, now, 0, offset).to_bytes())
         write_atomic(self.root / L.FILE_DISPATCH_CHECKPOINT, pack_dispatch_offset(offset))
@@ -757,8 +909,15 @@ class Store:
 
     # ---- reading ----------------------------------------------------------------------------
 
-    def read_at(self, phy: int, size: int | None = None) -> MessageRecord:
-        """The record at commit-log offset ``phy``, verified (size, magic, CRC).
+    def read_at(
+        self, phy: int, size: int | None = None, *, unit: tuple[str, int, int] | None = None
+    ) -> MessageRecord:
+        """The record at commit-log offset ``phy``, verified (size, magic, CRC, header fields).
+
+        ``unit`` is the (topic, queue id, queue offset) of the consume-queue unit that gave
+        ``phy`` and ``size``: the header must say the same. Without it (a read by key, message
+        id or time) the record must be the one its own queue's unit at its offset points to,
+        where the queue has that unit.
 
         Raises:
             NotFoundError: the offset is outside the local store.
@@ -777,10 +936,44 @@ class Store:
                     f = cl.file_for(phy)
                     raise CorruptRecordError(f.path, phy, f"no record starts here (size {size})")
             rec = cl.read(phy, size)
+        path = str(cl.file_for(phy).path)
         try:
-            return decode_record(rec, 0, verify_crc=True, path=str(cl.file_for(phy).path))
+            msg = decode_record(rec, 0, verify_crc=True, path=path)
+            # The CRCs do not cover the header: a flipped byte there must not become data.
+            if unit is None:
+                check_record_header(rec, 0, expect_phy=phy, expect_size=size, path=path)
+            else:
+                check_record_header(
+                    rec, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
+                    expect_queue=unit[1], expect_queue_offset=unit[2], path=path,
+                )  # fmt: skip
         except CorruptRecordError as exc:
             raise CorruptRecordError(exc.path, phy, exc.detail) from None
+        if unit is None:
+            self._check_queue_claim(msg, path)
+        return msg
+
+    def _check_queue_claim(self, msg: MessageRecord, path: str) -> None:
+        """A record read without its unit must be the one its queue's unit at its offset names.
+
+        Checked where that unit exists (the record is of a queued kind and its queue holds its
+        offset); a garbled QUEUEID, QUEUEOFFSET or TOPIC usually names another record's unit.
+        """
+        if msg.sysflag & L.SYSFLAG_TRANSACTION_MASK not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
+            return
+        cq = self._cqs.get((msg.topic, msg.queue_id))
+        if cq is None or not cq.min_offset <= msg.queue_offset < cq.max_offset:
+            return
+        unit_phy, unit_size, _ = cq.unit(msg.queue_offset)
+        if unit_phy == msg.phy_offset or (unit_phy, unit_size, 0) == L.PRE_BLANK_UNIT:
+            return
+        raise CorruptRecordError(
+            path,
+            msg.phy_offset,
+            f"header fields TOPIC, QUEUEID, QUEUEOFFSET: expected a record that its queue's "
+            f"unit points to, found {msg.topic}/{msg.queue_id} offset {msg.queue_offset}, "
+            f"whose unit points to commit-log offset {unit_phy}",
+        )
 
     def read(
         self,
@@ -804,14 +997,15 @@ class Store:
         out: list[MessageRecord] = []
         end = self.commitlog.durable_end
         low = self.commitlog.min_offset
-        for phy, size, tag in cq.units(offset, count):
+        first = max(offset, cq.min_offset)  # where cq.units() starts
+        for i, (phy, size, tag) in enumerate(cq.units(offset, count)):
             if phy < low or phy + size > end or size <= 0:
                 continue
             if codes is not None:
                 code = self._ext_tags_code(topic, queue_id, tag) if is_ext_address(tag) else tag
                 if code is not None and code not in codes:
                     continue
-            msg = self.read_at(phy, size)
+            msg = self.read_at(phy, size, unit=(topic, queue_id, first + i))
             if wanted is not None and msg.tags not in wanted:
                 continue  # the hash matched, the tag did not
             out.append(msg)
@@ -889,7 +1083,7 @@ class Store:
         while lo < hi:
             mid = (lo + hi) // 2
             phy, size, _ = cq.unit(mid)
-            if self.read_at(phy, size).store_ts < ts_ms:
+            if self.read_at(phy, size, unit=(topic, queue_id, mid)).store_ts < ts_ms:
                 lo = mid + 1
             else:
                 hi = mid

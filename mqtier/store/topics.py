@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from mqtier.errors import ConfigError
 from mqtier.format import fastjson
 from mqtier.format import layout as L
 from mqtier.store.fileio import write_atomic
+
+# Most queues mqtier gives a topic (queue ids 0..1023). RocketMQ keeps the counts as Java ints
+# and enforces no limit of its own (its defaults are 4 and 8 queues); each queue is a directory
+# of consume-queue files and a broker thread's share of work, so counts in the thousands are a
+# typo or an attack, and a count past 2**31-1 overflows every broker that reads topics.json.
+MAX_QUEUES: Final = 1024
 
 
 class TopicTable:
@@ -40,11 +47,19 @@ class TopicTable:
         return int(cfg.get("writeQueueNums", 0)) or None if cfg else None
 
     def ensure(self, topic: str, queues: int) -> bool:
-        """Add ``topic`` with ``queues`` queues, or widen it; True when the table changed."""
+        """Add ``topic`` with ``queues`` queues, or widen it; True when the table changed.
+
+        Raises:
+            ConfigError: ``queues`` is not between 1 and :data:`MAX_QUEUES`.
+        """
         cfg = self.table.get(topic)
+        if cfg is not None and int(cfg.get("writeQueueNums", 0)) >= queues:
+            return False  # a broker's wider topic stays as it is, whatever its count
+        if not 1 <= queues <= MAX_QUEUES:
+            raise ConfigError(
+                f"topic {topic!r}: {queues} queues is out of range (1 to {MAX_QUEUES})"
+            )
         if cfg is not None:
-            if int(cfg.get("writeQueueNums", 0)) >= queues:
-                return False
             # Widen only: a broker's perm, order, attributes and flags stay as they were.
             cfg["readQueueNums"] = max(int(cfg.get("readQueueNums", 0)), queues)
             cfg["writeQueueNums"] = queues

@@ -14,11 +14,21 @@ before the create leaves the previous state, after it the new one: nothing in be
 Readers never list: they read ``LATEST``, that snapshot, then commit records ``seq+1, seq+2, ...``
 until one is missing. A stale ``LATEST`` (a crash between snapshot and pointer) only makes that
 tail longer.
+
+A damaged catalog is never trusted (docs/FORMAT.md §15.1.1): records, snapshots and ``LATEST``
+carry a ``sha256`` over their canonical JSON (documents without one are legacy and checked for
+shape only); every record is checked to keep each queue contiguous; a snapshot is cross-checked
+against the record it summarises; and a hole (a missing record followed by a later one) fails
+the load, found by probing ``PROBE_PAST`` records past the first missing one. Writers also LIST,
+boundedly, before their first upload (:func:`check_history`). Each failure is a
+:class:`CorruptionError` naming the key, so nothing reads garbage and nothing commits over it.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import itertools
 import logging
 import os
 import re
@@ -45,6 +55,17 @@ log = logging.getLogger(__name__)
 
 CATALOG_VERSION: Final = 1
 SNAPSHOT_EVERY: Final = 16  # commits between snapshots: bounds a reader's tail of GETs
+# Readers look this many records past the first missing one: a later record that exists means
+# a hole (lost records), which must fail rather than hide the commits after it.
+PROBE_PAST: Final = 2
+CHECKSUM_FIELD: Final = "sha256"  # over the document's canonical JSON without this field
+_COMMIT_FIELDS: Final = frozenset(
+    {"format", "version", "seq", "run_id", "time_ms", "host", "added", "removed", CHECKSUM_FIELD}
+)
+_SNAPSHOT_FIELDS: Final = frozenset(
+    {"format", "version", "broker", "seq", "queues", "floors", CHECKSUM_FIELD}
+)
+_LATEST_FIELDS: Final = frozenset({"version", "snapshot_seq", "snapshot_bytes", CHECKSUM_FIELD})
 _BROKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%-]{0,126}$")
 
 QueueKey = tuple[str, int]
@@ -90,6 +111,8 @@ class CatalogState:
     # commit snapshots once the tail after it is SNAPSHOT_EVERY long, so a snapshot that
     # failed is tried again by the next commit (of this run or of any later one).
     snapshot_seq: int = 0
+    # Whether check_history ran for the run that holds this state (once, before its first write)
+    history_checked: bool = False
 
     def next_offset(self, key: QueueKey) -> int | None:
         segs = self.queues.get(key)
@@ -155,67 +178,312 @@ def _decode(data: bytes, key: str, kind: str) -> dict[str, Any]:
     return doc
 
 
+def _digest(doc: dict[str, Any]) -> str:
+    """SHA-256 of a catalog document's canonical JSON (sorted keys, without its checksum)."""
+    body = {k: v for k, v in doc.items() if k != CHECKSUM_FIELD}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _sealed(doc: dict[str, Any]) -> bytes:
+    return orjson.dumps({**doc, CHECKSUM_FIELD: _digest(doc)})
+
+
+def _repair_hint(broker: str) -> str:
+    # No mqtier command rewrites a catalog (it is append-only by design), so the hint says
+    # what an operator can do by hand.
+    return (
+        "try: restore it from a backup or replica of the cold tier; mqtier has no repair "
+        f"command yet, and it neither reads nor writes {broker}'s cold tier until it is repaired"
+    )
+
+
+def _damaged(key: str, what: str, hint: str) -> CorruptionError:
+    return CorruptionError(f"{key}: {what}; {hint}")
+
+
+def _check_sealed(doc: dict[str, Any], key: str, kind: str, fields: frozenset[str]) -> None:
+    """Refuse a document whose checksum or field names are wrong.
+
+    A document without a checksum was written before checksums existed (legacy): it is read,
+    checked only for its structure. A byte flip cannot make a sealed document look legacy: it
+    would turn the checksum's name into an unknown field, which is refused too.
+    """
+    unknown = sorted(set(doc) - fields)
+    if unknown:
+        raise CorruptionError(f"{key}: {kind} has unknown fields {unknown}")
+    if CHECKSUM_FIELD in doc and doc[CHECKSUM_FIELD] != _digest(doc):
+        raise CorruptionError(f"{key}: {kind} fails its {CHECKSUM_FIELD} checksum")
+
+
 def load_catalog(cold: ColdStore, broker: str) -> CatalogState:
-    """The latest committed state of ``broker``'s cold tier (empty when it has none)."""
+    """The latest committed state of ``broker``'s cold tier (empty when it has none).
+
+    Raises:
+        CorruptionError: the catalog is damaged (a record or snapshot fails its checksum or
+            its cross-checks, or a commit record is missing while a later one exists); the
+            message names the key and what to do about it.
+    """
     check_broker(broker)
     state = CatalogState(broker)
+    snap_seq, snap_bytes = _read_latest(cold, broker)
     requests = 1
-    try:
-        pointer = _decode(cold.get(latest_key(broker)), latest_key(broker), "LATEST pointer")
-        snap_seq = int(pointer["snapshot_seq"])
-    except ColdObjectNotFoundError:
-        snap_seq = 0
-    except (CorruptionError, KeyError, TypeError, ValueError) as exc:
-        # LATEST and snapshots only save reading: every commit record is kept, so the state
-        # can always be rebuilt from commit 1.
-        log.warning("%s: unreadable (%s); reading every commit record", latest_key(broker), exc)
-        snap_seq = 0
     if snap_seq > 0:
-        requests += 1
-        try:
-            _load_snapshot(cold, state, snap_seq)
-        except (CorruptionError, ColdObjectNotFoundError, KeyError, TypeError, ValueError) as exc:
-            log.warning("snapshot %d unreadable (%s); reading every commit record", snap_seq, exc)
-            state = CatalogState(broker)
+        requests += 2  # the snapshot and the commit record it summarises
+        state = _load_snapshot(cold, broker, snap_seq, snap_bytes) or CatalogState(broker)
     while True:
         key = commit_key(broker, state.seq + 1)
         requests += 1
         try:
             data = cold.get(key)
         except ColdObjectNotFoundError:
+            probes, landed = _probe_past(cold, broker, state.seq + 1)
+            requests += probes
+            if landed:
+                continue  # a writer committed it meanwhile: read on
             break
-        record = _decode(data, key, "commit record")
-        try:
-            if int(record.get("seq", -1)) != state.seq + 1:
-                raise CorruptionError(
-                    f"{key}: holds commit {record.get('seq')}, not {state.seq + 1}"
-                )
-            state.apply(record)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            # Valid JSON of the wrong shape (edited by hand, or written by a newer format)
-            raise CorruptionError(
-                f"{key}: commit record is malformed ({type(exc).__name__}: {exc})"
-            ) from None
+        _apply_checked(state, data, key)
     state.loaded_requests = requests
     return state
 
 
-def _load_snapshot(cold: ColdStore, state: CatalogState, seq: int) -> None:
-    key = snapshot_key(state.broker, seq)
-    raw = cold.get(key)
+def _probe_past(cold: ColdStore, broker: str, missing: int) -> tuple[int, bool]:
+    """Look for a hole: is a record after the first missing one there? (``PROBE_PAST`` GETs)
+
+    A writer creates record N+1 only after reading N, and records are never deleted, so a
+    later record that exists while ``missing`` does not (read in that order) means ``missing``
+    was lost. Returns the requests made and whether ``missing`` appeared meanwhile (a commit
+    that raced this load).
+    """
+    requests = 0
+    for ahead in range(1, PROBE_PAST + 1):
+        requests += 1
+        if not cold.exists(commit_key(broker, missing + ahead)):
+            continue
+        requests += 1
+        if cold.exists(commit_key(broker, missing)):
+            return requests, True
+        raise _hole(broker, missing, f"commit record {missing + ahead} exists")
+    return requests, False
+
+
+def _hole(broker: str, missing: int, evidence: str) -> CorruptionError:
+    return _damaged(
+        commit_key(broker, missing),
+        f"commit record {missing} is missing but {evidence}: the catalog has a hole that hides "
+        "the later commits, and a new commit there would overlap them",
+        _repair_hint(broker),
+    )
+
+
+def _read_latest(cold: ColdStore, broker: str) -> tuple[int, int | None]:
+    """``(snapshot seq, its size when LATEST records it)``; ``(0, None)`` without a snapshot."""
+    key = latest_key(broker)
     try:
-        data = zstandard.ZstdDecompressor().decompress(raw)
-    except zstandard.ZstdError as exc:
-        raise CorruptionError(f"{key}: snapshot does not decompress: {exc}") from None
-    snap = _decode(data, key, "snapshot")
-    if int(snap["seq"]) != seq:
+        pointer = _decode(cold.get(key), key, "LATEST pointer")
+        snap_seq = int(pointer["snapshot_seq"])
+    except ColdObjectNotFoundError:
+        return 0, None
+    except (CorruptionError, KeyError, TypeError, ValueError) as exc:
+        # A put that landed half-written leaves no valid JSON. LATEST and snapshots only save
+        # reading: every commit record is kept, so the state can be rebuilt from commit 1.
+        log.warning("%s: unreadable (%s); reading every commit record", key, exc)
+        return 0, None
+    try:
+        # A pointer that parses but fails its checksum was damaged after it was written
+        _check_sealed(pointer, key, "LATEST pointer", _LATEST_FIELDS)
+    except CorruptionError as exc:
+        raise _damaged(
+            key,
+            str(exc).removeprefix(f"{key}: "),
+            f"try: delete {key}: it is only a hint, and readers then rebuild the state "
+            "from the commit records",
+        ) from None
+    size = pointer.get("snapshot_bytes")
+    return snap_seq, size if type(size) is int else None
+
+
+def _load_snapshot(cold: ColdStore, broker: str, seq: int, size: int | None) -> CatalogState | None:
+    """The state snapshot ``seq`` holds, cross-checked; None when it is only a lost hint.
+
+    A snapshot shorter than LATEST says (a put that landed half-written), or one an old LATEST
+    without a size names that does not decode, is a lost hint: the commit records replace it.
+    Anything else that fails is damage.
+    """
+    key = snapshot_key(broker, seq)
+    hint = (
+        f"try: delete {latest_key(broker)} and move {key} aside: readers then rebuild the "
+        "state from the commit records"
+    )
+    try:
+        raw = cold.get(key)
+    except ColdObjectNotFoundError:
+        if size is None:
+            log.warning("snapshot %d is missing; reading every commit record", seq)
+            return None
+        raise _damaged(key, "the snapshot LATEST names is missing", hint) from None
+    if size is not None and len(raw) < size:
+        log.warning(
+            "%s: half-written (%d of %d bytes); reading every commit record", key, len(raw), size
+        )
+        return None
+    try:
+        if size is not None and len(raw) != size:
+            raise CorruptionError(f"{key}: snapshot is {len(raw)} bytes, LATEST says {size}")
+        try:
+            data = zstandard.ZstdDecompressor().decompress(raw)
+        except zstandard.ZstdError as exc:
+            raise CorruptionError(f"{key}: snapshot does not decompress: {exc}") from None
+        snap = _decode(data, key, "snapshot")
+    except CorruptionError as exc:
+        if size is None:
+            log.warning("snapshot %d unreadable (%s); reading every commit record", seq, exc)
+            return None
+        raise _damaged(key, str(exc).removeprefix(f"{key}: "), hint) from None
+    try:
+        _check_sealed(snap, key, "snapshot", _SNAPSHOT_FIELDS)
+        state = _snapshot_state(snap, key, broker, seq)
+        _cross_check(cold, state, key)
+    except CorruptionError as exc:
+        raise _damaged(key, str(exc).removeprefix(f"{key}: "), hint) from None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise _damaged(key, f"snapshot is malformed ({type(exc).__name__}: {exc})", hint) from None
+    return state
+
+
+def _snapshot_state(snap: dict[str, Any], key: str, broker: str, seq: int) -> CatalogState:
+    """The state a decoded snapshot describes, each queue checked to be contiguous."""
+    if snap.get("format") != "mqtier-catalog-snapshot" or snap.get("broker") != broker:
+        raise CorruptionError(f"{key}: not a snapshot of broker {broker}'s catalog")
+    if type(snap["seq"]) is not int or snap["seq"] != seq:
         raise CorruptionError(f"{key}: holds the state of commit {snap['seq']}")
-    state.seq = seq
-    state.snapshot_seq = seq
+    state = CatalogState(broker, seq=seq, snapshot_seq=seq)
     for q in snap["queues"]:
-        state.queues[(q["topic"], int(q["queue"]))] = [Segment.from_json(s) for s in q["segments"]]
+        qkey = (str(q["topic"]), int(q["queue"]))
+        segs = [_segment(s, broker, seq, exact=False) for s in q["segments"]]
+        if qkey in state.queues or not segs:
+            raise CorruptionError(f"{key}: queue {qkey[0]}/{qkey[1]} is listed twice or empty")
+        for before, after in itertools.pairwise(segs):
+            if after.first != before.end:
+                raise CorruptionError(
+                    f"{key}: {qkey[0]}/{qkey[1]} has a segment at {after.first} after one "
+                    f"that ends at {before.end}"
+                )
+        state.queues[qkey] = segs
     for f in snap.get("floors", []):
-        state.floors[(f["topic"], int(f["queue"]))] = int(f["next"])
+        state.floors[(str(f["topic"]), int(f["queue"]))] = int(f["next"])
+    return state
+
+
+def _cross_check(cold: ColdStore, state: CatalogState, key: str) -> None:
+    """A snapshot must agree with the commit record it summarises (one GET).
+
+    Every segment that record added is in the snapshot, field for field, and none it removed
+    is; the records after the snapshot are then checked against it as they are applied.
+    """
+    rkey = commit_key(state.broker, state.seq)
+    try:
+        record = _decode(cold.get(rkey), rkey, "commit record")
+    except ColdObjectNotFoundError:
+        raise CorruptionError(
+            f"{key}: summarises commit {state.seq}, whose record is missing"
+        ) from None
+    _check_sealed(record, rkey, "commit record", _COMMIT_FIELDS)
+    if record.get("seq") != state.seq:
+        raise CorruptionError(f"{rkey}: holds commit {record.get('seq')}, not {state.seq}")
+    for doc in record["added"]:
+        seg = Segment.from_json(doc)
+        if seg not in state.queues.get((seg.topic, seg.queue), []):
+            raise CorruptionError(
+                f"{key}: lacks the segment {seg.topic}/{seg.queue}@{seg.first} of {seg.object} "
+                f"that commit {state.seq} added"
+            )
+    for doc in record["removed"]:
+        segs = state.queues.get((doc["topic"], int(doc["queue"])), [])
+        if any(s.object == doc["object"] and s.first == doc["first"] for s in segs):
+            raise CorruptionError(
+                f"{key}: holds a segment of {doc['object']} that commit {state.seq} removed"
+            )
+
+
+def _segment(doc: Any, broker: str, seq: int, *, exact: bool) -> Segment:
+    """A catalog entry's segment; its object must be one made for commit ``seq`` (or before)."""
+    seg = Segment.from_json(doc)
+    prefix = data_prefix(broker)
+    made_for = seg.object[len(prefix) :].split("/", 1)[0]
+    if (
+        not seg.object.startswith(prefix)
+        or not made_for.isdigit()
+        or (int(made_for) != seq if exact else int(made_for) > seq)
+    ):
+        raise ValueError(f"segment object {seg.object!r} was not made for commit {seq}")
+    if seg.count < 1 or seg.first < 0:
+        raise ValueError(f"segment {seg.object!r} holds {seg.count} messages from {seg.first}")
+    return seg
+
+
+def _apply_checked(state: CatalogState, data: bytes, key: str) -> None:
+    """Check commit record ``state.seq + 1`` (checksum, shape, contiguity) and apply it."""
+    seq = state.seq + 1
+    hint = _repair_hint(state.broker)
+    try:
+        record = _decode(data, key, "commit record")
+        _check_sealed(record, key, "commit record", _COMMIT_FIELDS)
+        if record.get("format") != "mqtier-commit":
+            raise CorruptionError(f"{key}: is not a commit record")
+        if type(record["seq"]) is not int:
+            raise TypeError(f"seq is {record['seq']!r}")
+        if record["seq"] != seq:
+            raise CorruptionError(f"{key}: holds commit {record['seq']}, not {seq}")
+        added = [_segment(doc, state.broker, seq, exact=True) for doc in record["added"]]
+        removed = [_removed_segment(state, doc) for doc in record["removed"]]
+        check_contiguous(state, added, removed)
+        state.apply(record)
+    except CorruptionError as exc:
+        raise _damaged(key, str(exc).removeprefix(f"{key}: "), hint) from None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # Valid JSON of the wrong shape (edited by hand, or written by a newer format)
+        raise _damaged(
+            key, f"commit record is malformed ({type(exc).__name__}: {exc})", hint
+        ) from None
+
+
+def _removed_segment(state: CatalogState, doc: dict[str, Any]) -> Segment:
+    topic, queue, obj, first = doc["topic"], int(doc["queue"]), doc["object"], doc["first"]
+    for seg in state.queues.get((topic, queue), []):
+        if seg.object == obj and seg.first == first:
+            return seg
+    raise CorruptionError(f"removes a segment {topic}/{queue}@{first} of {obj} it does not have")
+
+
+def check_history(cold: ColdStore, state: CatalogState) -> None:
+    """Before a run writes: refuse a history with a hole that the loader's probes missed.
+
+    Listing is fine here (writers already list, to collect garbage), but it stays bounded:
+    commit records in the blocks of 1000 numbers at and after ``state.seq + 1`` (a longer run
+    of missing records than ``PROBE_PAST``), and the data objects made for ``state.seq + 2``
+    (the tail's records deleted, their objects left). Evidence found is confirmed by GETting
+    record ``state.seq + 1``: a writer that raced this run created it, and then this run's
+    create simply conflicts.
+
+    Raises:
+        CorruptionError: record ``state.seq + 1`` is missing while later commits' records or
+            objects exist.
+    """
+    nxt = state.seq + 1
+    commits = commit_key(state.broker, 0)[: -len("00000000000000000000.json")]
+    later: list[str] = []
+    for block in sorted({f"{nxt:020d}"[:17], f"{nxt + 1000:020d}"[:17]}):
+        later += [
+            i.key
+            for i in cold.list(commits + block)
+            if i.key.endswith(".json") and i.key > commit_key(state.broker, nxt)
+        ]
+    if later and not cold.exists(commit_key(state.broker, nxt)):
+        raise _hole(state.broker, nxt, f"{later[0]} exists")
+    objects = cold.list(f"{data_prefix(state.broker)}{nxt + 1:020d}/")
+    if objects and not cold.exists(commit_key(state.broker, nxt)):
+        raise _hole(state.broker, nxt, f"{objects[0].key}, an object of commit {nxt + 1}, exists")
+    state.history_checked = True
 
 
 def check_contiguous(
@@ -273,6 +541,8 @@ def commit(
         CommitConflictError: another job created that record first; nothing was committed.
     """
     check_contiguous(state, added, removed or ())
+    if not state.history_checked:  # the writers call it before uploading; this is the backstop
+        check_history(cold, state)
     seq = state.seq + 1
     record = {
         "format": "mqtier-commit",
@@ -288,7 +558,7 @@ def commit(
         ],
     }
     key = commit_key(state.broker, seq)
-    if not cold.create(key, orjson.dumps(record)):
+    if not cold.create(key, _sealed(record)):
         raise CommitConflictError(
             f"{cold.url}/{key}: another tiering job created this commit first; what this run "
             "uploaded since its last commit stays uncommitted (a later run deletes it)"
@@ -308,10 +578,9 @@ def commit(
 
 
 def write_snapshot(cold: ColdStore, state: CatalogState) -> None:
-    data = zstandard.ZstdCompressor(level=3).compress(orjson.dumps(state.to_snapshot()))
+    data = zstandard.ZstdCompressor(level=3).compress(_sealed(state.to_snapshot()))
     cold.put(snapshot_key(state.broker, state.seq), data)
-    cold.put(
-        latest_key(state.broker),
-        orjson.dumps({"version": CATALOG_VERSION, "snapshot_seq": state.seq}),
-    )
+    # The size tells a half-written snapshot (a lost hint) from a damaged one
+    pointer = {"version": CATALOG_VERSION, "snapshot_seq": state.seq, "snapshot_bytes": len(data)}
+    cold.put(latest_key(state.broker), _sealed(pointer))
     state.snapshot_seq = state.seq

@@ -27,7 +27,7 @@ from mqtier.format.coldobject import (
     record_starts,
 )
 from mqtier.format.message import record_store_ts
-from mqtier.tier.catalog import CatalogState, commit, data_prefix
+from mqtier.tier.catalog import CatalogState, check_history, commit, data_prefix
 from mqtier.tier.dispatch import collect_garbage
 from mqtier.tier.packer import OBJECT_BYTES, ObjectPacker, PackOptions
 
@@ -142,6 +142,7 @@ def compact(
     if opts.dry_run or not runs:
         report.seconds = time.perf_counter() - t0
         return report
+    check_history(cold, state)  # before any upload: a damaged history is never written to
     run_id = uuid.uuid4().hex
     prefix = f"{data_prefix(state.broker)}{state.seq + 1:020d}/{run_id}"
     # every record's CRCs are checked again on the way: what is rewritten must be what was tiered

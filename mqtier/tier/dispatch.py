@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import takewhile
-from typing import Any
+from typing import Any, Final
 
 from mqtier.backend.base import ColdStore
 from mqtier.backend.open import bill_of
@@ -36,6 +36,7 @@ from mqtier.tier.catalog import (
     CatalogState,
     QueueKey,
     check_broker,
+    check_history,
     commit,
     data_prefix,
     load_catalog,
@@ -328,7 +329,10 @@ def run_dispatch(
     report.plans = plans
     if opts.dry_run or not plans:
         report.seconds = time.perf_counter() - t0
+        if not opts.dry_run:
+            _raise_tail_damage(store, state)
         return report
+    check_history(cold, state)  # before any upload: a damaged history is never written to
     if on_progress is not None:
         on_progress(report)
     bill = bill_of(cold)
@@ -341,13 +345,21 @@ def run_dispatch(
             attempt.tier(plans)
             break
         except CorruptRecordError as exc:
-            found = _queue_of_record(store, plans, exc.offset)
             # Blocks are checked in parallel, so a later bad record of a queue may be found
             # first; its earlier one then moves the stop down (the stop only ever goes down).
-            if found is None or (found[0] in bad and bad[found[0]][0] <= found[1]):
+            found = [
+                (key, queue_offset)
+                for key, queue_offset in _queues_of_record(store, plans, exc.offset)
+                if key not in bad or bad[key][0] > queue_offset
+            ]
+            if not found:
                 raise
-            key, queue_offset = found
-            bad[key] = (queue_offset, exc)
+            for key, queue_offset in found:
+                # Every queue naming the record stops there: a read-only open makes units from
+                # the headers of records past the consume queues, so a garbled QUEUEID or TOPIC
+                # also shows the record in a queue of its own whose header agrees with it.
+                bad[key] = (queue_offset, exc)
+            key, queue_offset = found[0]
             # What this attempt packed after its last commit is dropped (its objects are
             # orphans for the garbage collection below); the queue stops at the bad record and
             # the others go on.
@@ -381,19 +393,34 @@ def run_dispatch(
             f"there{more} until the record is repaired; the other queues were tiered as far "
             f"as the run went (commit {state.seq})",
         )
+    _raise_tail_damage(store, state)
     return report
 
 
-def _queue_of_record(store: Store, plans: list[QueuePlan], phy: int) -> tuple[QueueKey, int] | None:
-    """The planned queue, and its offset, whose record starts at commit-log offset ``phy``."""
+def _raise_tail_damage(store: Store, state: CatalogState) -> None:
+    """A read-only open ends its view before a record whose header failed: everything before
+    it was tiered, but the run must not look finished (a later ``clean`` relies on that)."""
+    damage = store.tail_damage
+    if damage is not None:
+        raise CorruptRecordError(
+            damage.path,
+            damage.offset,
+            f"{damage.detail}; nothing from this record on is tiered until it is repaired "
+            f"(what came before is, up to commit {state.seq})",
+        )
+
+
+def _queues_of_record(store: Store, plans: list[QueuePlan], phy: int) -> list[tuple[QueueKey, int]]:
+    """The planned queues, and their offsets, whose units point to commit-log offset ``phy``."""
+    out = []
     for plan in plans:
         cq = store.consume_queue(plan.topic, plan.queue)
         assert cq is not None
         units = cq.units(plan.start, plan.end - plan.start)
         i = bisect.bisect_left(units, phy, key=lambda u: u[0])
         if i < len(units) and units[i][0] == phy:
-            return (plan.topic, plan.queue), plan.start + i
-    return None
+            out.append(((plan.topic, plan.queue), plan.start + i))
+    return out
 
 
 def _replan(
@@ -536,6 +563,11 @@ class _Attempt:
             hot.close()
 
 
+# A temporary file this old is a killed writer's, not a slow one's: uploads of an 8 MiB
+# object take seconds even over a slow link.
+ABANDONED_WRITE_S: Final = 15 * 60
+
+
 def collect_garbage(cold: ColdStore, state: CatalogState) -> int:
     """Delete data objects that no commit names and no commit can name any more.
 
@@ -551,8 +583,11 @@ def collect_garbage(cold: ColdStore, state: CatalogState) -> int:
         return seq_part.isdigit() and int(seq_part) <= state.seq
 
     orphans = [i.key for i in cold.list(prefix) if settled(i.key) and i.key not in referenced]
-    # the same rule for writes killed before they became objects (a file tier's temporary files)
-    orphans += [key for key in cold.list_incomplete(prefix) if settled(key)]
+    # The same rule for writes killed before they became objects (a file tier's temporary
+    # files), once they are old enough not to be a live loser's upload in progress: deleting
+    # that would fail its run with an I/O error instead of the lost race it is (exit 5).
+    abandoned = cold.list_incomplete(prefix, older_than_s=ABANDONED_WRITE_S)
+    orphans += [key for key in abandoned if settled(key)]
     if orphans:
         log.info("deleting %d uncommitted objects", len(orphans))
         cold.delete(orphans)

@@ -302,7 +302,7 @@ def test_locked_store_ingest_exit_6_and_reads_work(filled: Path, tmp_path: Path)
         [
             sys.executable,
             "-c",
-            "import sys, time; from mqtier import Store; st = Store.open(sys.argv[1]);"
+            "import sys, time; from mqtier import Store; st = Store.open(sys.argv[1], writable=True);"
             "print('ready', flush=True); time.sleep(60)",
             str(filled),
         ],
@@ -320,6 +320,7 @@ def test_locked_store_ingest_exit_6_and_reads_work(filled: Path, tmp_path: Path)
         res = run("read", "--store", str(filled), "-t", "orders", "-q", "0", "--json")
         assert res.exit_code == 0, res.output
         assert len(res.stdout.splitlines()) > 0
+        (tmp_path / "cold").mkdir()  # a missing cold root would be exit 3 before the lock
         cold = (tmp_path / "cold").as_uri()
         res = run("clean", "--store", str(filled), "--cold", cold, "--keep", "0s")
         assert res.exit_code == 6, res.output
@@ -391,7 +392,8 @@ def test_failed_first_ingest_cleans_up_a_relative_store_path(
     (tmp_path / "existing").mkdir()
     (tmp_path / "existing" / "notes.txt").write_text("mine")
     for store in ("new", "existing", "deeper/new"):
-        res = run("ingest", "--store", store, "-t", "orders", *SMALL, str(src))
+        # --create: a directory holding other files is refused without it (test_ingest_hostile)
+        res = run("ingest", "--store", store, "--create", "-t", "orders", *SMALL, str(src))
         assert res.exit_code == 8, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "existing"]
     assert [p.name for p in (tmp_path / "existing").iterdir()] == ["notes.txt"]

@@ -227,7 +227,10 @@ def test_read_offsets_clean_expire_round(filled: Path, tmp_path: Path) -> None:
     assert cl.exit_code == 0, cl.output
     assert json.loads(cl.stdout)["commitlog_files"]
 
-    ex = run("expire", "--cold", url(tmp_path), "--broker", "broker-cli", "--ttl", "1ms", "--json")
+    ex = run(
+        "expire", "--cold", url(tmp_path), "--broker", "broker-cli", "--ttl", "1ms", "--yes",
+        "--json",
+    )  # fmt: skip
     assert ex.exit_code == 0, ex.output
     assert json.loads(ex.stdout)["messages"] == 3040
 

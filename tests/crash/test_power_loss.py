@@ -82,7 +82,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     last_msg = Message(
         topic=TOPIC, body=b"the last message, lost with the power", queue_id=1, keys=("last",)
     )
-    with Store.open(after) as st:
+    with Store.open(after, writable=True) as st:
         last = Sent(st.append(last_msg), last_msg)
     assert 100 <= last.result.size <= 300
     return Built(before, after, earlier, last)
@@ -137,7 +137,7 @@ def _check_contents(st: Store, built: Built, extra: list[Sent]) -> None:
 def _check_recovers(built: Built, image: Path, k: int) -> None:
     last = built.last
     lost = k < built.last_end
-    with Store.open(image) as st:
+    with Store.open(image, writable=True) as st:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is False
         assert st.recovery.end_offset == (last.result.phy_offset if lost else built.last_end)
@@ -162,7 +162,7 @@ def _check_recovers(built: Built, image: Path, k: int) -> None:
         assert st.wait_dispatched(10)
         after_append = ([] if lost else [last]) + [Sent(new, msg)]
         _check_contents(st, built, after_append)
-    with Store.open(image) as st:
+    with Store.open(image, writable=True) as st:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is True
         assert st.recovery.changed is False
@@ -252,7 +252,7 @@ def test_loss_reaching_back_into_an_earlier_file_is_cut_there(tmp_path: Path) ->
     for later in files[1:]:
         later.write_bytes(bytes(later.stat().st_size))
     (root / L.FILE_ABORT).write_bytes(b"")
-    with Store.open(root) as st:
+    with Store.open(root, writable=True) as st:
         assert st.recovery is not None and st.recovery.end_offset == cut.result.phy_offset
         assert st.recovery.scan_from == 0
         for qid in range(QUEUES):
@@ -267,7 +267,7 @@ def test_loss_reaching_back_into_an_earlier_file_is_cut_there(tmp_path: Path) ->
     shutil.rmtree(root / L.DIR_CONSUMEQUEUE)
     shutil.rmtree(root / L.DIR_INDEX)
     (root / L.FILE_ABORT).write_bytes(b"")
-    with Store.open(root) as st:
+    with Store.open(root, writable=True) as st:
         assert [m.body for m in st.query_key(TOPIC, "after")] == [b"after"]
 
 
@@ -286,7 +286,7 @@ def test_a_lost_record_followed_by_intact_ones_is_kept_for_reads_to_report(
         fh.seek(lost.phy_offset)
         fh.write(bytes(lost.size))
     (root / L.FILE_ABORT).write_bytes(b"")
-    with Store.open(root) as st:
+    with Store.open(root, writable=True) as st:
         assert st.recovery is not None
         assert st.recovery.end_offset == after[-1].phy_offset + after[-1].size
         assert len(st.read("b", 0, 0, 100)) == len(before) + len(after)
@@ -308,11 +308,11 @@ def test_a_quiet_queue_whose_records_were_cleaned_does_not_stop_a_crash_open(
         st.commitlog.drop_head_files(st.commitlog.files[2].base)
         assert st.consume_queue("quiet", 0).last_phy_end() < st.commitlog.min_offset  # type: ignore[union-attr]
     (root / L.FILE_ABORT).write_bytes(b"")
-    with Store.open(root) as st:
+    with Store.open(root, writable=True) as st:
         assert st.recovery is not None and st.recovery.clean_shutdown is False
         assert len(st.read("busy", 0, 0, 1000)) > 0
     (root / L.FILE_ABORT).write_bytes(b"")
-    with Store.open(root, read_only=True) as st:  # as beside a running writer
+    with Store.open(root) as st:  # as beside a running writer
         assert st.read_only and st.recovery is not None
 
 
@@ -351,7 +351,7 @@ def crashed_with_dispatched_tail(built: Built, tmp_path: Path) -> tuple[Path, li
     shutil.copytree(built.before, live)
     rng = random.Random(11)
     later: list[Sent] = []
-    with Store.open(live) as st:
+    with Store.open(live, writable=True) as st:
         for i in range(10):
             msg = _message(1000 + i, rng)
             later.append(Sent(st.append(msg), msg))
@@ -368,7 +368,7 @@ def test_corrupt_record_before_dispatched_data_refuses_to_open(
     # Sanity: intact, this image recovers and keeps all ten later messages.
     intact = root.with_name("intact")
     shutil.copytree(root, intact)
-    with Store.open(intact) as st:
+    with Store.open(intact, writable=True) as st:
         for s in later:
             r = s.result
             assert st.read(TOPIC, r.queue_id, r.queue_offset, 1)[0].body == s.msg.body
@@ -377,7 +377,7 @@ def test_corrupt_record_before_dispatched_data_refuses_to_open(
     before = _hashes(root)
     for _ in range(2):  # the failed open must also release the lock
         with pytest.raises(CorruptRecordError) as info:
-            Store.open(root)
+            Store.open(root, writable=True)
         err = info.value
         assert err.path.name == path.name
         assert err.offset == offset
@@ -395,7 +395,7 @@ def test_corrupt_record_under_the_checkpoint_is_reported_on_read(
     victim = built.earlier[5]
     path, offset = _flip_body_byte(root, victim.result)
     (root / L.FILE_ABORT).write_bytes(b"")
-    with Store.open(root) as st:
+    with Store.open(root, writable=True) as st:
         r = victim.result
         with pytest.raises(CorruptRecordError) as info:
             st.read(TOPIC, r.queue_id, r.queue_offset, 1)

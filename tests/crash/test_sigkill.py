@@ -125,7 +125,7 @@ def read_queue(st: Store, topic: str, queue_id: int, start: int, end: int) -> li
 def check_store(store_dir: Path, acks: list[Ack]) -> None:
     """Every acknowledged append is present exactly once, intact, by every read path."""
     lost_keys: list[Ack] = []
-    st = Store.open(store_dir)
+    st = Store.open(store_dir, writable=True)
     try:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is False  # a writer ran and never closed
@@ -174,7 +174,7 @@ def check_store(store_dir: Path, acks: list[Ack]) -> None:
     finally:
         st.close()
     # A clean close leaves nothing for the next open to repair.
-    st = Store.open(store_dir)
+    st = Store.open(store_dir, writable=True)
     try:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is True
@@ -201,8 +201,8 @@ def test_sigkill_keeps_every_acknowledged_append(seed: int, tmp_path: Path) -> N
         check_store(store_dir, acks)
     elif is_store_dir(store_dir):
         # Killed before any acknowledgement: nothing was promised, but the store must open.
-        Store.open(store_dir).close()
-        st = Store.open(store_dir)
+        Store.open(store_dir, writable=True).close()
+        st = Store.open(store_dir, writable=True)
         st.close()
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is True
@@ -239,11 +239,11 @@ def test_kill_after_checkpoint_keeps_older_keys_queryable(tmp_path: Path) -> Non
     st = Store.open(live, create=True, config=QUIET)
     before = _append_keyed(st, "old", 60)
     st.close()  # clean: the checkpoint (and every index header) covers the first 60
-    st = Store.open(live)
+    st = Store.open(live, writable=True)
     after = _append_keyed(st, "new", 60)  # indexed, but no checkpoint before the "kill"
     _kill_image(live, tmp_path / "image", st)
     st.close()
-    st = Store.open(tmp_path / "image")
+    st = Store.open(tmp_path / "image", writable=True)
     try:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is False
@@ -263,7 +263,7 @@ def test_kill_between_checkpoint_files_recovers(tmp_path: Path) -> None:
     st.close()
     (store_dir / L.FILE_DISPATCH_CHECKPOINT).unlink()  # the first one was never written
     (store_dir / L.FILE_ABORT).write_bytes(b"")
-    st = Store.open(store_dir)
+    st = Store.open(store_dir, writable=True)
     try:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is False

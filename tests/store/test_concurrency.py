@@ -134,7 +134,7 @@ def test_concurrent_appends_are_all_there_exactly_once_in_order(
     _check(store, acked)
     store.close()
 
-    with Store.open(store_path) as st:
+    with Store.open(store_path, writable=True) as st:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is True
         assert st.recovery.changed is False

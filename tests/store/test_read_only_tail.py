@@ -66,7 +66,7 @@ def test_read_only_open_dispatches_the_owners_tail_in_memory(tmp_path: Path) -> 
             ]
         )
         assert writer.consume_queue("t", 0).max_offset == 20  # type: ignore[union-attr]
-        with Store.open(root, read_only=True) as ro:
+        with Store.open(root) as ro:
             assert ro.read_only
             for qid in (0, 1):
                 got = ro.read("t", qid, 0, 1000)
@@ -86,11 +86,11 @@ def test_read_only_key_queries_answer_newest_first_with_the_tail(tmp_path: Path)
         owner.store.append_batch([Message("t", b"old", queue_id=0, keys=("HOT",))] * 100)
         owner.lag()
         tail = owner.store.append_batch([Message("t", b"new", queue_id=0, keys=("HOT",))] * 10)
-        with Store.open(root, read_only=True) as ro:
+        with Store.open(root) as ro:
             got = ro.query_key("t", "HOT", max_results=20)
         assert {r.phy_offset for r in tail} <= {m.phy_offset for m in got}
         assert len(got) == 20 and sum(m.body == b"old" for m in got) == 10
-    with Store.open(root, read_only=True) as ro:  # the owner's own answer, once dispatched
+    with Store.open(root) as ro:  # the owner's own answer, once dispatched
         owners = ro.query_key("t", "HOT", max_results=20)
     assert [m.phy_offset for m in owners] == [m.phy_offset for m in got]
 
@@ -113,6 +113,6 @@ def test_the_owner_dispatching_during_a_read_only_open_leaves_no_gap(
         owner.lag()
         owner.store.append_batch([Message("t", b"l", queue_id=i % 2) for i in range(300)])
         monkeypatch.setattr(store_module, "IndexService", owner_catches_up)
-        with Store.open(root, read_only=True) as ro:
+        with Store.open(root) as ro:
             assert {(q.queue_id, q.max_offset) for q in ro.offsets()} == {(0, 170), (1, 170)}
             assert len(ro.read("t", 1, 0, 1000)) == 170

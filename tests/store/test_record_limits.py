@@ -12,7 +12,6 @@ import pytest
 from mqtier import Message, Store
 from mqtier.errors import ConfigError, MessageTooLargeError, StoreLockedError
 from mqtier.format.layout import offset_file_name
-from mqtier.store import store as store_module
 from mqtier.store.fileio import create_prewritten
 from tests.geometry import TINY
 
@@ -27,7 +26,7 @@ def test_an_ipv6_store_host_sizes_and_reads_its_records(tmp_path: Path) -> None:
         )
         assert st.commitlog.durable_end == results[-1].phy_offset + results[-1].size
         assert len(st.commitlog.files) > 2
-    with Store.open(tmp_path / "s", read_only=True) as st:
+    with Store.open(tmp_path / "s") as st:
         for i, (r, body) in enumerate(zip(results, bodies, strict=True)):
             assert len(r.msg_id) == 56
             got = st.read("v6", r.queue_id, r.queue_offset, 1)
@@ -52,7 +51,7 @@ def test_a_record_larger_than_a_file_is_refused_before_anything_is_written(
             st.append(big)
         assert st.commitlog.durable_end == end
         st.append(Message("t", body, queue_id=0))  # the same body without them fits
-    with Store.open(tmp_path / "s") as st:  # and the store reopens
+    with Store.open(tmp_path / "s", writable=True) as st:  # and the store reopens
         assert [len(m.body) for m in st.read("t", 0, 0, 10)] == [5, len(body)]
 
 
@@ -73,7 +72,7 @@ def test_rollback_removes_a_spare_pre_written_past_the_new_end(tmp_path: Path) -
     create_prewritten(root / "commitlog" / offset_file_name(last + size), size)  # the spare
     st.rollback_to(start)
     assert _files(root) == list(range(0, start // size * size + 1, size))
-    with Store.open(root) as st:
+    with Store.open(root, writable=True) as st:
         more = st.append_batch([Message("t", b"m" * 300, queue_id=0) for _ in range(600)])
         assert st.wait_dispatched(10)
         on_disk, tracked = _files(root), [f.base for f in st.commitlog.files]
@@ -91,19 +90,17 @@ def test_open_drops_an_empty_file_beyond_a_gap_and_refuses_a_full_one(tmp_path: 
         st.append_batch([Message("t", b"k" * 300, queue_id=0) for _ in range(10)])
     stray = root / "commitlog" / offset_file_name(5 * size)
     create_prewritten(stray, size)  # as an older rollback could leave it
-    with Store.open(root) as st:
+    with Store.open(root, writable=True) as st:
         assert [f.base for f in st.commitlog.files] == [0, size][: len(st.commitlog.files)]
         assert len(st.read("t", 0, 0, 100)) == 10
     assert not stray.exists()
     stray.write_bytes(b"\x00\x00\x01\x00" + bytes(size - 4))  # not empty: refuse to guess
     with pytest.raises(ConfigError, match="not contiguous"):
-        Store.open(root)
+        Store.open(root, writable=True)
 
 
-def test_a_lock_taken_after_the_check_still_opens_read_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another process may take the lock between Store.open's check and its own attempt."""
+def test_a_locked_store_reads_but_refuses_a_writer(tmp_path: Path) -> None:
+    """Another process holds the lock: a default open reads, a writer fails with exit 6."""
     root = tmp_path / "s"
     with Store.open(root, create=True, config=TINY) as st:
         st.append_batch([Message("t", b"m", queue_id=0) for _ in range(5)])
@@ -112,12 +109,13 @@ def test_a_lock_taken_after_the_check_still_opens_read_only(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        monkeypatch.setattr(store_module, "is_locked_elsewhere", lambda _root: False)
         with Store.open(root) as st:
             assert st.read_only
+            assert st.health.state == "in_use"
             assert len(st.read("t", 0, 0, 10)) == 5
-        with pytest.raises(StoreLockedError):
-            Store.open(root, create=True)  # a writer that asked to create must not fall back
+        for kwargs in ({"writable": True}, {"create": True}):
+            with pytest.raises(StoreLockedError):
+                Store.open(root, **kwargs)  # type: ignore[arg-type]
     finally:
         holder.kill()
         holder.wait()
@@ -126,6 +124,6 @@ def test_a_lock_taken_after_the_check_still_opens_read_only(
 
 
 _HOLD_LOCK = (
-    "import sys, time; from mqtier import Store; st = Store.open(sys.argv[1]);"
+    "import sys, time; from mqtier import Store; st = Store.open(sys.argv[1], writable=True);"
     "print('ready', flush=True); time.sleep(60)"
 )

@@ -98,7 +98,7 @@ def test_fixture_is_what_the_tests_assume(store_b: Path) -> None:
 
 def test_open_rebuilds_the_consume_queue_of_a_crashed_broker(store_b: Path) -> None:
     recs = parse_commitlog(store_b)
-    with Store.open(store_b) as st:
+    with Store.open(store_b, writable=True) as st:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is False
         msgs = st.read("abc", 0, 0, 1000)
@@ -115,7 +115,7 @@ def test_open_rebuilds_the_consume_queue_of_a_crashed_broker(store_b: Path) -> N
             (k,) = r.properties["KEYS"].split(" ")
             assert r.phy in [m.phy_offset for m in st.query_key("abc", k)]
     # Recovered and cleanly closed: the next open has nothing to do.
-    with Store.open(store_b) as st:
+    with Store.open(store_b, writable=True) as st:
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is True
         assert st.recovery.changed is False
@@ -126,7 +126,7 @@ def test_read_only_open_changes_nothing(store_b: Path) -> None:
     recs = parse_commitlog(store_b)
     before = _hashes(store_b)
     try:
-        with Store.open(store_b, read_only=True) as st:
+        with Store.open(store_b) as st:
             assert st.read_only
             assert st.recovery is not None
             assert st.recovery.clean_shutdown is False
@@ -162,7 +162,7 @@ def test_a_consume_queue_far_behind_a_clean_store_is_filled_not_holed(
             data = bytearray(path.read_bytes())
             data[cut - base :] = bytes(len(data) - (cut - base))
             path.write_bytes(bytes(data))
-    with Store.open(store_b) as st:
+    with Store.open(store_b, writable=True) as st:
         assert st.recovery is not None and st.recovery.clean_shutdown is True
         assert st.recovery.redispatch_from == recs[units_kept].phy
         msgs = st.read("abc", 0, 0, 1000)

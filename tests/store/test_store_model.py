@@ -53,7 +53,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.store.close()
-        self.store = Store.open(self.root)
+        self.store = Store.open(self.root, writable=True)
         assert self.store.recovery is not None
         assert self.store.recovery.clean_shutdown
 
@@ -71,7 +71,7 @@ class StoreMachine(RuleBasedStateMachine):
         shutil.rmtree(self.root)
         image.rename(self.root)
         assert (self.root / L.FILE_ABORT).exists()
-        self.store = Store.open(self.root)
+        self.store = Store.open(self.root, writable=True)
         assert self.store.recovery is not None
         assert not self.store.recovery.clean_shutdown
 

@@ -164,7 +164,11 @@ def test_commit_record_disagreeing_with_its_object_is_detected(
     state = load_catalog(cold, BROKER)
     (key, segs), *_ = sorted(state.queues.items())
     seg = segs[-1]
-    text = path.read_bytes()
+    # A sealed record edited like this fails its checksum at load (tests/cold/
+    # test_damaged_catalog.py); a legacy one, without a checksum, must still be caught on read.
+    legacy = orjson.loads(path.read_bytes())
+    legacy.pop("sha256")
+    text = orjson.dumps(legacy)
     wrong = text.replace(
         f'"object":"{seg.object}","topic":"{seg.topic}","queue":{seg.queue},'
         f'"first":{seg.first},"count":{seg.count},'.encode(),
@@ -228,6 +232,7 @@ def test_malformed_commit_record_is_corruption_naming_it(
     cold, _ledger, root = tiered
     key = commit_key(BROKER, 1)
     doc = orjson.loads((root / key).read_bytes())
+    doc.pop("sha256")  # a legacy record: its shape is checked (a sealed one fails its checksum)
     edit(doc)
     (root / key).write_bytes(orjson.dumps(doc))
     with pytest.raises(CorruptionError, match=f"{key}: commit record is malformed") as info:
@@ -301,3 +306,51 @@ def test_a_retry_after_a_bad_hot_record_keeps_to_max_bytes(
         cap - victim.size < committed < cap + victim.size
     )  # it stops after the record that crosses it
     assert (state.next_offset((TOPIC, 1)) or 0) <= 20
+
+
+# One byte of a header field no CRC covers: (position in the v4/v4 record, XOR mask).
+HEADER_FLIPS = {
+    "QUEUEOFFSET": (20, 0xFF),  # hugely negative
+    "QUEUEID": (15, 0x02),  # queue 1 -> 3, another queue of the topic
+    "PHYSICALOFFSET": (35, 0x40),
+    "SYSFLAG": (36, 0x40),
+    "BORNTIMESTAMP": (40, 0x80),
+    "STORETIMESTAMP": (56, 0x40),
+}
+
+
+@pytest.mark.parametrize("field", list(HEADER_FLIPS))
+@pytest.mark.parametrize("commit_every", [1 << 30, 8 << 10], ids=["one-commit", "many-commits"])
+def test_corrupt_hot_record_header_stops_only_its_queue(
+    hot: Store, memory_url: str, open_cold: Callable[..., ColdStore], commit_every: int, field: str
+) -> None:
+    """A header the body CRC does not cover is checked before the record is packed: its queue
+    stops right before it, naming the field; the other queues are tiered and read back."""
+    ledger = Ledger()
+    append(hot, ledger, make_messages(random.Random(6), 400))
+    victim = ledger.queues[(TOPIC, 1)][60]
+    f = hot.commitlog.file_for(victim.phy_offset)
+    at, mask = HEADER_FLIPS[field]
+    with f.path.open("r+b") as fh:
+        fh.seek(victim.phy_offset - f.base + at)
+        byte = fh.read(1)
+        fh.seek(victim.phy_offset - f.base + at)
+        fh.write(bytes([byte[0] ^ mask]))
+    cold = open_cold(memory_url)
+    opts = DispatchOptions(
+        force=True, object_bytes=16 << 10, block_bytes=4 << 10, commit_every_bytes=commit_every
+    )
+    with pytest.raises(CorruptRecordError) as info:
+        run_dispatch(hot, cold, opts)
+    err = info.value
+    assert (err.path, err.offset) == (f.path, victim.phy_offset)
+    assert f"header field {field}" in str(err)
+    assert f"{TOPIC}/1 is tiered up to offset 60" in str(err)
+    view = cold_view(cold)
+    for key, entries in ledger.queues.items():
+        assert view.get(key, []) == (entries[:60] if key == (TOPIC, 1) else entries), key
+    state = load_catalog(cold, BROKER)
+    assert data_objects(cold) == state.referenced_objects()
+    with pytest.raises(CorruptRecordError, match="tiered up to offset 60"):
+        run_dispatch(hot, cold, opts)
+    assert load_catalog(cold, BROKER).seq == state.seq

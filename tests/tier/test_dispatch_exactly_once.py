@@ -25,6 +25,7 @@ from mqtier.backend.retrying import RetryingColdStore
 from mqtier.errors import ColdHistoryMismatchError, CommitConflictError
 from mqtier.tier import dispatch as dispatch_mod
 from mqtier.tier.catalog import (
+    PROBE_PAST,
     SNAPSHOT_EVERY,
     CatalogState,
     commit,
@@ -156,13 +157,14 @@ def test_incremental_rounds_many_objects_and_commits(
     pointer = orjson.loads(cold.get(latest_key(BROKER)))
     snap = pointer["snapshot_seq"]
     assert snap == (total_commits // SNAPSHOT_EVERY) * SNAPSHOT_EVERY
-    # LATEST + snapshot + the tail of commit records + the probe that finds none.
-    assert state.loaded_requests == 2 + (state.seq - snap) + 1
+    # LATEST + snapshot + the commit it summarises (cross-checked) + the tail of commit
+    # records + the probe that finds none + the probes past it that look for a hole.
+    assert state.loaded_requests == 3 + (state.seq - snap) + 1 + PROBE_PAST
 
     # The snapshot + tail adds up to the same state as replaying every commit record.
     cold.delete([latest_key(BROKER)])
     replayed = load_catalog(cold, BROKER)
-    assert replayed.loaded_requests == 1 + state.seq + 1
+    assert replayed.loaded_requests == 1 + state.seq + 1 + PROBE_PAST
     assert replayed.queues == state.queues and replayed.seq == state.seq
     assert_cold_equals(cold, ledger)
 

@@ -33,6 +33,7 @@ from mqtier.backend.retrying import RetryPolicy, TransientColdError
 from mqtier.errors import ColdStoreError
 from mqtier.format.coldobject import TRAILER, Segment, parse_footer, parse_trailer
 from mqtier.tier.catalog import (
+    PROBE_PAST,
     SNAPSHOT_EVERY,
     CatalogState,
     latest_key,
@@ -298,5 +299,6 @@ def test_a_failed_snapshot_after_a_durable_commit_is_a_warning(hot: Store, memor
     assert orjson.loads(clean.get(latest_key(BROKER)))["snapshot_seq"] == SNAPSHOT_EVERY + 1
     state = load_catalog(clean, BROKER)
     assert state.snapshot_seq == state.seq == SNAPSHOT_EVERY + 1
-    assert state.loaded_requests == 3  # LATEST, the snapshot, the missing next commit
+    # LATEST, the snapshot, the commit it summarises, the missing next commit, the hole probes
+    assert state.loaded_requests == 4 + PROBE_PAST
     assert_cold_equals(clean, ledger)

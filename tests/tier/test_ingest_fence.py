@@ -69,7 +69,7 @@ def test_dispatch_beside_a_failing_ingest_tiers_none_of_it(tmp_path: Path) -> No
     root = tmp_path / "store"
     with Store.open(root, create=True, config=cfg) as st:
         st.append_batch([Message("orders", f"old-{i}".encode(), queue_id=0) for i in range(10)])
-    st = Store.open(root)
+    st = Store.open(root, writable=True)
     seen: list[dict[str, object]] = []
 
     def beside(_messages: int, _bytes: int) -> None:
@@ -90,7 +90,7 @@ def test_dispatch_beside_a_failing_ingest_tiers_none_of_it(tmp_path: Path) -> No
     cold = open_cold_store(cold_url)
     assert load_catalog(cold, cfg.broker_name).next_offset(("orders", 0)) == 10
     # The next ingest reuses the rolled-back offsets; hot and cold still agree.
-    with Store.open(root) as st2:
+    with Store.open(root, writable=True) as st2:
         ingest(
             st2,
             [str(_input(tmp_path / "ok.jsonl", 100, bad_at_end=False))],
@@ -108,10 +108,10 @@ def test_a_fence_left_by_a_crashed_ingest_is_lifted_on_open(tmp_path: Path) -> N
     with Store.open(root, create=True, config=TINY) as st:
         st.append_batch([Message("orders", b"kept", queue_id=0) for _ in range(5)])
         st.fence_ingest(0)  # as an ingest that was killed before it finished leaves it
-    with Store.open(root, read_only=True) as ro:
+    with Store.open(root) as ro:
         assert ro.unfinished_ingest_from == 0
     cold = open_cold_store((tmp_path / "cold").as_uri())
-    with Store.open(root) as st:
+    with Store.open(root, writable=True) as st:
         assert st.unfinished_ingest_from is None
         run_dispatch(st, cold, DispatchOptions(force=True))
     assert load_catalog(cold, TINY.broker_name).next_offset(("orders", 0)) == 5
@@ -121,7 +121,7 @@ def test_an_ingest_on_a_read_only_store_leaves_no_fence(tmp_path: Path) -> None:
     root = tmp_path / "store"
     with Store.open(root, create=True, config=TINY) as st:
         st.append(Message("orders", b"kept", queue_id=0))
-    with Store.open(root, read_only=True) as ro, pytest.raises(ReadOnlyStoreError):
+    with Store.open(root) as ro, pytest.raises(ReadOnlyStoreError):
         ingest(
             ro,
             [str(_input(tmp_path / "in.jsonl", 10, bad_at_end=False))],

@@ -25,7 +25,7 @@ from mqtier import Store
 from mqtier.backend.file_store import FileColdStore
 from mqtier.backend.open import open_cold_store
 from mqtier.tier.catalog import load_catalog
-from mqtier.tier.dispatch import DispatchOptions, run_dispatch
+from mqtier.tier.dispatch import ABANDONED_WRITE_S, DispatchOptions, run_dispatch
 from tests.tier.conftest import (
     BROKER,
     CONFIG,
@@ -102,7 +102,7 @@ def test_sigkill_during_tiering_leaves_an_exact_cold_tier(seed: int, tmp_path: P
         reported += run_and_kill(store_dir, cold_dir, seed * 10 + kill, rng.uniform(0.1, 1.2), log)
 
     cold = open_cold_store(f"file://{cold_dir}", retry=NO_WAIT)
-    with Store.open(store_dir) as st:
+    with Store.open(store_dir, writable=True) as st:
         ledger = hot_ledger(st)
         # Every commit the child saw succeed survived, and what is committed is exact.
         state = load_catalog(cold, BROKER)
@@ -134,9 +134,32 @@ def test_temporary_file_of_a_killed_upload_is_collected(tmp_path: Path) -> None:
         # A run killed inside FileColdStore.put, after writing its temporary file.
         path = cold_dir / BROKER / "data" / f"{1:020d}" / "killed-000001.mqd"
         leftover = FileColdStore(cold_dir)._write_tmp(path, b"x" * 4096)
+        # Collected once it is older than any live upload could be (a fresh one may be a
+        # racing job's write in progress: see the test below).
+        old = time.time() - ABANDONED_WRITE_S - 1
+        os.utime(leftover, (old, old))
         msgs = make_messages(rng, 50)
         ledger.add(msgs, st.append_batch(msgs))
         st.wait_dispatched()
         run_dispatch(st, cold, DispatchOptions(force=True))
     assert_cold_equals(cold, ledger)
     assert not leftover.exists(), f"{leftover} left behind"
+
+
+def test_a_fresh_temporary_file_is_a_live_upload_and_is_left_alone(tmp_path: Path) -> None:
+    """Of two racing jobs, the winner's garbage collection must not delete the loser's
+    upload in progress: the loser would fail with an I/O error (exit 14), not lose the race
+    (exit 5)."""
+    rng = random.Random(43)
+    cold_dir = tmp_path / "cold"
+    cold = open_cold_store(f"file://{cold_dir}", retry=NO_WAIT)
+    with Store.open(tmp_path / "hot", create=True, config=CONFIG) as st:
+        st.append_batch(make_messages(rng, 50))
+        st.wait_dispatched()
+        run_dispatch(st, cold, DispatchOptions(force=True))
+        path = cold_dir / BROKER / "data" / f"{1:020d}" / "racing-000001.mqd"
+        in_flight = FileColdStore(cold_dir)._write_tmp(path, b"x" * 4096)
+        st.append_batch(make_messages(rng, 50))
+        st.wait_dispatched()
+        run_dispatch(st, cold, DispatchOptions(force=True))
+    assert in_flight.exists()
