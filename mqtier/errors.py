@@ -38,11 +38,24 @@ class CorruptRecordError(CorruptionError):
     """A commit-log record (or other fixed structure) failed a size, magic or CRC check."""
 
     def __init__(self, path: Path | str, offset: int, detail: str) -> None:
-        name = Path(path).name if str(path) else "?"
+        name = _store_relative(Path(path)) if str(path) else "?"
         super().__init__(f"{name} @ {offset}: {detail}")
         self.path = Path(path)
         self.offset = offset
         self.detail = detail
+
+
+def _store_relative(path: Path) -> str:
+    """``commitlog/000…`` or ``consumequeue/t1/1/000…``: commit-log, consume-queue and index
+    files share their 20-digit names, so the bare name would not say which file is bad."""
+    from mqtier.format import layout as L
+
+    dirs = (L.DIR_COMMITLOG, L.DIR_CONSUMEQUEUE, L.DIR_CONSUMEQUEUE_EXT, L.DIR_INDEX)
+    parts = path.parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in dirs:
+            return "/".join(parts[i:])
+    return path.name
 
 
 class UnsupportedFormatError(CorruptionError):

@@ -162,12 +162,15 @@ def ingest(
     grow_queues: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     before_commit: Callable[[], None] | None = None,
+    before_rollback: Callable[[], None] | None = None,
 ) -> IngestSummary:
     """Append every message of ``inputs`` (paths or ``-``) to ``store``.
 
     A message naming a queue its topic does not have is an error unless ``grow_queues``.
     ``before_commit`` runs once every message is durable, just before the run is made final
     (its fence lifted): from then on nothing rolls it back. If it raises, the run rolls back.
+    ``before_rollback`` runs when a rollback begins (the CLI holds signals from then on: one
+    raised half-way through would leave the run's fence and ``abort`` behind).
     A rolled-back run leaves ``checkpoint`` and ``mqtier.dispatch`` byte for byte as they were.
 
     Raises:
@@ -248,6 +251,8 @@ def ingest(
                 pending.wait()
             except Exception:  # noqa: BLE001, S110 - the first error is the one to report
                 pass
+        if before_rollback is not None:
+            before_rollback()
         store.rollback_to(start, restore=saved)
         raise
     store.fence_ingest(None)

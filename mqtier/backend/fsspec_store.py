@@ -52,9 +52,11 @@ class FsspecColdStore(ColdStore):
                 self.fs.invalidate_cache(self.root)
                 if not self.fs.isdir(self.root):
                     raise NotFoundError(f"{self.url}: no such directory (the cold tier's root)")
-        except (TypeError, AttributeError, KeyError) as exc:
-            # What s3fs & co. do with an option of the wrong type ("-o session=x"): fail deep
-            # inside on first use. That is a usage error, not a failed request.
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            # What s3fs & co. do with an option of the wrong type ("-o session=x") or value
+            # ("-o client_kwargs.endpoint_url=localhost:9000", a malformed region_name; botocore
+            # raises ValueErrors for those): fail deep inside on first use. That is a usage
+            # error, not a failed request.
             given = ", ".join(f"-o {name}" for name in self._option_names) or "no -o options"
             raise ConfigError(
                 f"{self.url}: the storage options were refused ({given}): "

@@ -15,7 +15,7 @@ from mqtier.backend.base import ColdStore
 from mqtier.backend.metered import MeteredColdStore, RequestBill
 from mqtier.backend.retrying import RetryingColdStore, RetryPolicy, describe_error
 from mqtier.errors import ColdStoreError, ConfigError
-from mqtier.redact import redact, redact_url
+from mqtier.redact import MASK, is_secret_name, redact, redact_url
 
 # "s3:bucket/x", "s3:" or "gs:/x": a URL missing its "//", not a directory someone meant.
 _SCHEME_WITHOUT_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:(?!//)")
@@ -98,6 +98,28 @@ def check_storage_options(options: Mapping[str, Any], parent: str = "") -> None:
             )
         if isinstance(value, Mapping):
             check_storage_options(value, f"{full}.")
+        else:
+            _check_number(full, name, value)
+
+
+# Option names that take a count, a size or a time (s3fs' default_block_size,
+# fixed_upload_size, max_concurrency; botocore's connect_timeout, max_attempts, ...).
+_NUMERIC_NAMES = ("_size", "concurrency", "timeout", "max_attempts")
+
+
+def _check_number(full: str, name: str, value: Any) -> None:
+    """No backend option takes a negative number, and sizes and counts must be numbers.
+
+    s3fs reads with ``-o default_block_size=-1`` without an error but returns zeros in place
+    of every object's bytes: the catalog then looks damaged and data blocks fail their CRCs,
+    sending an operator to "repair" an intact tier.
+    """
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    shown = MASK if is_secret_name(name) else repr(str(value)[:40])
+    if number and value < 0:
+        raise ConfigError(f"-o {full}: {shown} is negative; it must be 0 or more")
+    if name.lower().endswith(_NUMERIC_NAMES) and value is not None and not number:
+        raise ConfigError(f"-o {full}: {shown} is not a number")
 
 
 def open_cold_store(

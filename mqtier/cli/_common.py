@@ -25,8 +25,20 @@ from mqtier.store.store import Store
 P = ParamSpec("P")
 R = TypeVar("R")
 
+class _PipeConsole(Console):
+    """Rich's console exits 1 when the reader goes away (``mqtier inspect ... | head``); a
+    reader that has seen enough is no error, so the broken pipe goes to ``handle_errors``,
+    which exits 0 as for every other command."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        raise BrokenPipeError
+
+
 err_console = Console(stderr=True)  # progress, logs, warnings, errors
-out_console = Console()  # text-mode tables only; data for scripts goes through emit_*()
+out_console = _PipeConsole()  # text-mode tables only; data for scripts goes through emit_*()
 
 JsonOut = Annotated[
     bool, typer.Option("--json", help="Write JSON to stdout (see docs/cli-json.md).")

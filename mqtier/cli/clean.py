@@ -52,7 +52,7 @@ def clean(
     assert name is not None
     state = load_catalog(cold_store, name)
     with Store.open(store, writable=not dry_run) as st:
-        report = run_clean(st, state, keep_ms=keep_ms, dry_run=dry_run)
+        report = run_clean(st, state, keep_ms=keep_ms, dry_run=dry_run, cold=cold_store)
     cold_store.close()
     if json_out:
         emit_with_bill(report.to_json(), bill)

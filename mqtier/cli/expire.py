@@ -101,7 +101,11 @@ def _ttls(ttl: str | None, topic_ttl: list[str] | None) -> tuple[int | None, dic
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ConfigError(f"--topic-ttl {item[:60]!r}: expected TOPIC=TTL (like orders=7d)")
-        per_topic[name] = int(parse_duration(value, f"--topic-ttl {name}", minimum_s=0) * 1000)
+        ms = int(parse_duration(value, f"--topic-ttl {name}", minimum_s=0) * 1000)
+        if per_topic.get(name, ms) != ms:
+            # For a command that deletes data, "the last one wins" is a guess at a typo
+            raise ConfigError(f"--topic-ttl {name[:60]!r}: given twice with different TTLs")
+        per_topic[name] = ms
     if ttl is None and not per_topic:
         raise typer.BadParameter("give --ttl and/or --topic-ttl")
     default_ms = int(parse_duration(ttl, "--ttl", minimum_s=0) * 1000) if ttl is not None else None

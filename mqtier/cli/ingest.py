@@ -233,11 +233,13 @@ def _run(
                     grow_queues=grow_queues,
                     on_progress=on_progress if show else None,
                     before_commit=guard.disarm,
+                    before_rollback=guard.hold,
                 )
         except BaseException:
             if not guard.committing:
                 # Stopped before the ingest began (or it rolled back already: then a no-op).
                 # Closing normally would save the topic table --queues changed.
+                guard.hold()
                 st.rollback_to(start, restore=saved)
             raise
 
@@ -312,6 +314,11 @@ class _SignalGuard:
         if self.received is not None and not self._raised:
             self._raised = True
             raise _Interrupted(self.received)
+
+    def hold(self) -> None:
+        """A rollback begins (after a failure, say a full disk): a signal now must wait, or
+        it would stop the rollback half-way and leave the fence and ``abort`` behind."""
+        self._armed = False
 
     def disarm(self) -> None:
         """Every message is durable and the run is about to be made final: no rollback now."""

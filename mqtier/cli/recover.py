@@ -30,7 +30,8 @@ def recover(
 ) -> None:
     """Find the end of valid data, cut a torn tail, rebuild consume queues and index.
 
-    Recovery also runs on every open; this command runs it alone and reports the result.
+    Writing commands (ingest, clean) recover a crashed store when they open it; reading
+    commands only show what recovery would keep. This command runs it alone and reports it.
 
     --rebuild repairs lost or damaged consume queues and IndexFiles (a queue directory
     deleted by hand, an emptied index/): it replays every record of the commit log.
@@ -45,6 +46,11 @@ def recover(
         report = st.recovery
         assert report is not None
         doc = {"store": str(store), **report.to_json()}
+        # A dry run finds lost derived files but rebuilds nothing: say what a real run would.
+        missing = list(st.health.missing_derived) if dry_run else []
+        if missing:
+            doc["would_rebuild"] = missing
+            doc["changed"] = True
         if st.rebuild_report is not None:
             doc["rebuild"] = st.rebuild_report.to_json()
     if json_out:
@@ -61,8 +67,15 @@ def recover(
     verb = "would" if dry_run else "did"
     state = "clean shutdown" if report.clean_shutdown else "crashed (abort file present)"
     note(f"{store}: {state}; valid data ends at commit-log offset {report.end_offset:,}")
+    if missing:
+        listed = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if missing[3:] else "")
+        note(
+            f"  would rebuild consume queues and index from the whole commit log: {listed} "
+            "went missing"
+        )
     if not report.changed:
-        note("nothing to recover: already consistent")
+        if not missing and st.rebuild_report is None:
+            note("nothing to recover: already consistent")
         return
     if report.ingest_rolled_back_from is not None:
         note(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mqtier.errors import CorruptRecordError
 from mqtier.format import layout as L
 from mqtier.store.commitlog import list_offset_files
 from mqtier.store.mapped import MappedFile
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 _UNIT = L.CQ_UNIT
 _UB = L.CQ_UNIT_BYTES
 _PRE_BLANK = _UNIT.pack(*L.PRE_BLANK_UNIT)
+_ZERO_UNIT = bytes(_UB)  # a unit never written
 
 
 def is_ext_address(tags_code: int) -> bool:
@@ -61,7 +63,7 @@ class ConsumeQueue:
             self.files.append(MappedFile(path, base, self.file_bytes, writable=self.writable))
         if not self.files:
             return
-        # The valid units end at the first unit with offset < 0 or size <= 0 (zeros).
+        # The written units end at the first all-zero unit; a torn last unit is dropped.
         self.max_offset = self._scan_end()
         self.first_offset = self._skip_pre_blank()
 
@@ -72,15 +74,22 @@ class ConsumeQueue:
             n = f.data_end() // _UB
             if n == 0:
                 continue
-            # Binary search works because units are written front to back without holes.
+            # Binary search works because units are written front to back without holes. It
+            # looks for never-written (all-zero) units, not invalid ones: a damaged unit inside
+            # the queue that the search happened to probe would otherwise end the queue there,
+            # hiding the units after it and letting the next append overwrite them.
             lo, hi = 0, n
             while lo < hi:
                 mid = (lo + hi) // 2
-                phy, size, _ = _UNIT.unpack_from(mm, mid * _UB)
-                if phy < 0 or size <= 0:
+                if mm[mid * _UB : (mid + 1) * _UB] == _ZERO_UNIT:
                     hi = mid
                 else:
                     lo = mid + 1
+            while lo > 0:  # a unit torn by a crash ends the queue before it
+                phy, size, _ = _UNIT.unpack_from(mm, (lo - 1) * _UB)
+                if phy >= 0 and size > 0:
+                    break
+                lo -= 1
             if lo > 0:
                 return (f.base + lo * _UB) // _UB
         return self.files[0].base // _UB
@@ -163,6 +172,19 @@ class ConsumeQueue:
             return (-1, 0, 0)
         result: tuple[int, int, int] = _UNIT.unpack_from(f.mm, pos - f.base)
         return result
+
+    def damaged_unit(self, offset: int, detail: str) -> CorruptRecordError:
+        """The error for the unit at queue ``offset`` that fails a check: names its file."""
+        pos = offset * _UB
+        f = self._file_for(pos, create=False)
+        path = f.path if f is not None else self.directory
+        where = pos - f.base if f is not None else pos
+        return CorruptRecordError(
+            path,
+            where,
+            f"consume queue {self.topic}/{self.queue_id} unit {offset} {detail}; "
+            "'mqtier recover --rebuild' derives the consume queues again from the commit log",
+        )
 
     def units(self, offset: int, count: int) -> list[tuple[int, int, int]]:
         """Up to ``count`` units from ``offset`` (fewer at the end of the queue)."""

@@ -344,13 +344,13 @@ class Store:
         records durable past what the owner dispatched, kept in memory so that reads, queries
         and offsets see every durable message (at most MEMORY_TAIL_MAX records kept).
 
-        Returns how many records it added."""
+        Returns how many records it found missing from the consume queues or the index."""
         for loaded in self._cqs.values():
             # The owner may have dispatched (and checkpointed) since the queues were loaded:
             # pick up those units, or the tail would start past a gap.
             loaded.reload_end()
         index_end = self.index.end_phy if self.index.files else 0
-        kept = 0
+        kept = missing = 0
         records = self.commitlog.scan(start, verify_crc=False, end=end)
         for phy, size, mm, pos in records:
             topic, qid, qoff = record_queue(mm, pos)
@@ -391,6 +391,9 @@ class Store:
                     self._memory_keys.setdefault(f"{topic}#{k}", []).append(phy)
                 added = added or bool(keys)
             kept += added
+            # The record at the index's end is indexed again by design (IndexService.put): its
+            # keys were kept, yet it is no more missing than the records before it.
+            missing += added and not (queued and phy == index_end and bool(self.index.files))
             if kept >= MEMORY_TAIL_MAX:
                 log.warning(
                     "%s: over %d records are durable but not dispatched; a read-only open "
@@ -399,7 +402,7 @@ class Store:
                 )  # fmt: skip
                 records.close()
                 break
-        return kept
+        return missing
 
     def _tail_record_damage(
         self,
@@ -936,21 +939,21 @@ class Store:
                     f = cl.file_for(phy)
                     raise CorruptRecordError(f.path, phy, f"no record starts here (size {size})")
             rec = cl.read(phy, size)
-        path = str(cl.file_for(phy).path)
         try:
-            msg = decode_record(rec, 0, verify_crc=True, path=path)
+            msg = decode_record(rec, 0, verify_crc=True)
             # The CRCs do not cover the header: a flipped byte there must not become data.
             if unit is None:
-                check_record_header(rec, 0, expect_phy=phy, expect_size=size, path=path)
+                check_record_header(rec, 0, expect_phy=phy, expect_size=size)
             else:
                 check_record_header(
                     rec, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
-                    expect_queue=unit[1], expect_queue_offset=unit[2], path=path,
+                    expect_queue=unit[1], expect_queue_offset=unit[2],
                 )  # fmt: skip
         except CorruptRecordError as exc:
-            raise CorruptRecordError(exc.path, phy, exc.detail) from None
+            # The file is named only on failure: looking it up costs a read ~1 us.
+            raise CorruptRecordError(cl.file_for(phy).path, phy, exc.detail) from None
         if unit is None:
-            self._check_queue_claim(msg, path)
+            self._check_queue_claim(msg, str(cl.file_for(phy).path))
         return msg
 
     def _check_queue_claim(self, msg: MessageRecord, path: str) -> None:
@@ -999,8 +1002,16 @@ class Store:
         low = self.commitlog.min_offset
         first = max(offset, cq.min_offset)  # where cq.units() starts
         for i, (phy, size, tag) in enumerate(cq.units(offset, count)):
-            if phy < low or phy + size > end or size <= 0:
-                continue
+            if (phy, size, tag) == L.PRE_BLANK_UNIT or 0 <= phy < low:
+                continue  # below a queue's first offset, or its record was cleaned
+            if phy < 0 or size <= 0 or phy + size > end:
+                # Units past the end of valid data were hidden (read-only) or cut (recovery):
+                # one left inside the queue is damaged, and skipping it would hide a message.
+                raise cq.damaged_unit(
+                    first + i,
+                    f"holds commit-log offset {phy}, size {size}: no record of the valid "
+                    f"data [{low}, {end})",
+                )
             if codes is not None:
                 code = self._ext_tags_code(topic, queue_id, tag) if is_ext_address(tag) else tag
                 if code is not None and code not in codes:

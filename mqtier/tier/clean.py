@@ -11,6 +11,12 @@ the hot dispatcher has not yet put in a consume queue belong to no queue yet, so
 starts from the dispatched end, not the durable end. And the cold tier must hold *this*
 store's messages (the history check dispatch makes): another store tiering under the same
 broker name would otherwise make this store's untiered messages look committed.
+
+A commit record is only a promise that the objects it names were uploaded. Before the last hot
+copy of a record goes, every committed object holding records of the files to delete must
+still be in the tier, at least as long as its segments say (one ``size`` request per object):
+an object deleted or cut short by hand, a lifecycle rule or a bad restore would otherwise take
+the messages with it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mqtier.backend.base import ColdStore
+from mqtier.errors import ColdObjectNotFoundError, CorruptionError
 from mqtier.format import layout as L
+from mqtier.format.coldobject import TRAILER
 from mqtier.store.store import Store
 from mqtier.tier.catalog import CatalogState
 from mqtier.tier.dispatch import check_same_history, hot_store_ts
@@ -83,7 +92,48 @@ def _newest_store_ts(store: Store, base: int) -> int:
     return newest
 
 
-def clean(store: Store, state: CatalogState, *, keep_ms: int, dry_run: bool = False) -> CleanReport:
+def check_objects(cold: ColdStore, state: CatalogState, below: int) -> None:
+    """Refuse unless every committed object holding a record below ``below`` is in the tier.
+
+    Raises:
+        CorruptionError: an object is missing or shorter than its segments (exit 4, naming it).
+    """
+    least: dict[str, int] = {}  # object -> the size its segments need (up to the trailer)
+    for segs in state.queues.values():
+        for seg in segs:
+            if seg.cl_min < below:
+                need = seg.index_pos + seg.index_len + TRAILER.size
+                least[seg.object] = max(least.get(seg.object, 0), need)
+    for key, need in sorted(least.items()):
+        try:
+            size = cold.size(key)
+        except ColdObjectNotFoundError:
+            size = None
+        if size is None or size < need:
+            what = "is missing" if size is None else f"is {size} bytes, its segments need {need}"
+            raise CorruptionError(
+                f"{cold.url}/{key}: committed object {what}; clean deletes nothing, as its "
+                "messages may have no other copy than the hot store's (restore the object, or "
+                "re-tier them to a repaired cold tier)"
+            )
+
+
+def clean(
+    store: Store,
+    state: CatalogState,
+    *,
+    keep_ms: int,
+    dry_run: bool = False,
+    cold: ColdStore | None = None,
+) -> CleanReport:
+    """Delete the commit-log files (and derived files) that ``state`` has committed cold.
+
+    With ``cold`` (the tier ``state`` was loaded from; the CLI always passes it), the objects
+    holding the records to delete are checked to be there first (:func:`check_objects`).
+
+    Raises:
+        CorruptionError: a committed object the deletion relies on is missing or cut short.
+    """
     cl = store.commitlog
     report = CleanReport(safe_below(store, state), keep_ms, dry_run=dry_run)
     cutoff = int(time.time() * 1000) - keep_ms
@@ -103,7 +153,11 @@ def clean(store: Store, state: CatalogState, *, keep_ms: int, dry_run: bool = Fa
         report.files.append({"file": f.path.name, "base": f.base, "newest_store_ms": newest})
         report.freed_bytes += cl.file_bytes
         drop_below = end
-    if dry_run or drop_below <= cl.min_offset:
+    if drop_below <= cl.min_offset:
+        return report
+    if cold is not None:
+        check_objects(cold, state, drop_below)
+    if dry_run:
         return report
     # Commit-log files first: a crash after this leaves derived files that point below the
     # minimum, which reads skip and the next clean removes.

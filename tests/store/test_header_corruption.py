@@ -318,7 +318,7 @@ def test_store_b_tail_record_with_a_bad_header_ends_the_read_only_view(
     assert [(q["topic"], q["queue"], q["max_offset"]) for q in doc["queues"]] == [
         ("abc", 0, victim)
     ]
-    assert doc["health"]["damaged"].startswith(f"{path.name} @ {phy}: header field")
+    assert doc["health"]["damaged"].startswith(f"commitlog/{path.name} @ {phy}: header field")
     assert f"{path.name} @ {phy}" in res.stderr and "not shown" in res.stderr
 
     url = f"file://{tmp_path / 'cold'}"

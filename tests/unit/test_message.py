@@ -687,3 +687,14 @@ def test_message_record_is_frozen():
     assert isinstance(r, MessageRecord)
     with pytest.raises(AttributeError):
         r.size = 1  # type: ignore[misc]
+
+
+def test_a_corrupt_record_error_names_the_file_within_the_store() -> None:
+    """Commit-log, consume-queue and index files share 20-digit names: the error says which."""
+    from mqtier.errors import CorruptRecordError
+
+    cl = CorruptRecordError("/s/commitlog/00000000000000000000", 1280, "bad")
+    cq = CorruptRecordError("/s/consumequeue/t1/1/00000000000000000000", 40, "bad")
+    assert str(cl) == "commitlog/00000000000000000000 @ 1280: bad"
+    assert str(cq) == "consumequeue/t1/1/00000000000000000000 @ 40: bad"
+    assert str(CorruptRecordError("/elsewhere/x.bin", 0, "bad")) == "x.bin @ 0: bad"
