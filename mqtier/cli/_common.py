@@ -25,6 +25,7 @@ from mqtier.store.store import Store
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
 class _PipeConsole(Console):
     """Rich's console exits 1 when the reader goes away (``mqtier inspect ... | head``); a
     reader that has seen enough is no error, so the broken pipe goes to ``handle_errors``,
