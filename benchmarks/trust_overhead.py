@@ -4,7 +4,8 @@ The checks added for trust under faults sit on hot paths: every consume-queue pu
 blocks before it writes (``MappedFile.reserve``), every read and every record packed for the
 cold tier checks the record header (``check_record_header``), checkpoints keep the derived-file
 manifest. This measures three workloads with this tree and with ``--base`` (a git revision,
-checked out in a temporary worktree), interleaved, and reports the median ratio new/base:
+checked out in a temporary worktree), interleaved in ABBA order, and reports the median
+ratio new/base:
 
   append    ``Store.append_batch`` of 60,000 1 KiB messages over 8 queues, then
             ``wait_dispatched`` (writer + dispatcher: reserve, manifest)
@@ -105,8 +106,10 @@ def main() -> None:
     )
     try:
         runs: dict[str, list[dict[str, float]]] = {"base": [], "new": []}
+        pair = (("base", base_tree), ("new", ROOT))
         for i in range(args.repeats):
-            for name, tree in (("base", base_tree), ("new", ROOT)):
+            # ABBA order: on these VMs the speed drifts, and a fixed order would bias one side
+            for name, tree in pair if i % 2 == 0 else pair[::-1]:
                 runs[name].append(run_once(tree, args.messages))
                 print(f"  rep {i + 1} {name:4}: {runs[name][-1]}", file=sys.stderr)
     finally:

@@ -232,8 +232,10 @@ class ConsumeQueue:
         pos = offset * _UB
         f = self._file_for(pos, create=True)
         assert f is not None
-        f.reserve(pos - f.base + _UB)
-        f.mm[pos - f.base : pos - f.base + _UB] = _UNIT.pack(phy, size, tags_code)
+        at = pos - f.base
+        if at + _UB > f.reserved:  # once per MiB of units: the call is kept off the common path
+            f.reserve(at + _UB)
+        f.mm[at : at + _UB] = _UNIT.pack(phy, size, tags_code)
         f.dirty = True
         self.max_offset = offset + 1
 

@@ -416,28 +416,32 @@ class Store:
         queued: bool,
     ) -> CorruptRecordError | None:
         """Why a record of the read-only tail cannot be shown, if it cannot."""
-        path = str(self.commitlog.file_for(phy).path)
+        detail = None
         try:
-            check_record_header(mm, pos, expect_phy=phy, path=path)
+            check_record_header(mm, pos, expect_phy=phy)
         except CorruptRecordError as exc:
-            return exc
-        if cq is not None and not queued and qoff != cq.max_offset:
-            return CorruptRecordError(
-                path,
-                phy,
+            detail = exc.detail
+        if detail is None and cq is not None and not queued and qoff != cq.max_offset:
+            detail = (
                 f"header field QUEUEOFFSET: expected {cq.max_offset} (the next offset of "
-                f"{topic}/{qid}), found {qoff}",
+                f"{topic}/{qid}), found {qoff}"
             )
-        if cq is None and qoff > 0 and self._queues_on_disk and (topic, qid) not in self._lost:
+        if (
+            detail is None
+            and cq is None
+            and qoff > 0
+            and self._queues_on_disk
+            and (topic, qid) not in self._lost
+        ):
             # A queue first seen here would start at 0: one whose head was cleaned keeps its
             # directory. So a damaged TOPIC or QUEUEID (a phantom queue) is caught here.
-            return CorruptRecordError(
-                path,
-                phy,
+            detail = (
                 f"header fields TOPIC/QUEUEID/QUEUEOFFSET: {topic}/{qid} has no consume "
-                f"queue, yet this record would be its offset {qoff} (a new queue starts at 0)",
+                f"queue, yet this record would be its offset {qoff} (a new queue starts at 0)"
             )
-        return None
+        if detail is None:
+            return None
+        return CorruptRecordError(self.commitlog.file_for(phy).path, phy, detail)
 
     def _load_consume_queues(self) -> None:
         base = self.root / L.DIR_CONSUMEQUEUE
