@@ -25,6 +25,7 @@ from mqtier.cli._common import (
     JsonOut,
     emit_jsonl,
     handle_errors,
+    note,
     open_store_to_read,
     out_console,
 )
@@ -127,6 +128,15 @@ def read(
         raise typer.BadParameter("--policy needs a cold tier (--cold, $MQTIER_COLD or config)")
     if cold is None or policy is ReadPolicy.DISABLE:
         with open_store_to_read(store or Path("store")) as st:
+            first = st.first_readable(topic, queue)
+            if from_offset < first:
+                # As documented: a read from below the queue's minimum starts at it, and says so
+                # (after `clean`, offset 0 is long gone and an empty answer would mislead).
+                note(
+                    f"{topic}/{queue} starts at offset {first:,} in this store (older messages "
+                    "were cleaned; read them with --cold); reading from there"
+                )
+                from_offset = first
             msgs = st.read(topic, queue, from_offset, count, tags=tags)
             print_messages(msgs, json_out=json_out, b64=b64)
         return

@@ -1104,6 +1104,18 @@ class Store:
                 hi = mid
         return lo
 
+    def first_readable(self, topic: str, queue_id: int) -> int:
+        """First queue offset of ``topic``/``queue_id`` whose message this store still holds
+        (``clean`` deletes the oldest commit-log files; their units stay in the queue).
+
+        Raises:
+            NotFoundError: no such queue.
+        """
+        cq = self._cqs.get((topic, queue_id))
+        if cq is None:
+            raise NotFoundError(f"topic {topic!r} queue {queue_id} does not exist in {self.root}")
+        return self._first_readable(cq)
+
     def _first_readable(self, cq: ConsumeQueue) -> int:
         """First queue offset whose record is still in the local commit log."""
         low = self.commitlog.min_offset

@@ -248,3 +248,28 @@ def test_config_file_supplies_the_cold_url(filled: Path, tmp_path: Path) -> None
     bad.write_text("[cold\n")
     res = run("--config", str(bad), "dispatch", "--store", str(filled))
     assert res.exit_code == 2 and "bad.toml" in res.output
+
+
+def test_a_read_below_the_queues_minimum_starts_there_and_says_so(tmp_path: Path) -> None:
+    """After `clean`, offset 0 is gone: `read` (no --from) starts at the queue's minimum, as
+    mqtier-read(1) says, instead of answering nothing with exit 0."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(f'{{"body": "m{i} {"x" * 500}"}}\n' for i in range(3000)))
+    store, cold = tmp_path / "s", (tmp_path / "cold").as_uri()
+    for args in (
+        ["ingest", "--store", str(store), "--topic", "t", "--queues", "1",
+         "--commitlog-file-size", "256K", str(src)],
+        ["dispatch", "--store", str(store), "--to", cold, "--force"],
+        ["clean", "--store", str(store), "--cold", cold, "--keep", "0s"],
+    ):  # fmt: skip
+        res = run(*args)
+        assert res.exit_code == 0, (args, res.output)
+    first = json.loads(run("offsets", "--store", str(store), "--json").stdout)["queues"][0][
+        "min_offset"
+    ]
+    assert first > 0  # clean deleted the head of the queue
+    res = run("read", "--store", str(store), "--topic", "t", "-n", "2", "--json")
+    assert res.exit_code == 0, res.output
+    got = [json.loads(line)["queue_offset"] for line in res.stdout.splitlines()]
+    assert got == [first, first + 1]
+    assert f"starts at offset {first:,}" in res.stderr
