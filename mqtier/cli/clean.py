@@ -18,7 +18,7 @@ from mqtier.cli._cold import (
     require_cold_url,
 )
 from mqtier.cli._common import JsonOut, StoreDir, handle_errors, note, parse_duration
-from mqtier.store.store import Store
+from mqtier.store.store import Store, configured_broker_name
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean as run_clean
 
@@ -47,8 +47,7 @@ def clean(
     cold_store, bill = open_cold(require_cold_url(cold, "clean"), storage_option)
     # The catalog first: a damaged or unreachable cold tier must stop clean before its
     # writable open recovers or checkpoints anything in the store.
-    with Store.open(store) as peek:
-        name = broker_name(broker, peek.config.broker_name)
+    name = broker_name(broker, configured_broker_name(store))
     assert name is not None
     state = load_catalog(cold_store, name)
     with Store.open(store, writable=not dry_run) as st:

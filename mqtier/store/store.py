@@ -136,6 +136,21 @@ def _writable_dir(root: Path) -> bool:
     return os.access(root, os.W_OK) and bool(root.stat().st_mode & 0o222)
 
 
+def configured_broker_name(path: str | os.PathLike[str]) -> str:
+    """The broker name a :meth:`Store.open` of ``path`` would use, read without opening the
+    store (no recovery, no scan): from ``config/mqtier.json``, else the default a broker's
+    store gets.
+
+    Raises:
+        NotAStoreError: ``path`` holds no store.
+    """
+    root = Path(path)
+    if not is_store_dir(root):
+        raise NotAStoreError(f"{root}: not a store (no {L.DIR_COMMITLOG}/ directory)")
+    stored = StoreConfig.load(root / L.DIR_CONFIG / L.FILE_STORE_CONFIG)
+    return (stored or StoreConfig()).broker_name
+
+
 def is_store_dir(root: Path) -> bool:
     return (root / L.DIR_COMMITLOG).is_dir() or (
         root / L.DIR_CONFIG / L.FILE_STORE_CONFIG

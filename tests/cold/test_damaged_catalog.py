@@ -63,6 +63,10 @@ def ingest(store: Path, tmp: Path, n: int, start: int) -> None:
     )
 
 
+def dispatch(store: Path, cold: Path) -> None:
+    ok("dispatch", "--store", str(store), "--to", f"file://{cold}", "--force", "--broker", BROKER)
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store and a file:// cold tier with four commits (records 1..4, no snapshot)."""
@@ -70,16 +74,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store, cold = root / "store", root / "cold"
     for n in range(COMMITS):
         ingest(store, root, 50, n * 50)
-        ok(
-            "dispatch",
-            "--store",
-            str(store),
-            "--to",
-            f"file://{cold}",
-            "--force",
-            "--broker",
-            BROKER,
-        )
+        dispatch(store, cold)
     assert (cold / commit_key(BROKER, COMMITS)).exists()
     return root
 
@@ -229,16 +224,7 @@ def test_flipped_byte_in_a_snapshot(tier: tuple[Path, Path]) -> None:
     store, cold = tier
     for n in range(COMMITS, 16):
         ingest(store, cold.parent, 5, 20_000 + n * 5)
-        ok(
-            "dispatch",
-            "--store",
-            str(store),
-            "--to",
-            f"file://{cold}",
-            "--force",
-            "--broker",
-            BROKER,
-        )
+        dispatch(store, cold)
     key = snapshot_key(BROKER, 16)
     assert json.loads((cold / latest_key(BROKER)).read_bytes())["snapshot_seq"] == 16
     flip(cold / key, len((cold / key).read_bytes()) // 2)
