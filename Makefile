@@ -1,4 +1,4 @@
-# The two set-up commands of the README. Each creates .venv when needed and installs what it uses.
+# The README's two commands: `make demo` (set-up, then the demo) and `make test` (the test suite). Each creates .venv when needed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 RETRY_NEXT_RUN = {5: "another job committed first", 14: "the cold tier did not answer"}
+JSON_VERSION = 2  # the docs/cli-json.md version this script reads (breaking changes bump it)
 
 
 def mqtier(*args: str) -> tuple[int, dict[str, object] | None, str]:
@@ -37,6 +38,9 @@ def mqtier(*args: str) -> tuple[int, dict[str, object] | None, str]:
         doc = json.loads(done.stdout) if done.stdout.strip() else None
     except json.JSONDecodeError:
         doc = None
+    if doc is not None and doc.get("version") != JSON_VERSION:
+        # Another shape of the same fields: reading it as this one could misjudge the data.
+        raise SystemExit(f"mqtier {args[0]} --json is version {doc.get('version')}, not 2")
     return done.returncode, doc, done.stderr.strip()
 
 

@@ -115,6 +115,10 @@ def main() -> None:
     )  # fmt: skip
     mqtier("expire", "--cold", cold, "--broker", "broker-demo", "--ttl", "30d", "--dry-run")
     print(f"\ndemo store left in {store}, its cold tier in {cold}")
+    # mqtier is installed in the venv, not on PATH: say how to run it next.
+    exe = Path(sys.executable).parent / "mqtier"
+    print(f"try it yourself: {exe} offsets --store {store}")
+    print(f"(or `source {exe.parent / 'activate'}`, then `mqtier --help`)")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,18 @@ from typing import ClassVar
 
 
 class MqtierError(Exception):
-    """Root of every error mqtier raises on purpose."""
+    """Root of every error mqtier raises on purpose.
+
+    ``hint``, when given, is a command that would work; the CLI prints it as a ``try:`` line
+    under the error (and as ``hint`` in the JSON error object).
+    """
 
     exit_code: ClassVar[int] = 1
+    hint: str | None = None  # also for instances built without __init__ (ingest._located)
+
+    def __init__(self, *args: object, hint: str | None = None) -> None:
+        super().__init__(*args)
+        self.hint = hint
 
 
 class ConfigError(MqtierError, ValueError):
@@ -120,6 +129,14 @@ class ColdStoreError(MqtierError):
     """A cold-tier request failed and retrying did not help (network, permissions, server)."""
 
     exit_code = 14
+
+
+class ColdTimeoutError(ColdStoreError):
+    """The command's time limit (``--timeout``) ran out while talking to the cold tier.
+
+    Exit 14 like any unreachable tier: a time limit is how a slow or silent tier shows, and
+    scripts that retry later on 14 need no second code. The message says it was the limit.
+    """
 
 
 class ColdObjectNotFoundError(ColdStoreError, NotFoundError):

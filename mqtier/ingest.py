@@ -45,6 +45,7 @@ class IngestSummary:
     first_offset: int | None = None
     end_offset: int = 0
     queues: dict[str, dict[int, int]] = field(default_factory=dict)  # topic -> queue -> count
+    input_bytes: int = 0  # bytes of input read so far, for progress (not in to_json)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,18 +53,25 @@ class IngestSummary:
             "bytes": self.bytes,
             "bad_lines": self.bad_lines,
             "bad_samples": self.bad_samples,
-            "seconds": round(self.seconds, 6),
+            "seconds": round(self.seconds, 3),  # durations: seconds, to the millisecond
             "messages_per_second": round(self.messages / self.seconds, 1) if self.seconds else None,
             "commitlog_start": self.first_offset,
             "commitlog_end": self.end_offset,
-            "queues": {
-                t: {str(q): n for q, n in sorted(qs.items())} for t, qs in self.queues.items()
-            },
+            # Per-queue data is an array of {"topic", "queue", ...} in every document.
+            "queues": [
+                {"topic": t, "queue": q, "messages": n}
+                for t, qs in sorted(self.queues.items())
+                for q, n in sorted(qs.items())
+            ],
         }
 
 
 def _messages(
-    inputs: list[str], fmt: str, defaults: Defaults, max_message_bytes: int
+    inputs: list[str],
+    fmt: str,
+    defaults: Defaults,
+    max_message_bytes: int,
+    on_read: Callable[[int], None] | None = None,
 ) -> Generator[tuple[str, int, Message | MqtierError], None, None]:
     """(source, line, message or the error that line raised), in input order.
 
@@ -73,19 +81,18 @@ def _messages(
     limit = max_line_bytes(fmt, max_message_bytes)
     for name in inputs:
         if fmt == "file":
-            yield from _file_messages(Path(name), defaults, max_message_bytes)
+            yield from _file_messages(Path(name), defaults, max_message_bytes, on_read)
             continue
         if name == "-":
             stream = sys.stdin.buffer
             source = "<stdin>"
         else:
-            try:
-                stream = open(name, "rb")  # noqa: SIM115 - closed below, after the generator
-            except OSError as exc:
-                raise InputFormatError(name, 0, f"cannot open: {exc.strerror}") from None
+            # A file that cannot be opened is an operating-system error (exit 1, like a
+            # missing --format file input), not malformed input: its OSError names the file.
+            stream = open(name, "rb")  # noqa: SIM115 - closed below, after the generator
             source = name
         try:
-            for n, line in read_lines(stream, source, max_line_bytes=limit):
+            for n, line in read_lines(stream, source, max_line_bytes=limit, on_read=on_read):
                 if line is None:
                     too_long = _too_long("line", limit, max_message_bytes)
                     yield source, n, MessageTooLargeError(too_long)
@@ -105,9 +112,14 @@ def _messages(
 
 
 def _file_messages(
-    root: Path, defaults: Defaults, max_message_bytes: int
+    root: Path,
+    defaults: Defaults,
+    max_message_bytes: int,
+    on_read: Callable[[int], None] | None = None,
 ) -> Generator[tuple[str, int, Message | MqtierError], None, None]:
     for path in files_in(root):
+        if on_read is not None:
+            on_read(_size_of(path))
         if not defaults.topic:
             yield str(path), 0, InputFormatError(str(path), 0, "file input needs --topic")
             continue
@@ -121,6 +133,13 @@ def _file_messages(
             yield str(path), 0, MessageTooLargeError(f"{path}:0: {too_long}")
             continue
         yield str(path), 0, Message(defaults.topic, body, queue_id=defaults.queue)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # reading it fails next, with the error to report
 
 
 def _too_long(what: str, limit: int, max_message_bytes: int) -> str:
@@ -149,6 +168,7 @@ def _located(exc: MqtierError, source: str, line: int) -> MqtierError:
         return exc
     located = type(exc).__new__(type(exc))
     Exception.__init__(located, f"{source}:{line}: {exc}")
+    located.hint = exc.hint
     return located
 
 
@@ -172,6 +192,8 @@ def ingest(
     ``before_rollback`` runs when a rollback begins (the CLI holds signals from then on: one
     raised half-way through would leave the run's fence and ``abort`` behind).
     A rolled-back run leaves ``checkpoint`` and ``mqtier.dispatch`` byte for byte as they were.
+    ``on_progress(messages, input_bytes)`` runs as each chunk becomes durable: the messages so
+    far, and the bytes of input read so far (which reach the inputs' sizes by the end).
 
     Raises:
         MqtierError: the first bad input (its class decides the exit code), after rolling back
@@ -192,7 +214,7 @@ def ingest(
             qs = summary.queues.setdefault(r.topic, {})
             qs[r.queue_id] = qs.get(r.queue_id, 0) + 1
         if on_progress is not None:
-            on_progress(summary.messages, summary.bytes)
+            on_progress(summary.messages, summary.input_bytes)
 
     def bad(exc: MqtierError, source: str, line: int) -> None:
         if not skip_bad:
@@ -225,7 +247,11 @@ def ingest(
 
     parsed: list[tuple[str, int, Message]] = []
     parsed_bytes = 0
-    messages = _messages(inputs, fmt, defaults, store.config.max_message_bytes)
+
+    def read(nbytes: int) -> None:
+        summary.input_bytes += nbytes
+
+    messages = _messages(inputs, fmt, defaults, store.config.max_message_bytes, read)
     try:
         for source, line, item in messages:
             if isinstance(item, MqtierError):

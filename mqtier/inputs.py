@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -110,8 +110,13 @@ def read_lines(
     source: str,
     block_bytes: int = 4 << 20,
     max_line_bytes: int | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, bytes | None]]:
     """(line number, line without its newline), skipping blank lines.
+
+    ``on_read`` hears the size of every block read: input bytes consumed, which a progress bar
+    measures against the file's size (body bytes would fall short of it by the JSON around
+    each body).
 
     A line longer than ``max_line_bytes`` comes out as ``(n, None)`` as soon as it is known to
     be too long, and the rest of it is read and dropped up to its newline: memory stays within
@@ -128,6 +133,8 @@ def read_lines(
         block = stream.read(block_bytes)
         if not block:
             break
+        if on_read is not None:
+            on_read(len(block))
         if skipping:
             cut = block.find(b"\n")
             if cut < 0:

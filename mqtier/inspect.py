@@ -184,7 +184,7 @@ def _commitlog(path: Path, doc: dict[str, Any], limit: int, verify_crc: bool) ->
             entry.pop("body_b64", None)
             entry["position"] = pos
             entry["body_size"] = len(rec.body)
-            entry["version"] = rec.version
+            entry["record_version"] = rec.version  # "version" is the document's
             entries.append(entry)
         pos += size
     doc["summary"] = {
@@ -193,7 +193,7 @@ def _commitlog(path: Path, doc: dict[str, Any], limit: int, verify_crc: bool) ->
         "body_bytes": body_bytes,
         "valid_bytes": pos,
         "end": end_reason,
-        "topics": topics,
+        "topics": [{"topic": t, "records": n} for t, n in sorted(topics.items())],
         "first_store_time": _iso(first_ts),
         "last_store_time": _iso(last_ts),
         "crc_checked": verify_crc,
@@ -280,7 +280,13 @@ def _index(path: Path, doc: dict[str, Any], limit: int, verify_crc: bool) -> Non
             break
         h, phy, diff, prev = L.INDEX_ITEM.unpack_from(data, at)
         entries.append(
-            {"item": i, "key_hash": h, "commitlog_offset": phy, "time_diff_s": diff, "prev": prev}
+            {
+                "item": i,
+                "key_hash": h,
+                "commitlog_offset": phy,
+                "time_diff_seconds": diff,
+                "prev": prev,
+            }
         )
     doc["entries"] = entries
 

@@ -36,6 +36,10 @@ class FsspecColdStore(ColdStore):
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.protocol = protocol
         self._atomic = protocol in _ATOMIC_CREATE
+        if protocol in _ATOMIC_CREATE and hasattr(fs, "retries"):
+            # s3fs retries some errors 5 times itself, silently, under our retries: ours
+            # (RetryingColdStore) are the ones that are shown and that respect --timeout.
+            fs.retries = 1
 
     @property
     def atomic_create(self) -> bool:

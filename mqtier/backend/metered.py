@@ -66,7 +66,7 @@ class RequestBill:
                         "errors": s.errors,
                         "bytes_sent": s.bytes_out,
                         "bytes_received": s.bytes_in,
-                        "seconds": round(s.seconds, 6),
+                        "seconds": round(s.seconds, 3),  # durations: to the millisecond
                     }
                     for k, s in self.kinds.items()
                     if s.requests

@@ -8,12 +8,18 @@ come from the caller (flags, environment, config file; see ``mqtier.config``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
 
 from mqtier.backend.base import ColdStore
 from mqtier.backend.metered import MeteredColdStore, RequestBill
-from mqtier.backend.retrying import RetryingColdStore, RetryPolicy, describe_error
+from mqtier.backend.retrying import (
+    Deadline,
+    RetryingColdStore,
+    RetryNotice,
+    RetryPolicy,
+    describe_error,
+)
 from mqtier.errors import ColdStoreError, ConfigError
 from mqtier.redact import MASK, is_secret_name, redact, redact_url
 
@@ -26,8 +32,10 @@ _NO_USERINFO = frozenset({"s3", "s3a", "gs", "gcs", "oss"})
 RootCheck = Literal["none", "existing", "creatable"]
 
 
-def raw_cold_store(url: str, storage_options: dict[str, Any] | None = None) -> ColdStore:
-    """The backend for ``url`` without metering or retries."""
+def raw_cold_store(
+    url: str, storage_options: dict[str, Any] | None = None, deadline: Deadline | None = None
+) -> ColdStore:
+    """The backend for ``url`` without metering or retries (S3's own retries turned off)."""
     if not url:
         raise ConfigError("empty cold-tier URL")
     if url != url.strip() or any(c in url for c in "\x00\n\r\t"):
@@ -53,10 +61,10 @@ def raw_cold_store(url: str, storage_options: dict[str, Any] | None = None) -> C
                 f"directory (write ./{redact_url(url)} if it is one)"
             )
         return FileColdStore(url)
-    return _fsspec_store(url, storage_options or {})
+    return _fsspec_store(url, storage_options or {}, deadline)
 
 
-def _fsspec_store(url: str, options: dict[str, Any]) -> ColdStore:
+def _fsspec_store(url: str, options: dict[str, Any], deadline: Deadline | None = None) -> ColdStore:
     from mqtier.backend.fsspec_store import BUCKET_PROTOCOLS, FsspecColdStore
 
     shown = redact_url(url)
@@ -72,6 +80,8 @@ def _fsspec_store(url: str, options: dict[str, Any]) -> ColdStore:
                 "-o key=... -o secret=..., the environment or the config file"
             )
     check_storage_options(options)
+    if scheme in ("s3", "s3a"):
+        options = s3_defaults(options, deadline)
     try:
         return FsspecColdStore(url, options)
     except (ImportError, ValueError) as exc:
@@ -82,6 +92,32 @@ def _fsspec_store(url: str, options: dict[str, Any]) -> ColdStore:
         ) from None
     except OSError as exc:  # ftp:// and sftp:// connect at once
         raise ColdStoreError(f"{shown}: cannot connect: {describe_error(exc)}") from None
+
+
+# botocore's per-request timeouts as s3fs sets them; a --timeout shorter than one caps them.
+S3_CONNECT_TIMEOUT_S: Final = 5.0
+S3_READ_TIMEOUT_S: Final = 15.0
+
+
+def s3_defaults(options: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
+    """``options`` with botocore's own retries off and its timeouts bounded by ``deadline``.
+
+    Left alone, retries stack: botocore retries a refused connection 4 times (about 6 s of
+    backoff) under each of s3fs' attempts, under each of ours, and an unreachable endpoint
+    took 45 s of silence to fail. Our layer (RetryingColdStore) owns retries, so each one is
+    seen and the deadline is checked between them; a user's own ``-o config_kwargs.retries``
+    or timeouts win.
+    """
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("retries", {"total_max_attempts": 1})
+    budget = max(0.1, deadline.remaining()) if deadline is not None else None
+    for name, default in (
+        ("connect_timeout", S3_CONNECT_TIMEOUT_S),
+        ("read_timeout", S3_READ_TIMEOUT_S),
+    ):
+        # One request in flight when the limit passes is waited for, not cut: bound it too.
+        config.setdefault(name, default if budget is None else min(default, budget))
+    return {**options, "config_kwargs": config}
 
 
 def check_storage_options(options: Mapping[str, Any], parent: str = "") -> None:
@@ -130,6 +166,8 @@ def open_cold_store(
     retry: RetryPolicy | None = None,
     wrap: Any = None,
     root: RootCheck = "none",
+    on_retry: Callable[[RetryNotice], None] | None = None,
+    deadline: Deadline | None = None,
 ) -> RetryingColdStore:
     """Backend for ``url``, metered into ``bill`` and retried under ``retry``.
 
@@ -139,11 +177,16 @@ def open_cold_store(
     ``root="existing"`` checks that the tier's root (directory, bucket) exists, so that a wrong
     URL fails (exit 3) instead of reading as an empty tier; ``"creatable"`` lets a directory be
     missing (a first dispatch makes it) but not a bucket.
+
+    ``on_retry`` hears of each retry before its wait (the CLI prints a line); past
+    ``deadline`` no request starts and no retry waits (:class:`ColdTimeoutError`).
     """
-    store = raw_cold_store(url, storage_options)
+    store = raw_cold_store(url, storage_options, deadline)
     if wrap is not None:
         store = wrap(store)
-    out = RetryingColdStore(MeteredColdStore(store, bill), retry)
+    out = RetryingColdStore(
+        MeteredColdStore(store, bill), retry, on_retry=on_retry, deadline=deadline
+    )
     if root != "none":
         out.check_root(may_create=root == "creatable")
     return out

@@ -13,6 +13,8 @@ from mqtier.backend.metered import RequestBill
 from mqtier.backend.open import RootCheck, open_cold_store
 from mqtier.backend.retrying import RetryingColdStore
 from mqtier.cli._common import emit_json, note
+from mqtier.cli._json import versioned
+from mqtier.cli._waits import command_deadline, print_retry, timeout_option
 from mqtier.errors import ConfigError
 from mqtier.redact import redact_url, remember_secrets
 from mqtier.settings import Settings, load_settings, merge_options
@@ -22,6 +24,7 @@ ColdUrl = Annotated[
     typer.Option(
         "--cold",
         "--to",
+        metavar="URL",
         envvar="MQTIER_COLD",
         help="Cold tier root URL: file:///dir, s3://bucket/prefix, ... (or $MQTIER_COLD).",
     ),
@@ -31,14 +34,48 @@ StorageOptions = Annotated[
     typer.Option(
         "--storage-option",
         "-o",
+        metavar="KEY=VALUE",
         help="fsspec storage option key=value (repeatable; dots nest: client_kwargs.region_name=x).",
+    ),
+]
+# Set by --endpoint-url (its callback, on every command that takes --cold); merged in open_cold.
+endpoint_url: str | None = None
+
+
+def _set_endpoint_url(value: str | None) -> str | None:
+    global endpoint_url
+    endpoint_url = value
+    return value
+
+
+EndpointUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url",
+        metavar="URL",
+        callback=_set_endpoint_url,
+        help="S3-compatible endpoint (MinIO, Ceph, R2, ...): the same as "
+        "-o client_kwargs.endpoint_url=URL.",
+    ),
+]
+ColdTimeout = Annotated[
+    str | None,
+    typer.Option(
+        "--timeout",
+        metavar="DURATION",
+        envvar="MQTIER_TIMEOUT",
+        callback=timeout_option,
+        help="Stop the whole command after this long (30s, 5m), between cold-tier requests "
+        "(exit 14; or $MQTIER_TIMEOUT, [cold] timeout).",
     ),
 ]
 Broker = Annotated[
     str | None,
     typer.Option(
         "--broker",
-        help="Broker name in the cold tier (default: the config file's, else the store's own).",
+        metavar="NAME",
+        help="Broker name in the cold tier (default: the store's own with --store, else the "
+        "config file's [cold] broker).",
     ),
 ]
 
@@ -114,8 +151,26 @@ def require_cold_url(given: str | None, command: str) -> str:
 
 
 def broker_name(given: str | None, store_broker: str | None = None) -> str | None:
-    """--broker, else the config file's cold.broker, else the store's own name."""
-    return given or settings().broker or store_broker
+    """--broker, else the store's own name (``store_broker``), else the config file's broker.
+
+    The store's name wins over the config file's: a file shared by several stores (or copied
+    from another host) would otherwise tier this store under another's prefix. Only an
+    explicit --broker renames, as when a store moved host keeps tiering under its old name;
+    whether that prefix's history is this store's is checked against the store itself
+    (:func:`mqtier.tier.dispatch.check_store_history`, exit 15).
+    """
+    if given:
+        return given
+    if not store_broker:
+        return settings().broker
+    configured = settings().broker
+    if configured and configured != store_broker:
+        # Said, since the config file used to win here: an operator relying on it must know.
+        note(
+            f"using broker {store_broker!r}, the store's own name (the config file's broker "
+            f"{configured!r} is for commands without --store)"
+        )
+    return store_broker
 
 
 def open_cold(
@@ -127,10 +182,35 @@ def open_cold(
     bucket or directory is exit 3, never an empty tier), or be creatable (``dispatch``).
     """
     bill = RequestBill()
-    merged = merge_options(settings().storage_options, parse_storage_options(options))
+    flags = _with_endpoint_url(url, parse_storage_options(options))
+    merged = merge_options(settings().storage_options, flags)
     remember_secrets(url, merged)  # before anything can fail and print them
     _refuse_memory(url)
-    return open_cold_store(url, merged, bill=bill, root=root), bill
+    deadline = command_deadline(settings().timeout)
+    store = open_cold_store(
+        url, merged, bill=bill, root=root, on_retry=print_retry, deadline=deadline
+    )
+    return store, bill
+
+
+def _with_endpoint_url(url: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """--endpoint-url as the -o option it stands for (s3fs takes it in client_kwargs)."""
+    if endpoint_url is None:
+        return flags
+    protocols = {part.split("://")[0].lower() for part in url.split("::") if "://" in part}
+    if not protocols & {"s3", "s3a"}:
+        raise ConfigError(
+            f"--endpoint-url is for s3:// URLs (an S3-compatible store), not {redact_url(url)}"
+        )
+    client = flags.setdefault("client_kwargs", {})
+    if not isinstance(client, dict):
+        raise ConfigError("--storage-option client_kwargs: not a group, so no --endpoint-url")
+    given = client.setdefault("endpoint_url", endpoint_url)
+    if given != endpoint_url:
+        raise ConfigError(
+            "--endpoint-url and -o client_kwargs.endpoint_url disagree: give one of them"
+        )
+    return flags
 
 
 def emit_with_bill(doc: dict[str, Any], bill: RequestBill) -> None:
@@ -144,10 +224,11 @@ def report_bill(bill: RequestBill, *, json_out: bool, json_lines: bool = False) 
 
     A command writing one --json document puts the bill in it instead (``emit_with_bill``);
     one writing JSON Lines (``read``) keeps stdout for messages, so the bill goes to stderr
-    as ``{"requests": ...}``, its last line.
+    as ``{"version": 2, "requests": ...}``, its last line.
     """
     if not json_out:
         note(bill.summary())
     elif json_lines:
-        sys.stderr.write(orjson.dumps({"requests": bill.to_json()}).decode() + "\n")
+        line = versioned({"requests": bill.to_json()})
+        sys.stderr.write(orjson.dumps(line).decode() + "\n")
         sys.stderr.flush()

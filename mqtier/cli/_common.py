@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 # The option parsers live in _parse; commands import them from here with the rest.
+from mqtier.cli._json import versioned
 from mqtier.cli._parse import parse_duration as parse_duration  # noqa: PLC0414
 from mqtier.cli._parse import parse_size as parse_size  # noqa: PLC0414
 from mqtier.cli._parse import parse_time as parse_time  # noqa: PLC0414
@@ -47,7 +48,32 @@ JsonOut = Annotated[
 StoreDir = Annotated[
     Path,
     typer.Option(
-        "--store", "-s", envvar="MQTIER_STORE", help="Store directory (or $MQTIER_STORE)."
+        "--store",
+        "-s",
+        envvar="MQTIER_STORE",
+        metavar="DIR",
+        help="Store directory (or $MQTIER_STORE).",
+    ),
+]
+
+
+def _set_config(value: Path | None) -> Path | None:
+    """``--config`` after the command (``mqtier offsets --config f.toml``) wins over the root's."""
+    if value is not None:
+        from mqtier.cli import _cold  # _cold imports this module
+
+        _cold.config_path = value
+    return value
+
+
+ConfigPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="MQTIER_CONFIG",
+        metavar="FILE",
+        callback=_set_config,
+        help="Config file (default ./mqtier.toml if present; see mqtier(1)).",
     ),
 ]
 
@@ -69,7 +95,13 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except MqtierError as exc:
-            _report(bool(kwargs.get("json_out")), type(exc).__name__, str(exc), exc.exit_code)
+            _report(
+                bool(kwargs.get("json_out")),
+                type(exc).__name__,
+                str(exc),
+                exc.exit_code,
+                hint=exc.hint,
+            )
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
             # `mqtier read ... | head`: the reader went away; that is not an error.
@@ -82,7 +114,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             )
             raise typer.Exit(1) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt, typer.BadParameter):
-            raise  # typer reports a bad parameter itself, with usage (exit 2)
+            raise  # the root group reports a bad parameter in the one style (cli/__init__.py)
         except Exception as exc:
             if os.environ.get("MQTIER_DEBUG"):
                 raise
@@ -97,21 +129,36 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _report(json_out: bool, kind: str, message: str, exit_code: int) -> None:
-    """The one line an error prints on stderr: text, or the JSON error object with --json."""
+def _report(
+    json_out: bool, kind: str, message: str, exit_code: int, *, hint: str | None = None
+) -> None:
+    """What an error prints on stderr: ``error: <what and where>`` and, when there is a command
+    that would work, ``try: <it>`` on a second line; or the JSON error object with --json."""
     # Backend libraries quote URLs and options in their messages; none may carry a secret out.
     message = redact(message)
     if json_out:
-        doc = {"type": kind, "message": message, "exit_code": exit_code}
-        print(json.dumps({"error": doc}), file=sys.stderr)
+        doc: dict[str, Any] = {"type": kind, "message": message, "exit_code": exit_code}
+        if hint:
+            doc["hint"] = redact(hint)
+        print(json.dumps(versioned({"error": doc})), file=sys.stderr)
     else:
         label = "internal error" if exit_code == 70 else "error"
-        err_console.print(f"[bold red]{label}:[/] {message}", highlight=False, soft_wrap=True)
+        # The message is data (paths, ids, option values): never rich markup.
+        err_console.print(f"[bold red]{label}:[/] ", end="", highlight=False)
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+        if hint:
+            err_console.print("[bold]try:[/] ", end="", highlight=False)
+            err_console.print(redact(hint), markup=False, highlight=False, soft_wrap=True)
 
 
-def emit_json(doc: Any) -> None:
-    """One JSON document on stdout (bounded results)."""
-    sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+def report_usage_error(json_out: bool, message: str, hint: str | None) -> None:
+    """An option-parser error (unknown option, bad value, missing argument) in the one style."""
+    _report(json_out, "UsageError", message, 2, hint=hint)
+
+
+def emit_json(doc: Mapping[str, Any]) -> None:
+    """One JSON document on stdout (bounded results), ``"version"`` first (docs/cli-json.md)."""
+    sys.stdout.write(orjson.dumps(versioned(doc), option=orjson.OPT_INDENT_2).decode() + "\n")
     sys.stdout.flush()
 
 

@@ -9,18 +9,21 @@ import typer
 
 from mqtier.cli._cold import (
     Broker,
+    ColdTimeout,
     ColdUrl,
+    EndpointUrl,
     StorageOptions,
     broker_name,
-    emit_with_bill,
     open_cold,
     report_bill,
     require_cold_url,
 )
-from mqtier.cli._common import JsonOut, StoreDir, handle_errors, note, parse_duration
+from mqtier.cli._common import ConfigPath, JsonOut, StoreDir, handle_errors, parse_duration
+from mqtier.cli._output import Column, Listing, Output
 from mqtier.store.store import Store, configured_broker_name
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean as run_clean
+from mqtier.tier.dispatch import check_store_history
 
 
 @handle_errors
@@ -28,11 +31,17 @@ def clean(
     store: StoreDir = Path("store"),
     cold: ColdUrl = None,
     keep: Annotated[
-        str, typer.Option("--keep", help="Keep messages younger than this (e.g. 72h, 7d).")
+        str,
+        typer.Option(
+            "--keep", metavar="DURATION", help="Keep messages younger than this (e.g. 72h, 7d)."
+        ),
     ] = "72h",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
     broker: Broker = None,
     storage_option: StorageOptions = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: ColdTimeout = None,
+    config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
     """Delete whole commit-log files whose every message is committed cold and older than --keep.
@@ -50,20 +59,34 @@ def clean(
     name = broker_name(broker, configured_broker_name(store))
     assert name is not None
     state = load_catalog(cold_store, name)
+    if not dry_run:
+        # A writable open writes (checkpoint, recovery): check first that the prefix holds
+        # this store's history, on a read-only open (a dry run's one open checks it anyway).
+        with Store.open(store) as st:
+            check_store_history(st, state)
     with Store.open(store, writable=not dry_run) as st:
         report = run_clean(st, state, keep_ms=keep_ms, dry_run=dry_run, cold=cold_store)
     cold_store.close()
-    if json_out:
-        emit_with_bill(report.to_json(), bill)
-        return
+    out = Output.choose(json_out=json_out)
     verb = "would delete" if dry_run else "deleted"
+    summary = [f"nothing to clean (cold catalog at commit {state.seq})"]
     if report.files:
-        note(
+        summary = [
             f"{verb} {len(report.files)} commit-log files ({report.freed_bytes / 2**20:,.0f} MiB)"
             + (f" and {report.derived_files} consume-queue/index files" if not dry_run else "")
-        )
-    else:
-        note("nothing to clean")
+        ]
     if report.blocked_by:
-        note(f"kept from here on: {report.blocked_by}")
+        summary.append(f"kept from here on: {report.blocked_by}")
+    # The files are the answer (what goes, or went): on stdout, one per line in a pipe.
+    listing = Listing(
+        [
+            Column("file", get=lambda f: f"commitlog/{f['file']}"),
+            Column("base", kind="int", title="first offset"),
+            Column("newest_store_time", kind="time", title="newest message"),
+        ],
+        report.files,
+    )
+    report_doc = report.to_json()
+    report_doc["requests"] = bill.to_json()
+    out.show(report_doc, listing if report.files else None, summary)
     report_bill(bill, json_out=json_out)

@@ -7,15 +7,17 @@ from typing import Annotated
 import typer
 
 from mqtier.cli._cold import (
+    ColdTimeout,
     ColdUrl,
+    EndpointUrl,
     StorageOptions,
     broker_name,
-    emit_with_bill,
     open_cold,
     report_bill,
     require_cold_url,
 )
-from mqtier.cli._common import JsonOut, handle_errors, note, parse_size
+from mqtier.cli._common import ConfigPath, JsonOut, handle_errors, parse_size
+from mqtier.cli._output import Column, Listing, Output
 from mqtier.cli._progress import CompactProgress
 from mqtier.cli.dispatch import MAX_OBJECT_BYTES
 from mqtier.errors import ConfigError
@@ -30,26 +32,39 @@ def compact(
     cold: ColdUrl = None,
     broker: Annotated[
         str | None,
-        typer.Option("--broker", help="Broker whose cold data to compact (or the config file's)."),
+        typer.Option(
+            "--broker",
+            metavar="NAME",
+            help="Broker whose cold data to compact (or the config file's).",
+        ),
     ] = None,
     small: Annotated[
         str,
-        typer.Option("--small", help="A segment under this many stored bytes is small."),
+        typer.Option(
+            "--small", metavar="SIZE", help="A segment under this many stored bytes is small."
+        ),
     ] = "2M",
     min_run: Annotated[
         int,
         typer.Option(
             "--min-run",
+            metavar="N",
             min=2,
             max=1 << 20,
             help="Merge runs of at least this many small segments.",
         ),
     ] = 2,
     object_size: Annotated[
-        str, typer.Option("--object-size", help="Target compressed bytes per new object.")
+        str,
+        typer.Option(
+            "--object-size", metavar="SIZE", help="Target compressed bytes per new object."
+        ),
     ] = "8M",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would merge.")] = False,
     storage_option: StorageOptions = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: ColdTimeout = None,
+    config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
     """Merge each queue's runs of small cold segments into few large ones.
@@ -83,15 +98,12 @@ def compact(
             report = run_compact(cold_store, load_catalog(cold_store, name), opts, on_progress=hook)
     finally:
         cold_store.close()
-    if json_out:
-        emit_with_bill(report.to_json(), bill)
-        return
     doc = report.to_json()
-    if not report.runs:
-        note("nothing to compact")
-    else:
+    doc["requests"] = bill.to_json()
+    summary = ["nothing to compact"]
+    if report.runs:
         verb = "would merge" if dry_run else "merged"
-        note(
+        summary = [
             f"{verb} {doc['segments_merged']} segments of {len(doc['queues'])} queues "
             f"({doc['messages']:,} messages)"
             + (
@@ -100,5 +112,31 @@ def compact(
                 else f" into {doc['segments_written']} segments in {report.objects} objects; "
                 f"deleted {report.objects_deleted} objects"
             )
-        )
+        ]
+    # The runs of small segments are the answer (what is, or was, merged).
+    runs = [
+        {
+            "topic": run[0].topic,
+            "queue": run[0].queue,
+            "start": run[0].first,
+            "end": run[-1].end,
+            "segments": len(run),
+            "messages": sum(seg.count for seg in run),
+            "stored_bytes": sum(seg.stored_bytes for seg in run),
+        }
+        for run in report.runs
+    ]
+    listing = Listing(RUN_COLUMNS, runs)
+    Output.choose(json_out=json_out).show(doc, listing if runs else None, summary)
     report_bill(bill, json_out=json_out)
+
+
+RUN_COLUMNS = (
+    Column("topic"),
+    Column("queue", kind="int"),
+    Column("start", kind="int", title="from offset"),
+    Column("end", kind="int", title="to offset"),
+    Column("segments", kind="int"),
+    Column("messages", kind="int"),
+    Column("stored_bytes", kind="size", title="stored bytes"),
+)

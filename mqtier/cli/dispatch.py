@@ -13,7 +13,9 @@ import typer
 
 from mqtier.cli._cold import (
     Broker,
+    ColdTimeout,
     ColdUrl,
+    EndpointUrl,
     StorageOptions,
     broker_name,
     open_cold,
@@ -21,6 +23,7 @@ from mqtier.cli._cold import (
     require_cold_url,
 )
 from mqtier.cli._common import (
+    ConfigPath,
     JsonOut,
     StoreDir,
     emit_json,
@@ -30,6 +33,7 @@ from mqtier.cli._common import (
     parse_duration,
     parse_size,
 )
+from mqtier.cli._output import Column, Listing, Output
 from mqtier.cli._progress import DispatchProgress
 from mqtier.tier.dispatch import BatchPolicy, DispatchOptions, DispatchReport, run_dispatch
 
@@ -57,51 +61,76 @@ def dispatch(
         int,
         typer.Option(
             "--batch-count",
+            metavar="N",
             min=1,
             max=MAX_COUNT,
             help="Tier a queue once it has this many pending.",
         ),
     ] = 4096,
     batch_bytes: Annotated[
-        str, typer.Option("--batch-bytes", help="... or this many pending bytes.")
+        str, typer.Option("--batch-bytes", metavar="SIZE", help="... or this many pending bytes.")
     ] = "4M",
     batch_age: Annotated[
-        str, typer.Option("--batch-age", help="... or its oldest pending message is this old.")
+        str,
+        typer.Option(
+            "--batch-age", metavar="DURATION", help="... or its oldest pending message is this old."
+        ),
     ] = "60s",
     max_bytes: Annotated[
-        str | None, typer.Option("--max-bytes", help="Stop a run after this many bytes.")
+        str | None,
+        typer.Option("--max-bytes", metavar="SIZE", help="Stop a run after this many bytes."),
     ] = None,
     max_bytes_per_sec: Annotated[
         str | None,
-        typer.Option("--max-bytes-per-sec", help="Cap the upload rate, e.g. 50M (bytes/s)."),
+        typer.Option(
+            "--max-bytes-per-sec", metavar="SIZE", help="Cap the upload rate, e.g. 50M (bytes/s)."
+        ),
     ] = None,
     max_requests: Annotated[
         int | None,
         typer.Option(
             "--max-requests",
+            metavar="N",
             min=4,
             max=MAX_COUNT,
             help="Stop a run before it sends more requests (at least 4: load, PUT, commit).",
         ),
     ] = None,
     max_duration: Annotated[
-        str | None, typer.Option("--max-duration", help="With --follow: stop after this long.")
+        str | None,
+        typer.Option(
+            "--max-duration", metavar="DURATION", help="With --follow: stop after this long."
+        ),
     ] = None,
     interval: Annotated[
-        str | None, typer.Option("--interval", help="With --follow: pause between runs (5s).")
+        str | None,
+        typer.Option(
+            "--interval", metavar="DURATION", help="With --follow: pause between runs (5s)."
+        ),
     ] = None,
     object_size: Annotated[
         str,
         typer.Option(
             "--object-size",
+            metavar="SIZE",
             help="Target compressed bytes per uploaded object (at most 32 MiB of records).",
         ),
     ] = "8M",
     concurrency: Annotated[
-        int, typer.Option("--concurrency", min=1, max=MAX_CONCURRENCY, help="Parallel uploads.")
+        int,
+        typer.Option(
+            "--concurrency",
+            metavar="N",
+            min=1,
+            max=MAX_CONCURRENCY,
+            help=f"Parallel uploads (1 to {MAX_CONCURRENCY}).",
+        ),
     ] = 4,
     broker: Broker = None,
     storage_option: StorageOptions = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: ColdTimeout = None,
+    config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
     """Tier what is ready to the cold tier and commit it (cron-friendly; exit 0 when up to date).
@@ -153,10 +182,11 @@ def dispatch(
         signal.signal(signal.SIGINT, on_signal)
     deadline = time.monotonic() + run_for if run_for is not None else None
     reports: list[DispatchReport] = []
+    name: str | None = None
     while True:
         # Read-only: a writer may own the store. Reopened per run to see what it added since.
         with open_store_to_read(store) as st, DispatchProgress(json_out=json_out) as bar:
-            name = broker_name(broker, st.config.broker_name)
+            name = name or broker_name(broker, st.config.broker_name)  # once: it may note
             hook = bar.update if bar.shown else None
             reports.append(run_dispatch(st, cold_store, opts, broker=name, on_progress=hook))
         if not follow or stop.is_set():
@@ -191,32 +221,51 @@ def _print(reports: list[DispatchReport], requests: dict[str, Any], *, json_out:
             commits=sum(r.commits for r in reports),
             garbage_deleted=sum(r.garbage_deleted for r in reports),
             warnings=[w for r in reports for w in r.warnings],
-            seconds=round(sum(r.seconds for r in reports), 6),
+            seconds=round(sum(r.seconds for r in reports), 3),
             compression_ratio=round(total_raw / total_stored, 3) if total_stored else None,
             requests=requests,
         )
         emit_json(doc)
         return
+    out = Output.choose(json_out=False)
     if total_msgs == 0 and not any(r.queues_pending for r in reports):
         waiting = sum(p.end - p.start for p in last.waiting)
         if waiting:
-            note(
+            out.answer(
                 f"nothing ready: {waiting:,} messages in {len(last.waiting)} queues wait for a "
                 "batch threshold (--force tiers them now)"
             )
         else:
-            note(f"already up to date (cold catalog at commit {last.committed_seq})")
+            out.answer(f"already up to date (cold catalog at commit {last.committed_seq})")
         return
     if reports[0].plans and total_msgs == 0:
-        note(f"dry run: {len(reports[0].plans)} queues would be tiered")
-        for p in reports[0].plans[:20]:
-            note(
-                f"  {p.topic}/{p.queue}: offsets {p.start}..{p.end} ({p.pending_bytes:,} B, {p.reason})"
-            )
+        # The plan is a dry run's answer: every queue, on stdout (a pipe gets plain rows).
+        plans = [
+            {
+                "topic": p.topic,
+                "queue": p.queue,
+                "start": p.start,
+                "end": p.end,
+                "messages": p.end - p.start,
+                "pending_bytes": p.pending_bytes,
+                "reason": p.reason,
+            }
+            for p in sorted(reports[0].plans, key=lambda p: (p.topic, p.queue))
+        ]
+        columns = [
+            Column("topic"),
+            Column("queue", kind="int"),
+            Column("start", kind="int", title="from offset"),
+            Column("end", kind="int", title="to offset"),
+            Column("messages", kind="int"),
+            Column("pending_bytes", kind="size", title="bytes"),
+            Column("reason"),
+        ]
+        out.show({}, Listing(columns, plans), [f"dry run: {len(plans)} queues would be tiered"])
         return
     ratio = f", {total_raw / total_stored:.1f}x smaller" if total_stored else ""
     secs = sum(r.seconds for r in reports)
-    note(
+    out.answer(
         f"tiered {total_msgs:,} messages ({total_raw / 1e6:.1f} MB{ratio}) from "
         f"{sum(r.queues_tiered for r in reports)} queues in {sum(r.objects for r in reports)} "
         f"objects, {sum(r.commits for r in reports)} commits, {secs:.2f}s; "

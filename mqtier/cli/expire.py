@@ -8,15 +8,17 @@ from typing import Annotated
 import typer
 
 from mqtier.cli._cold import (
+    ColdTimeout,
     ColdUrl,
+    EndpointUrl,
     StorageOptions,
     broker_name,
-    emit_with_bill,
     open_cold,
     report_bill,
     require_cold_url,
 )
-from mqtier.cli._common import JsonOut, handle_errors, note, parse_duration
+from mqtier.cli._common import ConfigPath, JsonOut, handle_errors, parse_duration
+from mqtier.cli._output import Column, Listing, Output
 from mqtier.errors import ConfigError
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.expire import expire as run_expire
@@ -28,22 +30,38 @@ CONFIRM_TTL_MS = 3_600_000  # TTLs under an hour need --yes
 def expire(
     cold: ColdUrl = None,
     ttl: Annotated[
-        str | None, typer.Option("--ttl", help="Delete cold data older than this (e.g. 30d).")
+        str | None,
+        typer.Option(
+            "--ttl", metavar="DURATION", help="Delete cold data older than this (e.g. 30d)."
+        ),
     ] = None,
     topic_ttl: Annotated[
         list[str] | None,
-        typer.Option("--topic-ttl", help="TOPIC=TTL for one topic, e.g. orders=7d (repeatable)."),
+        typer.Option(
+            "--topic-ttl",
+            metavar="TOPIC=DURATION",
+            help="TOPIC=TTL for one topic, e.g. orders=7d (repeatable).",
+        ),
     ] = None,
-    topic: Annotated[list[str] | None, typer.Option("--topic", hidden=True)] = None,
+    topic: Annotated[
+        list[str] | None, typer.Option("--topic", metavar="TOPIC", hidden=True)
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
     yes: Annotated[
         bool, typer.Option("--yes", help="Confirm a TTL under an hour (it deletes recent data).")
     ] = False,
     broker: Annotated[
         str | None,
-        typer.Option("--broker", help="Broker whose cold data expires (or the config file's)."),
+        typer.Option(
+            "--broker",
+            metavar="NAME",
+            help="Broker whose cold data expires (or the config file's).",
+        ),
     ] = None,
     storage_option: StorageOptions = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: ColdTimeout = None,
+    config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
     """Delete cold segments whose every message is older than the TTL of its topic.
@@ -79,19 +97,32 @@ def expire(
         run_id=f"expire-{uuid.uuid4().hex}",
     )
     cold_store.close()
-    if json_out:
-        emit_with_bill(report.to_json(), bill)
-        return
+    doc = report.to_json()
+    doc["requests"] = bill.to_json()
     verb = "would expire" if dry_run else "expired"
-    if report.segments:
-        note(
-            f"{verb} {report.messages:,} messages in {len(report.segments)} segments "
-            f"({report.stored_bytes / 1e6:.1f} MB stored)"
-            + ("" if dry_run else f"; deleted {report.objects_deleted} objects")
-        )
-    else:
-        note("nothing has expired")
+    summary = [
+        f"{verb} {report.messages:,} messages in {len(report.segments)} segments "
+        f"({report.stored_bytes / 1e6:.1f} MB stored)"
+        + ("" if dry_run else f"; deleted {report.objects_deleted} objects")
+        if report.segments
+        else "nothing has expired"
+    ]
+    # The segments are the answer (what goes, or went), oldest first per queue.
+    listing = Listing(SEGMENT_COLUMNS, [seg.to_json() for seg in report.segments])
+    Output.choose(json_out=json_out).show(doc, listing if report.segments else None, summary)
     report_bill(bill, json_out=json_out)
+
+
+SEGMENT_COLUMNS = (
+    Column("topic"),
+    Column("queue", kind="int"),
+    Column("start", get=lambda s: s["first"], kind="int", title="from offset"),
+    Column("end", get=lambda s: s["first"] + s["count"], kind="int", title="to offset"),
+    Column("messages", get=lambda s: s["count"], kind="int"),
+    Column("newest_store_time", get=lambda s: s["max_ts"], kind="time", title="newest message"),
+    Column("stored_bytes", kind="size", title="stored bytes"),
+    Column("object"),
+)
 
 
 def _ttls(ttl: str | None, topic_ttl: list[str] | None) -> tuple[int | None, dict[str, int]]:

@@ -15,20 +15,21 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from mqtier.cli._common import (
+    ConfigPath,
     JsonOut,
     StoreDir,
     _report,
-    emit_json,
     err_console,
     handle_errors,
     note,
     parse_size,
 )
-from mqtier.errors import InputFormatError, NotAStoreError, ReadOnlyStoreError
+from mqtier.cli._output import Output
+from mqtier.errors import NotAStoreError, ReadOnlyStoreError
 from mqtier.format import layout as L
 from mqtier.ingest import IngestSummary, checkpoint_files
 from mqtier.ingest import ingest as run_ingest
-from mqtier.inputs import FORMATS, Defaults
+from mqtier.inputs import FORMATS, Defaults, files_in
 from mqtier.store.config import StoreConfig
 from mqtier.store.store import Store, is_store_dir
 from mqtier.store.topics import MAX_QUEUES
@@ -37,26 +38,33 @@ from mqtier.store.topics import MAX_QUEUES
 @handle_errors
 def ingest(
     inputs: Annotated[
-        list[str], typer.Argument(help="Input files, or '-' for stdin.", show_default=False)
+        list[str],
+        typer.Argument(
+            metavar="FILE...", help="Input files, or '-' for stdin.", show_default=False
+        ),
     ],
     store: StoreDir = Path("store"),
     topic: Annotated[
-        str | None, typer.Option("--topic", "-t", help="Topic for lines without one.")
+        str | None,
+        typer.Option("--topic", "-t", metavar="TOPIC", help="Topic for lines without one."),
     ] = None,
     queue: Annotated[
         int | None,
         typer.Option(
             "--queue",
             "-q",
+            metavar="N",
             min=0,
             max=MAX_QUEUES - 1,
-            help="Queue for lines without one (default: by key hash, else round robin).",
+            help=f"Queue for lines without one, 0 to {MAX_QUEUES - 1} (default: by key hash, "
+            "else round robin).",
         ),
     ] = None,
     queues: Annotated[
         int | None,
         typer.Option(
             "--queues",
+            metavar="N",
             min=1,
             max=MAX_QUEUES,
             help=f"Create --topic with this many queues (at most {MAX_QUEUES}).",
@@ -75,25 +83,35 @@ def ingest(
         ),
     ] = False,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help=f"Input format: {', '.join(FORMATS)}.")
+        str,
+        typer.Option(
+            "--format", "-f", metavar="FORMAT", help=f"Input format: {', '.join(FORMATS)}."
+        ),
     ] = "jsonl",
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip and count bad lines instead of failing.")
     ] = False,
     broker: Annotated[
         str | None,
-        typer.Option("--broker", help="Broker name of a new store (default: host name)."),
+        typer.Option(
+            "--broker", metavar="NAME", help="Broker name of a new store (default: host name)."
+        ),
     ] = None,
     commitlog_file_size: Annotated[
         str | None,
         typer.Option(
-            "--commitlog-file-size", help="Commit-log file size of a new store (default 1G)."
+            "--commitlog-file-size",
+            metavar="SIZE",
+            help="Commit-log file size of a new store (default 1G).",
         ),
     ] = None,
     max_message_size: Annotated[
         str | None,
-        typer.Option("--max-message-size", help="Largest body of a new store (default 4M)."),
+        typer.Option(
+            "--max-message-size", metavar="SIZE", help="Largest body of a new store (default 4M)."
+        ),
     ] = None,
+    config_file: ConfigPath = None,  # its callback sets _cold.config_path
     json_out: JsonOut = False,
 ) -> None:
     """Append messages to a store, creating it if absent; durable before it returns.
@@ -110,7 +128,8 @@ def ingest(
         raise typer.BadParameter("--queues needs --topic")
     for name in inputs:
         if name != "-" and not os.path.exists(name):
-            raise InputFormatError(name, 0, "no such file or directory")
+            # Before a store is made; an operating-system error (exit 1), not malformed input.
+            raise FileNotFoundError(errno.ENOENT, "no such input file", name)
     changes: dict[str, object] = {}
     if broker:
         changes["broker_name"] = broker
@@ -119,7 +138,7 @@ def ingest(
     if max_message_size:
         changes["max_message_bytes"] = parse_size(max_message_size, "--max-message-size")
     config = StoreConfig().with_changes(**changes) if changes else StoreConfig()
-    total = sum(os.path.getsize(p) for p in inputs if p != "-" and os.path.isfile(p))
+    total = _input_size(inputs)
     # A failed first ingest must not leave a new, empty store (with its pre-written file) behind,
     # and must not touch what was in the directory before (a broker's config/, say).
     created_dir = not store.exists()
@@ -163,8 +182,8 @@ def ingest(
         _report(
             json_out,
             "Interrupted",
-            f"interrupted by {name}: the ingest was rolled back, {store} holds what it held "
-            "before the run",
+            f"interrupted by {name}: the ingest was rolled back; "
+            + _what_is_left(store, made, created_dir=created_dir, created_store=created_store),
             128 + exc.signum,
         )
         raise typer.Exit(128 + exc.signum) from None
@@ -173,15 +192,19 @@ def ingest(
         note(f"{name} came after every message was durable; the ingest completed")
     doc = summary.to_json()
     doc["store"] = str(store)
-    if json_out:
-        emit_json(doc)
-        return
+    out = Output.choose(json_out=json_out)
     rate = f", {summary.messages / summary.seconds:,.0f} msgs/s" if summary.seconds else ""
-    note(
-        f"ingested {summary.messages:,} messages ({summary.bytes:,} body bytes) into {store} "
-        f"in {summary.seconds:.2f}s{rate}"
-        + (f"; skipped {summary.bad_lines} bad lines" if summary.bad_lines else "")
+    # What was ingested is the command's answer: stdout; the skipped lines' samples: stderr.
+    out.show(
+        doc,
+        summary=[
+            f"ingested {summary.messages:,} messages ({summary.bytes:,} body bytes) into {store} "
+            f"in {summary.seconds:.2f}s{rate}"
+            + (f"; skipped {summary.bad_lines} bad lines" if summary.bad_lines else "")
+        ],
     )
+    if out.json:
+        return
     for sample in summary.bad_samples:
         note(f"  skipped: {sample}")
 
@@ -242,6 +265,27 @@ def _run(
                 guard.hold()
                 st.rollback_to(start, restore=saved)
             raise
+
+
+def _what_is_left(store: Path, made: Path, *, created_dir: bool, created_store: bool) -> str:
+    """What a rolled-back ingest left, said: a store this run created is gone, not kept empty."""
+    if created_dir:
+        above = f" (and {made}, made for it)" if made != store else ""
+        return f"removed the store {store} this run created{above}"
+    if created_store:
+        return f"removed the store files this run created in {store}; what was there is kept"
+    return f"{store} holds what it held before the run"
+
+
+def _input_size(inputs: list[str]) -> int:
+    """Bytes the inputs hold (a directory's files too), what the progress bar fills up to;
+    0 when one is stdin or a pipe, whose size is unknown."""
+    if any(name == "-" or not os.path.exists(name) for name in inputs):
+        return 0
+    try:
+        return sum(p.stat().st_size for name in inputs for p in files_in(Path(name)))
+    except OSError:
+        return 0
 
 
 def _open_for_ingest(store: Path, config: StoreConfig) -> Store:

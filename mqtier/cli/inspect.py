@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
-from rich.table import Table
 
-from mqtier.cli._common import JsonOut, emit_json, handle_errors, out_console
-from mqtier.errors import CorruptRecordError
+from mqtier.cli._common import ConfigPath, JsonOut, emit_json, handle_errors, out_console
+from mqtier.cli._output import Column, Listing, Output
+from mqtier.errors import ConfigError, CorruptRecordError
 from mqtier.inspect import inspect_file
+from mqtier.store.store import is_store_dir
 
 
 @handle_errors
 def inspect(
     path: Annotated[
-        Path, typer.Argument(help="A commit-log, consume-queue, index, checkpoint or config file.")
+        Path,
+        typer.Argument(
+            metavar="FILE", help="A commit-log, consume-queue, index, checkpoint or config file."
+        ),
     ],
     limit: Annotated[
         int,
-        typer.Option("--limit", "-n", min=0, max=1 << 40, help="Most entries to list (0 = all)."),
+        typer.Option(
+            "--limit", "-n", metavar="N", min=0, max=1 << 40, help="Most entries to list (0 = all)."
+        ),
     ] = 100,
     no_crc: Annotated[bool, typer.Option("--no-crc", help="Skip body CRC checks.")] = False,
+    config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
     """Describe a store file: its kind, a summary, and its entries.
@@ -31,6 +41,8 @@ def inspect(
 
     Example: mqtier inspect ./store/commitlog/00000000000000000000 --json
     """
+    if path.is_dir():
+        raise _a_directory(path)
     doc = inspect_file(path, limit=limit, verify_crc=not no_crc)
     if json_out:
         emit_json(doc)
@@ -39,6 +51,21 @@ def inspect(
     err = doc.get("error")
     if err:
         raise CorruptRecordError(path, err["offset"], err["detail"])
+
+
+def _a_directory(path: Path) -> ConfigError:
+    """inspect reads one file: for a store, offsets is what describes it; for another
+    directory (commitlog/, a consume queue), the first file in it is one to inspect."""
+    if is_store_dir(path):
+        return ConfigError(
+            f"{path} is a store directory; inspect describes one file of a store",
+            hint=f"mqtier offsets --store {shlex.quote(str(path))}",
+        )
+    first = next((p for p in sorted(path.rglob("*")) if p.is_file()), None)
+    return ConfigError(
+        f"{path} is a directory; inspect describes one file",
+        hint=f"mqtier inspect {shlex.quote(str(first))}" if first else None,
+    )
 
 
 _TEXT_COLUMNS = {
@@ -56,27 +83,45 @@ _TEXT_COLUMNS = {
 }
 
 
-def _cell(value: Any) -> str:
+_OFFSETS = {"position", "size", "queue", "queue_offset", "commitlog_offset", "body_size", "offset"}
+
+
+def _summary_value(value: Any) -> str:
+    """A summary value as text: maps as name=value pairs, booleans as JSON spells them."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_summary_value(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, list):
-        return " ".join(map(str, value))
-    return str(value)
+        return ", ".join(map(_summary_value, value))
+    return "-" if value is None else str(value)
+
+
+def _column(name: str) -> Column:
+    if name.endswith("_time"):
+        return Column(name, kind="time")
+    if name in _OFFSETS:
+        return Column(name, kind="int")
+    return Column(name, fit="elide" if name in ("keys", "tags") else "keep")
 
 
 def _print(doc: dict[str, Any]) -> None:
-    out_console.print(
-        f"[bold]{doc['file']}[/]  kind={doc['kind']}  size={doc['size']:,}", highlight=False
-    )
-    for k, v in (doc.get("summary") or {}).items():
-        out_console.print(f"  {k}: {v}", highlight=False)
-    if "content" in doc:
-        out_console.print_json(data=doc["content"])
+    out = Output.choose(json_out=False)
     entries = doc.get("entries") or []
+    # With entries, the header and summary are context (stderr in a pipe, above the table).
+    beside = bool(entries)
+    out.answer(f"{doc['file']}  kind={doc['kind']}  size={doc['size']:,}", beside_rows=beside)
+    for k, v in (doc.get("summary") or {}).items():
+        out.answer(f"  {k}: {_summary_value(v)}", beside_rows=beside)
+    if "content" in doc:
+        if out.mode == "table":
+            out_console.print_json(data=doc["content"])
+        else:
+            sys.stdout.write(orjson.dumps(doc["content"], option=orjson.OPT_INDENT_2).decode())
+            sys.stdout.write("\n")
     if entries:
-        # The text table keeps the columns a person scans; --json has every field.
-        columns = [c for c in _TEXT_COLUMNS.get(doc["kind"], list(entries[0])) if c in entries[0]]
-        table = Table(*columns)
-        for e in entries:
-            table.add_row(*(_cell(e[c]) for c in columns))
-        out_console.print(table)
+        # The text columns are the ones a person scans; --json has every field.
+        names = [c for c in _TEXT_COLUMNS.get(doc["kind"], list(entries[0])) if c in entries[0]]
+        out.rows(Listing([_column(n) for n in names], entries))
         if doc.get("entries_truncated"):
-            out_console.print("  ... more entries; use --limit 0 for all", highlight=False)
+            out.note("  ... more entries; use --limit 0 for all")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from mqtier.backend.metered import RequestBill
 from mqtier.cli._cold import (
     Broker,
+    ColdTimeout,
     ColdUrl,
+    EndpointUrl,
     StorageOptions,
     broker_name,
     cold_url,
@@ -19,16 +21,18 @@ from mqtier.cli._cold import (
     report_bill,
 )
 from mqtier.cli._common import (
+    ConfigPath,
     JsonOut,
-    emit_json,
     handle_errors,
     open_store_to_read,
-    out_console,
     parse_time,
 )
-from mqtier.errors import ConfigError
+from mqtier.cli._output import Column, Listing, Output
+from mqtier.errors import ConfigError, NotFoundError
+from mqtier.redact import redact_url
 from mqtier.store.store import Store
 from mqtier.tier.catalog import load_catalog
+from mqtier.tier.dispatch import check_store_history
 from mqtier.tier.reader import ColdReader
 from mqtier.tier.tiered import offset_by_time_tiered
 
@@ -51,6 +55,12 @@ def _cold_columns(
     if not name:
         raise ConfigError("reading the cold tier without --store needs --broker")
     state = load_catalog(cold_store, name)
+    if store is not None:
+        # Another store's cold range would show as a negative pending count: exit 15 instead.
+        shown = {(q["topic"], q["queue"]) for q in doc["queues"]}
+        check_store_history(
+            store, state, [qo for qo in store.offsets() if (qo.topic, qo.queue_id) in shown]
+        )
     doc["cold"] = {"url": cold_store.url, "broker": name, "committed_seq": state.seq}
     seen = set()
     for q in doc["queues"]:
@@ -77,6 +87,7 @@ def _cold_columns(
                 "pending": 0,
             }
         )
+    doc["queues"].sort(key=lambda q: (q["topic"], q["queue"]))  # cold-only queues in place
     if at_ms is not None:
         with ColdReader(cold_store, name, state=state, read_ahead=False) as reader:
             for q in doc["queues"]:
@@ -92,17 +103,30 @@ def offsets(
     store: Annotated[
         Path | None,
         typer.Option(
-            "--store", "-s", envvar="MQTIER_STORE", help="Store directory (or $MQTIER_STORE)."
+            "--store",
+            "-s",
+            metavar="DIR",
+            envvar="MQTIER_STORE",
+            help="Store directory (or $MQTIER_STORE).",
         ),
     ] = None,
-    topic: Annotated[str | None, typer.Option("--topic", "-t", help="Only this topic.")] = None,
+    topic: Annotated[
+        str | None, typer.Option("--topic", "-t", metavar="TOPIC", help="Only this topic.")
+    ] = None,
     at: Annotated[
         str | None,
-        typer.Option("--at", help="Also give each queue's first offset stored at/after this time."),
+        typer.Option(
+            "--at",
+            metavar="TIME",
+            help="Also give each queue's first offset stored at/after this time.",
+        ),
     ] = None,
     cold: ColdUrl = None,
     broker: Broker = None,
     storage_option: StorageOptions = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: ColdTimeout = None,
+    config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
     """Show each queue's offsets and commit-log range, and with --cold its cold range.
@@ -119,9 +143,17 @@ def offsets(
     at_ms = parse_time(at, "--at") if at else None
     cold = cold_url(cold)
     if store is None and cold is not None:
-        doc: dict[str, Any] = {"store": None, "broker": broker, "queues": [], "topic_filter": topic}
+        doc: dict[str, Any] = {
+            "store": None,
+            "broker": broker,
+            "read_only": None,
+            "queues": [],
+            "topic_filter": topic,
+        }
         bill = _cold_columns(doc, cold, broker, storage_option, at_ms=at_ms)
         doc.pop("topic_filter")
+        hint = f"mqtier offsets --cold {_q(cold)} --broker {_q(str(doc['cold']['broker']))}"
+        _require_topic(doc, topic, redact_url(cold), hint)
         doc["requests"] = bill.to_json()
         _show(doc, json_out=json_out)
         report_bill(bill, json_out=json_out)
@@ -164,6 +196,8 @@ def offsets(
             if cold
             else None
         )
+    where = f"{store} or {redact_url(cold)}" if cold else str(store)
+    _require_topic(doc, topic, where, f"mqtier offsets --store {_q(str(store))}")
     if cold_bill is not None:
         doc["requests"] = cold_bill.to_json()
     _show(doc, json_out=json_out)
@@ -171,45 +205,39 @@ def offsets(
         report_bill(cold_bill, json_out=json_out)
 
 
-def _num(v: int | None) -> str:
-    return "-" if v is None else f"{v:,}"
+def _require_topic(doc: dict[str, Any], topic: str | None, where: str, hint: str) -> None:
+    """--topic naming no queue in either tier is a typo or the wrong store: exit 3, as for
+    ``read``, not an empty table that looks like an idle topic. (A topic that only the
+    cold tier still holds has rows, from the catalog.)"""
+    if topic is not None and not doc["queues"]:
+        raise NotFoundError(f"no topic {topic!r} in {where}", hint=hint)
+
+
+def _q(text: str) -> str:
+    return shlex.quote(redact_url(text))
 
 
 def _show(doc: dict[str, Any], *, json_out: bool) -> None:
-    if json_out:
-        emit_json(doc)
-        return
     cl = doc.get("commitlog")
     title = f"{doc['store'] or doc.get('cold', {}).get('url')}  broker {doc['broker']}"
     if cl:
         title += f"  commit log [{cl['min_offset']:,}, {cl['max_offset']:,})"
-    table = Table(title=title, title_justify="left")
-    cold = "cold" in doc
-    names = ["topic", "queue", "min", "max", "messages", "commit-log range"]
-    if cold:
-        names += ["cold min", "cold max", "pending"]
-    for name in names:
-        table.add_column(name, justify="left" if name in ("topic", "commit-log range") else "right")
-    at_time = any("offset_at_time" in q for q in doc["queues"])
-    if at_time:
-        table.add_column("offset at time", justify="right")
-    for q in doc["queues"]:
-        rng = (
-            f"{q['min_commitlog_offset']:,} .. {q['max_commitlog_offset']:,}"
-            if q["min_commitlog_offset"] is not None
-            else "-"
-        )
-        row = [
-            q["topic"],
-            str(q["queue"]),
-            _num(q["min_offset"]),
-            _num(q["max_offset"]),
-            f"{q['messages']:,}",
-            rng,
+    columns = [
+        Column("topic"),
+        Column("queue", kind="int"),
+        Column("min_offset", kind="int", title="min"),
+        Column("max_offset", kind="int", title="max"),
+        Column("messages", kind="int"),
+        Column("min_commitlog_offset", kind="int", title="commit-log min"),
+        Column("max_commitlog_offset", kind="int", title="commit-log max"),
+    ]
+    if "cold" in doc:
+        columns += [
+            Column("cold_min_offset", kind="int", title="cold min"),
+            Column("cold_max_offset", kind="int", title="cold max"),
+            Column("pending", kind="int"),
         ]
-        if cold:
-            row += [_num(q["cold_min_offset"]), _num(q["cold_max_offset"]), f"{q['pending']:,}"]
-        if at_time:
-            row.append(f"{q['offset_at_time']:,}")
-        table.add_row(*row)
-    out_console.print(table)
+    if any("offset_at_time" in q for q in doc["queues"]):
+        columns.append(Column("offset_at_time", kind="int", title="offset at time"))
+    out = Output.choose(json_out=json_out)
+    out.show(doc, Listing(columns, doc["queues"], title=title))

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mqtier.cli._common import JsonOut, StoreDir, emit_json, handle_errors, note
+from mqtier.cli._common import ConfigPath, JsonOut, StoreDir, handle_errors
+from mqtier.cli._output import Output
 from mqtier.store.store import Store
 
 
@@ -26,6 +27,7 @@ def recover(
             "the whole commit log.",
         ),
     ] = False,
+    config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
     """Find the end of valid data, cut a torn tail, rebuild consume queues and index.
@@ -53,12 +55,14 @@ def recover(
             doc["changed"] = True
         if st.rebuild_report is not None:
             doc["rebuild"] = st.rebuild_report.to_json()
-    if json_out:
-        emit_json(doc)
+    out = Output.choose(json_out=json_out)
+    if out.json:
+        out.show(doc)
         return
+    # The report is the answer of recover (dry run or not): stdout.
     if st.rebuild_report is not None:
         r = st.rebuild_report
-        note(
+        out.answer(
             f"{store}: rebuilt {r.queues:,} consume queues and {r.index_files:,} index files "
             f"from {r.messages:,} messages (commit log [{r.replayed_from:,}, "
             f"{r.replayed_to:,})); removed {r.consume_queue_files_removed:,} consume-queue "
@@ -66,32 +70,34 @@ def recover(
         )
     verb = "would" if dry_run else "did"
     state = "clean shutdown" if report.clean_shutdown else "crashed (abort file present)"
-    note(f"{store}: {state}; valid data ends at commit-log offset {report.end_offset:,}")
+    out.answer(f"{store}: {state}; valid data ends at commit-log offset {report.end_offset:,}")
     if missing:
         listed = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if missing[3:] else "")
-        note(
+        out.answer(
             f"  would rebuild consume queues and index from the whole commit log: {listed} "
             "went missing"
         )
     if not report.changed:
         if not missing and st.rebuild_report is None:
-            note("nothing to recover: already consistent")
+            out.answer("nothing to recover: already consistent")
         return
     if report.ingest_rolled_back_from is not None:
-        note(
+        out.answer(
             f"  {verb} roll back an ingest that died unfinished: "
             f"{report.ingest_bytes_dropped:,} bytes from offset {report.ingest_rolled_back_from:,}"
         )
     if report.torn_bytes_at is not None:
-        note(f"  {verb} truncate a torn tail at {report.torn_bytes_at:,}: {report.torn_reason}")
+        out.answer(
+            f"  {verb} truncate a torn tail at {report.torn_bytes_at:,}: {report.torn_reason}"
+        )
     if report.files_removed:
-        note(f"  {verb} remove commit-log files: {', '.join(report.files_removed)}")
+        out.answer(f"  {verb} remove commit-log files: {', '.join(report.files_removed)}")
     if report.cq_units_dropped:
-        note(f"  {verb} drop {report.cq_units_dropped:,} consume-queue units past the end")
+        out.answer(f"  {verb} drop {report.cq_units_dropped:,} consume-queue units past the end")
     if report.index_files_dropped:
-        note(f"  {verb} rebuild index files: {', '.join(report.index_files_dropped)}")
+        out.answer(f"  {verb} rebuild index files: {', '.join(report.index_files_dropped)}")
     if report.messages_redispatched:
-        note(
+        out.answer(
             f"  {verb} re-dispatch {report.messages_redispatched:,} messages from offset "
             f"{report.redispatch_from:,} into consume queues and index"
         )

@@ -411,13 +411,18 @@ def parse_msg_id(msg_id: str) -> tuple[bytes, int, int]:
     Raises:
         ValueError: not 32 (IPv4) or 56 (IPv6) hex characters.
     """
-    raw = bytes.fromhex(msg_id)
+    expected = "an offsetMsgId is 32 hex chars (IPv4 store host) or 56 (IPv6)"
+    shown = repr(msg_id if len(msg_id) <= 80 else msg_id[:77] + "...")
+    try:
+        raw = bytes.fromhex(msg_id)
+    except ValueError:  # Python's own text ("non-hexadecimal number found in fromhex()")
+        raise ValueError(f"message id {shown} is not hexadecimal; {expected}") from None
     if len(raw) == 16:
         ip_len = 4
     elif len(raw) == 28:
         ip_len = 16
     else:
-        raise ValueError(f"message id {msg_id!r} is {len(msg_id)} hex chars; expected 32 or 56")
+        raise ValueError(f"message id {shown} is {len(msg_id)} chars; {expected}")
     port = L.INT32.unpack_from(raw, ip_len)[0]
     phy: int = L.INT64.unpack_from(raw, ip_len + 4)[0]
     return raw[:ip_len], port, phy

@@ -64,6 +64,16 @@ def list_offset_files(directory: Path) -> list[tuple[int, Path]]:
     )
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` is still the file open as ``fd`` (not deleted, not replaced)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
 def infer_file_bytes(directory: Path) -> int | None:
     """The size of the store's commit-log files, read off the first non-empty file."""
     for _, p in list_offset_files(directory):
@@ -160,6 +170,46 @@ class CommitLog:
         if i < 0 or offset >= self.files[i].base + self.file_bytes:
             raise NotFoundError(f"commit-log offset {offset} is not in the local store")
         return self.files[i]
+
+    def refresh_files(self, end: int) -> bool:
+        """Read-only: match the open files to the directory as a live writer changes it.
+
+        Files the writer added are opened; head files a ``clean`` deleted are closed (an open
+        descriptor would keep their space from being freed); files at or past ``end``, which
+        hold nothing a read of this view returns, are opened again if they were replaced.
+        Returns False when a file holding records below ``end`` was replaced: what the view
+        shows may be gone, so the store must be opened anew.
+        """
+        assert not self.writable
+        on_disk = dict(list_offset_files(self.directory))
+        kept: list[CommitLogFile] = []
+        for f in self.files:
+            path = on_disk.get(f.base)
+            same = path is not None and _same_file(f.fd, path)
+            if f.base < end and not same:
+                if path is None and not kept:
+                    f.close()  # a head file cleaned away: the view starts later now
+                    continue
+                return False
+            if not same:
+                f.close()  # past the view's end and replaced or gone: reopened below if there
+                continue
+            kept.append(f)
+        for base, path in sorted(on_disk.items()):
+            if kept and base <= kept[-1].base:
+                continue
+            if kept and base != kept[-1].base + self.file_bytes:
+                break  # not the next file (yet): keep what is contiguous
+            try:
+                if path.stat().st_size != self.file_bytes:
+                    break  # an empty last file: the writer has not rolled into it yet
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                break  # removed since the listing
+            kept.append(CommitLogFile(base, path, fd))
+        self.files = kept
+        self._bases = [f.base for f in kept]
+        return True
 
     def _stop_prewrite(self) -> None:
         """Cancel the background pre-write and wait for it (its .tmp file is removed)."""

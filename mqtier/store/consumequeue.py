@@ -144,6 +144,35 @@ class ConsumeQueue:
             if self._phy_limit is not None:
                 self.hide_past_phy(self._phy_limit)
 
+    def refresh_view(self, phy_end: int, *, new: bool = False) -> None:
+        """Read-only: see the units the owner wrote since the last look, those of records that
+        end by commit-log ``phy_end`` (``new``: a queue just loaded, none of it seen yet).
+        Units kept in memory are dropped once the files hold them, so a view refreshed for
+        days (``read --follow``) stays small."""
+        assert not self.writable
+        shown = self.first_offset if new else self.max_offset
+        memory, memory_from = self._memory, self._memory_from
+        self._memory, self._phy_limit = [], None
+        on_disk = self._scan_end() if self.files else None
+        if on_disk is not None and on_disk < (self.files[-1].base + self.file_bytes) // _UB:
+            self.max_offset = on_disk  # the last file has room: no new file to look for
+        else:
+            self.reload_end()  # lists the directory: cheap per queue, not for every queue
+        if memory and (not self.files or self.max_offset < shown):  # not all on disk yet
+            self._memory, self._memory_from, self.max_offset = memory, memory_from, shown
+        # Units are in commit-log order: the first new one past phy_end, by binary search
+        # over the new units only (a damaged unit among those shown stays for reads to name).
+        lo, hi = min(shown, self.max_offset), self.max_offset
+        while lo < hi:
+            mid = (lo + hi) // 2
+            phy, size, _ = self.unit(mid)
+            if phy >= 0 and size > 0 and phy + size <= phy_end:
+                lo = mid + 1
+            else:
+                hi = mid
+        self.max_offset = lo
+        self._phy_limit = phy_end
+
     def add_in_memory(self, offset: int, phy: int, size: int, tags_code: int) -> bool:
         """Extend a read-only queue in memory by the unit of queue ``offset``.
 

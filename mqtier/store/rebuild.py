@@ -36,7 +36,12 @@ class RebuildReport:
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = asdict(self)
+        # "queues" is an array of per-queue objects in every document; this is a count.
+        doc["consume_queues"] = doc.pop("queues")
+        doc["index_files"] = doc.pop("index_files")
+        doc["seconds"] = round(doc.pop("seconds"), 3)  # durations: seconds, to the millisecond
+        return doc
 
 
 def rebuild_derived(store: Store, missing: list[str] | None = None) -> RebuildReport:

@@ -74,7 +74,9 @@ class RecoveryReport:
         )
 
     def to_json(self) -> dict[str, Any]:
-        doc = asdict(self)
+        # "torn_at", the name offsets' health gives the same offset (docs/cli-json.md, v2)
+        doc = {("torn_at" if k == "torn_bytes_at" else k): v for k, v in asdict(self).items()}
+        doc["seconds"] = round(self.seconds, 3)  # durations: seconds, to the millisecond
         doc["changed"] = self.changed
         return doc
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from mqtier.errors import (
+    ConfigError,
     CorruptRecordError,
     InvalidMessageError,
     MessageTooLargeError,
@@ -151,6 +152,15 @@ def configured_broker_name(path: str | os.PathLike[str]) -> str:
     return (stored or StoreConfig()).broker_name
 
 
+def _queue_dir_name(topic: str) -> bool:
+    """Whether ``topic`` (from a record's header) can name a consume-queue directory."""
+    try:
+        validate_topic(topic, allow_v2=True)
+    except ValueError:
+        return False
+    return True
+
+
 def is_store_dir(root: Path) -> bool:
     return (root / L.DIR_COMMITLOG).is_dir() or (
         root / L.DIR_CONFIG / L.FILE_STORE_CONFIG
@@ -187,6 +197,8 @@ class Store:
         self._queues_on_disk = False  # whether any consume queue existed when opened
         self._lost: set[tuple[str, int]] = set()  # queues the manifest says went missing
         self._closed = False
+        # Read-only: the ingest fences seen while the view was taken (see refresh)
+        self._view_fences: set[int | None] = set()
         pid = os.getpid() & 0xFFFF
         self._uniq_prefix = (
             self.store_host[0][-4:].hex().upper() + f"{pid:04X}{random.getrandbits(32):08X}"
@@ -278,6 +290,7 @@ class Store:
     def _open_files(self, *, write_config: bool, dry_run: bool, rebuild: bool = False) -> None:
         cfg = self.config
         state = StoreHealth.probe(self.root)
+        fence_before = self.unfinished_ingest_from
         if not self.read_only:
             self.root.mkdir(parents=True, exist_ok=True)
             self._lock = StoreLock(self.root)
@@ -330,6 +343,7 @@ class Store:
         for key, cq in self._cqs.items():
             self._queue_offsets[key] = cq.max_offset
         if self.read_only:
+            self._view_fences = {fence_before, self.unfinished_ingest_from}
             return
         abort = self.root / L.FILE_ABORT
         existed = abort.exists()
@@ -457,6 +471,93 @@ class Store:
         if detail is None:
             return None
         return CorruptRecordError(self.commitlog.file_for(phy).path, phy, detail)
+
+    def refresh(self) -> Literal["same", "grew", "stale"]:
+        """Read-only: extend this view by the records the store's owner made durable since.
+
+        Cheap when nothing is new (a listing of ``commitlog/`` and a look at the view's end),
+        so a follower (``read --follow``) can poll it; the queues the new records belong to
+        grow by their units, from the owner's consume-queue files or, until the owner writes
+        them, from memory. It writes nothing. It never extends into the records of an
+        unfinished ingest (they may still roll back) nor past a damaged record, and new
+        records' keys are not added to key queries.
+
+        Returns "grew" when the view's end moved, "same" when nothing new is durable, and
+        "stale" when this view cannot be extended (records it shows may have been rolled
+        back, or a file it reads was replaced): then open the store again.
+        """
+        if not self.read_only:
+            raise ReadOnlyStoreError("refresh is for read-only views; a writer sees its own")
+        cl = self.commitlog
+        old = cl.durable_end
+        fence = self.unfinished_ingest_from
+        # The open may have shown the records of an ingest that was running: once its fence
+        # moves, they were either made final or rolled back, and only a new open can tell.
+        if any(f is not None and f < old for f in self._view_fences) and (
+            len(self._view_fences) > 1 or fence not in self._view_fences
+        ):
+            return "stale"
+        if not cl.refresh_files(old):
+            return "stale"
+        if self.tail_damage is not None:
+            return "same"  # the view ends before a damaged record; reads past it would fail
+        end = cl.find_end(old, verify_crc=True).offset
+        if fence is not None:
+            end = min(end, max(fence, old))
+        if end <= old:
+            return "same"
+        cl.set_end(end)
+        self._extend_queues(old, end)
+        return "grew" if cl.durable_end > old else "same"
+
+    def _extend_queues(self, start: int, end: int) -> None:
+        """The queue units of the records in ``[start, end)``, for :meth:`refresh`."""
+        looked: set[tuple[str, int]] = set()  # queues whose files were looked at this time
+        records = self.commitlog.scan(start, verify_crc=False, end=end)
+        for phy, size, mm, pos in records:
+            topic, qid, qoff = record_queue(mm, pos)
+            key = (topic, qid)
+            cq = self._cqs.get(key)
+            if key not in looked:
+                looked.add(key)
+                new = cq is None
+                # A queue the owner created since: load its files (the name is checked first,
+                # as it comes from a record's header and becomes a path).
+                if new and _queue_dir_name(topic) and self._queue_dir(topic, qid).is_dir():
+                    cq = self._cqs[key] = self._read_only_queue(topic, qid)
+                if cq is not None:
+                    cq.refresh_view(end, new=new)
+            queued = cq is not None and qoff < cq.max_offset
+            if queued:
+                continue  # the owner has written its unit
+            damage = self._tail_record_damage(mm, pos, phy, topic, qid, qoff, cq, queued)
+            if damage is not None:
+                self.tail_damage = damage
+                records.close()
+                self.commitlog.set_end(phy)
+                for q in self._cqs.values():
+                    q.hide_past_phy(phy)
+                return
+            _, _, _, sysflag, _, _, props = dispatch_fields(mm, pos)
+            if sysflag & L.SYSFLAG_TRANSACTION_MASK not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
+                continue  # prepared or rolled back: no queue unit
+            if cq is None:
+                if not _queue_dir_name(topic):
+                    continue  # not a name a queue directory can have: never dispatched
+                cq = self._cqs[key] = self._read_only_queue(topic, qid)
+            cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
+
+    def _queue_dir(self, topic: str, qid: int) -> Path:
+        return self.root / L.DIR_CONSUMEQUEUE / topic / str(qid)
+
+    def _read_only_queue(self, topic: str, qid: int) -> ConsumeQueue:
+        return ConsumeQueue(
+            self._queue_dir(topic, qid),
+            topic,
+            qid,
+            self.config.cq_units_per_file,
+            writable=False,
+        )
 
     def _load_consume_queues(self) -> None:
         base = self.root / L.DIR_CONSUMEQUEUE
@@ -1090,8 +1191,8 @@ class Store:
         """The message with this offsetMsgId (store host + commit-log offset)."""
         try:
             ip, port, phy = parse_msg_id(msg_id)
-        except ValueError as exc:
-            raise NotFoundError(str(exc)) from None
+        except ValueError as exc:  # an ill-formed id is bad input, not a missing message
+            raise ConfigError(str(exc)) from None
         cl = self.commitlog
         if cl.min_offset <= phy and phy + 8 <= cl.durable_end:
             _, magic = L.RECORD_SIZE_MAGIC.unpack(cl.read(phy, 8))

@@ -33,7 +33,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,6 +41,7 @@ import orjson
 import zstandard
 
 from mqtier.backend.base import ColdStore
+from mqtier.backend.open import bill_of
 from mqtier.errors import (
     ColdObjectNotFoundError,
     ColdStoreError,
@@ -59,9 +60,27 @@ SNAPSHOT_EVERY: Final = 16  # commits between snapshots: bounds a reader's tail 
 # a hole (lost records), which must fail rather than hide the commits after it.
 PROBE_PAST: Final = 2
 CHECKSUM_FIELD: Final = "sha256"  # over the document's canonical JSON without this field
+# operation, seconds and requests: recorded since `mqtier log`; records before lack them.
 _COMMIT_FIELDS: Final = frozenset(
-    {"format", "version", "seq", "run_id", "time_ms", "host", "added", "removed", CHECKSUM_FIELD}
+    {
+        "format",
+        "version",
+        "seq",
+        "run_id",
+        "time_ms",
+        "host",
+        "operation",
+        "seconds",
+        "requests",
+        "added",
+        "removed",
+        CHECKSUM_FIELD,
+    }
 )
+_COST_FIELDS: Final = ("requests", "bytes_sent", "bytes_received")  # a commit's `requests`
+# What a removed entry repeats of its segment (since `mqtier log`): the offsets and bytes a
+# commit dropped can then be told from the record alone, without replaying the history.
+_REMOVED_EXTRAS: Final = ("count", "stored_bytes", "raw_bytes")
 _SNAPSHOT_FIELDS: Final = frozenset(
     {"format", "version", "broker", "seq", "queues", "floors", CHECKSUM_FIELD}
 )
@@ -113,6 +132,11 @@ class CatalogState:
     snapshot_seq: int = 0
     # Whether check_history ran for the run that holds this state (once, before its first write)
     history_checked: bool = False
+    # Where this run's work for its next commit began: when the state was loaded or last
+    # committed (monotonic seconds, and the request bill's totals then). A commit records the
+    # time and requests since, so `mqtier log` shows what each commit cost.
+    work_since: float | None = None
+    bill_since: tuple[int, int, int] | None = None
 
     def next_offset(self, key: QueueKey) -> int | None:
         segs = self.queues.get(key)
@@ -224,6 +248,7 @@ def load_catalog(cold: ColdStore, broker: str) -> CatalogState:
             message names the key and what to do about it.
     """
     check_broker(broker)
+    started, bill_then = time.monotonic(), _bill_totals(cold)
     state = CatalogState(broker)
     snap_seq, snap_bytes = _read_latest(cold, broker)
     requests = 1
@@ -243,7 +268,17 @@ def load_catalog(cold: ColdStore, broker: str) -> CatalogState:
             break
         _apply_checked(state, data, key)
     state.loaded_requests = requests
+    state.work_since, state.bill_since = started, bill_then
     return state
+
+
+def _bill_totals(cold: ColdStore) -> tuple[int, int, int] | None:
+    """(requests, bytes sent, bytes received) so far, when ``cold`` is metered."""
+    bill = bill_of(cold)
+    if bill is None:
+        return None
+    doc = bill.to_json()
+    return doc["requests"], doc["bytes_sent"], doc["bytes_received"]
 
 
 def _probe_past(cold: ColdStore, broker: str, missing: int) -> tuple[int, bool]:
@@ -426,15 +461,7 @@ def _apply_checked(state: CatalogState, data: bytes, key: str) -> None:
     seq = state.seq + 1
     hint = _repair_hint(state.broker)
     try:
-        record = _decode(data, key, "commit record")
-        _check_sealed(record, key, "commit record", _COMMIT_FIELDS)
-        if record.get("format") != "mqtier-commit":
-            raise CorruptionError(f"{key}: is not a commit record")
-        if type(record["seq"]) is not int:
-            raise TypeError(f"seq is {record['seq']!r}")
-        if record["seq"] != seq:
-            raise CorruptionError(f"{key}: holds commit {record['seq']}, not {seq}")
-        added = [_segment(doc, state.broker, seq, exact=True) for doc in record["added"]]
+        record, added = _checked_record(data, key, state.broker, seq)
         removed = [_removed_segment(state, doc) for doc in record["removed"]]
         check_contiguous(state, added, removed)
         state.apply(record)
@@ -447,10 +474,88 @@ def _apply_checked(state: CatalogState, data: bytes, key: str) -> None:
         ) from None
 
 
+def _checked_record(
+    data: bytes, key: str, broker: str, seq: int
+) -> tuple[dict[str, Any], list[Segment]]:
+    """Commit record ``seq`` checked on its own (checksum, fields, shape) and what it adds.
+
+    Raises CorruptionError, or KeyError/TypeError/ValueError for a wrong shape; the callers
+    name the key and add what to do.
+    """
+    record = _decode(data, key, "commit record")
+    _check_sealed(record, key, "commit record", _COMMIT_FIELDS)
+    if record.get("format") != "mqtier-commit":
+        raise CorruptionError(f"{key}: is not a commit record")
+    if type(record["seq"]) is not int:
+        raise TypeError(f"seq is {record['seq']!r}")
+    if record["seq"] != seq:
+        raise CorruptionError(f"{key}: holds commit {record['seq']}, not {seq}")
+    added = [_segment(doc, broker, seq, exact=True) for doc in record["added"]]
+    for doc in record["removed"]:
+        _check_removed_shape(doc)
+    _check_work_fields(record)
+    return record, added
+
+
+def _check_removed_shape(doc: Any) -> None:
+    if not isinstance(doc, dict):
+        raise TypeError(f"a removed entry is {doc!r}")
+    want = {"object": str, "topic": str, "queue": int, "first": int}
+    want.update(dict.fromkeys(_REMOVED_EXTRAS, int))
+    for name, kind in want.items():
+        if (name in doc or name not in _REMOVED_EXTRAS) and type(doc[name]) is not kind:
+            raise TypeError(f"removed field {name!r} is {doc[name]!r}, not {kind.__name__}")
+
+
+def _check_work_fields(record: dict[str, Any]) -> None:
+    """The optional fields newer records carry (operation, seconds, requests) are well typed."""
+    if "operation" in record and type(record["operation"]) is not str:
+        raise TypeError(f"operation is {record['operation']!r}")
+    if "seconds" in record and type(record["seconds"]) not in (int, float):
+        raise TypeError(f"seconds is {record['seconds']!r}")
+    if "requests" in record:
+        cost = record["requests"]
+        if not isinstance(cost, dict) or any(type(cost.get(k)) is not int for k in _COST_FIELDS):
+            raise TypeError(f"requests is {cost!r}")
+
+
+def read_commit_record(data: bytes, key: str, broker: str, seq: int) -> dict[str, Any]:
+    """Commit record ``seq`` of ``broker`` checked on its own, for listings (``mqtier log``).
+
+    Everything :func:`load_catalog` checks that needs no state: checksum, field names,
+    ``format``, ``seq``, the segments it adds and the shape of those it removes. Contiguity
+    against the state before it is not checked here (that needs the whole history).
+
+    Raises:
+        CorruptionError: the record is damaged; the message names ``key`` and what to try.
+    """
+    hint = _repair_hint(broker)
+    try:
+        record = _checked_record(data, key, broker, seq)[0]
+        # What a listing shows of every record (the loader itself never needs them)
+        for name, kind in (("time_ms", int), ("host", str), ("run_id", str)):
+            if type(record[name]) is not kind:
+                raise TypeError(f"{name} is {record[name]!r}")
+        return record
+    except CorruptionError as exc:
+        raise _damaged(key, str(exc).removeprefix(f"{key}: "), hint) from None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise _damaged(
+            key, f"commit record is malformed ({type(exc).__name__}: {exc})", hint
+        ) from None
+
+
 def _removed_segment(state: CatalogState, doc: dict[str, Any]) -> Segment:
     topic, queue, obj, first = doc["topic"], int(doc["queue"]), doc["object"], doc["first"]
     for seg in state.queues.get((topic, queue), []):
         if seg.object == obj and seg.first == first:
+            # A record that says what it removed (newer ones do) must say it right
+            for name in _REMOVED_EXTRAS:
+                if name in doc and doc[name] != getattr(seg, name):
+                    raise CorruptionError(
+                        f"removes {topic}/{queue}@{first} of {obj} with {name} {doc[name]}, "
+                        f"but that segment has {getattr(seg, name)}"
+                    )
             return seg
     raise CorruptionError(f"removes a segment {topic}/{queue}@{first} of {obj} it does not have")
 
@@ -527,10 +632,16 @@ def commit(
     added: list[Segment],
     removed: list[Segment] | None = None,
     run_id: str,
+    operation: str | None = None,
     snapshot_every: int = SNAPSHOT_EVERY,
     warnings: list[str] | None = None,
 ) -> int:
     """Create commit record ``state.seq + 1``; on success apply it to ``state``.
+
+    ``operation`` names the work (``dispatch``, ``compact``, ``expire``); by default it is
+    told from the change: only added is a dispatch, only removed an expiry, both compaction.
+    The record also says what the work cost since the state was loaded or last committed:
+    ``seconds`` and, on a metered store, ``requests`` (this create included).
 
     Then, when the tail of commit records after the newest snapshot has grown to
     ``snapshot_every``, write a new snapshot. A snapshot only shortens what readers load, so
@@ -551,9 +662,17 @@ def commit(
         "run_id": run_id,
         "time_ms": int(time.time() * 1000),
         "host": os.uname().nodename,
+        "operation": operation or operation_of(added, removed or []),
+        **_work_since(cold, state),
         "added": [s.to_json() for s in added],
         "removed": [
-            {"object": s.object, "topic": s.topic, "queue": s.queue, "first": s.first}
+            {
+                "object": s.object,
+                "topic": s.topic,
+                "queue": s.queue,
+                "first": s.first,
+                **{name: getattr(s, name) for name in _REMOVED_EXTRAS},
+            }
             for s in removed or []
         ],
     }
@@ -564,6 +683,7 @@ def commit(
             "uploaded since its last commit stays uncommitted (a later run deletes it)"
         )
     state.apply(record)
+    state.work_since, state.bill_since = time.monotonic(), _bill_totals(cold)
     if seq - state.snapshot_seq >= snapshot_every:
         try:
             write_snapshot(cold, state)
@@ -575,6 +695,29 @@ def commit(
             if warnings is not None:
                 warnings.append(msg)
     return seq
+
+
+def operation_of(added: Sized, removed: Sized) -> str:
+    """What the three writers do: dispatch only adds, expire only removes, compact swaps.
+
+    Also how ``mqtier log`` names the operation of a record older than its ``operation``.
+    """
+    if added and removed:
+        return "compact"
+    return "expire" if removed else "dispatch"
+
+
+def _work_since(cold: ColdStore, state: CatalogState) -> dict[str, Any]:
+    """``seconds`` and ``requests`` of the work since ``state`` was loaded or last committed."""
+    out: dict[str, Any] = {}
+    if state.work_since is not None:
+        out["seconds"] = round(time.monotonic() - state.work_since, 3)
+    now = _bill_totals(cold)
+    if now is not None and state.bill_since is not None:
+        sent = [a - b for a, b in zip(now, state.bill_since, strict=True)]
+        sent[0] += 1  # the create of this record, about to be sent (its bytes not counted)
+        out["requests"] = dict(zip(_COST_FIELDS, sent, strict=True))
+    return out
 
 
 def write_snapshot(cold: ColdStore, state: CatalogState) -> None:

@@ -32,7 +32,7 @@ from mqtier.format import layout as L
 from mqtier.format.coldobject import TRAILER
 from mqtier.store.store import Store
 from mqtier.tier.catalog import CatalogState
-from mqtier.tier.dispatch import check_same_history, hot_store_ts
+from mqtier.tier.dispatch import check_store_history
 
 
 @dataclass
@@ -49,7 +49,7 @@ class CleanReport:
         return {
             "dry_run": self.dry_run,
             "safe_below": self.safe_below,
-            "keep_ms": self.keep_ms,
+            "keep_seconds": round(self.keep_ms / 1000, 3),  # durations: seconds, to the ms
             "commitlog_files": self.files,
             "derived_files": self.derived_files,
             "freed_bytes": self.freed_bytes,
@@ -63,16 +63,13 @@ def safe_below(store: Store, state: CatalogState) -> int:
     Raises:
         ColdHistoryMismatchError: the cold tier holds another store's messages for a queue.
     """
+    check_store_history(store, state)
     safe = store.dispatched_end
     for qo in store.offsets():
         key = (qo.topic, qo.queue_id)
         cold_next = state.next_offset(key)
         cq = store.consume_queue(qo.topic, qo.queue_id)
         assert cq is not None
-        if cold_next is not None:
-            check_same_history(
-                state, key, cq, qo.min_offset, qo.max_offset, lambda p, n: hot_store_ts(store, p, n)
-            )
         first_uncommitted = qo.min_offset if cold_next is None else max(cold_next, qo.min_offset)
         if first_uncommitted >= qo.max_offset:
             continue
@@ -150,7 +147,7 @@ def clean(
         if newest > cutoff:
             report.blocked_by = f"{f.path.name} holds messages newer than --keep"
             break
-        report.files.append({"file": f.path.name, "base": f.base, "newest_store_ms": newest})
+        report.files.append({"file": f.path.name, "base": f.base, "newest_store_time": newest})
         report.freed_bytes += cl.file_bytes
         drop_below = end
     if drop_below <= cl.min_offset:

@@ -60,16 +60,18 @@ class CompactReport:
         return sum(s.stored_bytes for r in self.runs for s in r)
 
     def to_json(self) -> dict[str, Any]:
-        queues: dict[str, dict[str, int]] = {}
+        queues: dict[tuple[str, int], dict[str, Any]] = {}
         for run in self.runs:
+            topic, queue = run[0].topic, run[0].queue
             q = queues.setdefault(
-                f"{run[0].topic}/{run[0].queue}", {"segments_before": 0, "messages": 0}
-            )
+                (topic, queue),
+                {"topic": topic, "queue": queue, "segments_before": 0, "messages": 0,
+                 "segments_after": 0},
+            )  # fmt: skip
             q["segments_before"] += len(run)
             q["messages"] += sum(s.count for s in run)
         for seg in self.added:
-            q = queues[f"{seg.topic}/{seg.queue}"]
-            q["segments_after"] = q.get("segments_after", 0) + 1
+            queues[(seg.topic, seg.queue)]["segments_after"] += 1
         return {
             "dry_run": self.dry_run,
             "segments_merged": sum(len(r) for r in self.runs),
@@ -81,8 +83,8 @@ class CompactReport:
             "objects_deleted": self.objects_deleted,
             "committed_seq": self.committed_seq,
             "warnings": list(self.warnings),
-            "seconds": round(self.seconds, 6),
-            "queues": queues,
+            "seconds": round(self.seconds, 3),  # durations: seconds, to the millisecond
+            "queues": [queues[key] for key in sorted(queues)],
         }
 
 

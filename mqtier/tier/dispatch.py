@@ -19,7 +19,7 @@ import logging
 import mmap
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Any, Final
@@ -31,7 +31,7 @@ from mqtier.format import layout as L
 from mqtier.format.coldobject import SourceRecord
 from mqtier.format.message import record_store_ts
 from mqtier.store.consumequeue import ConsumeQueue
-from mqtier.store.store import Store
+from mqtier.store.store import QueueOffsets, Store
 from mqtier.tier.catalog import (
     CatalogState,
     QueueKey,
@@ -140,7 +140,7 @@ class DispatchReport:
             "garbage_deleted": self.garbage_deleted,
             "stopped_by": self.stopped_by,
             "warnings": list(self.warnings),
-            "seconds": round(self.seconds, 6),
+            "seconds": round(self.seconds, 3),  # durations: seconds, to the millisecond
             # Nothing left behind: every pending message was tiered (none waits for a batch
             # threshold, no limit stopped the run).
             "up_to_date": not self.waiting and self.stopped_by is None,
@@ -156,7 +156,8 @@ class DispatchReport:
                     "bytes": p.pending_bytes,
                     "reason": p.reason,
                 }
-                for p in self.plans
+                # by (topic, queue), as every per-queue array; the run's order is its own
+                for p in sorted(self.plans, key=lambda p: (p.topic, p.queue))
             ],
         }
 
@@ -191,7 +192,8 @@ def check_same_history(
     if cold_next > hot_max:
         raise ColdHistoryMismatchError(
             f"{name}: the cold tier holds offsets up to {cold_next - 1} but this store's queue "
-            f"ends at {hot_max - 1}; {hint}"
+            f"ends at {hot_max - 1}; {hint}",
+            hint=who_wrote(state.broker),
         )
     if segs and hot_min < cold_next:
         last = segs[-1]
@@ -199,14 +201,70 @@ def check_same_history(
         if phy != last.cl_max:
             raise ColdHistoryMismatchError(
                 f"{name}: offset {cold_next - 1} is at commit-log offset {phy} here but at "
-                f"{last.cl_max} in the cold tier; {hint}"
+                f"{last.cl_max} in the cold tier; {hint}",
+                hint=who_wrote(state.broker),
             )
         ts = store_ts_at(phy, size)
         if not last.min_ts <= ts <= last.max_ts:
             raise ColdHistoryMismatchError(
                 f"{name}: offset {cold_next - 1} has store time {ts} here, outside "
-                f"{last.min_ts}..{last.max_ts} of its segment in the cold tier; {hint}"
+                f"{last.min_ts}..{last.max_ts} of its segment in the cold tier; {hint}",
+                hint=who_wrote(state.broker),
             )
+
+
+def check_log_extent(store: Store, state: CatalogState) -> None:
+    """Refuse a cold tier holding commit-log offsets this store never wrote.
+
+    A store's commit log only grows at its end (``clean`` drops its head), so every record
+    it tiered sits below its durable end. A segment that ends at or past it was tiered from
+    another store: one whose queues this store may not even have, which the per-queue
+    :func:`check_same_history` would never look at. One pass over the catalog, no I/O.
+
+    Raises:
+        ColdHistoryMismatchError: naming the queue with the farthest record.
+    """
+    end = store.commitlog.durable_end
+    last = max(
+        (segs[-1] for segs in state.queues.values() if segs), key=lambda s: s.cl_max, default=None
+    )
+    if last is not None and last.cl_max >= end:
+        raise ColdHistoryMismatchError(
+            f"{last.topic}/{last.queue}: the cold tier of broker {state.broker!r} holds a "
+            f"record at commit-log offset {last.cl_max}, but this store's commit log ends at "
+            f"{end}; is another store tiering as broker {state.broker!r}?",
+            hint=who_wrote(state.broker),
+        )
+
+
+def who_wrote(broker: str) -> str:
+    """The ``try:`` line of a history mismatch: the log names the host and run of each commit
+    (the library does not know the URL the command was given)."""
+    return f"mqtier log --cold URL --broker {broker}"
+
+
+def check_store_history(
+    store: Store, state: CatalogState, queues: Iterable[QueueOffsets] | None = None
+) -> None:
+    """Refuse a cold prefix whose history is not this store's: the check ``dispatch`` makes
+    before it uploads, for every command given both a store and a cold tier.
+
+    It reads a few bytes per queue (``queues``, default all of the store's) and never writes:
+    commands that only look run it too, so that a cold range from another store is an error
+    (exit 15) rather than a pending count that comes out negative.
+
+    Raises:
+        ColdHistoryMismatchError: naming the queue and what disagrees.
+    """
+    for qo in store.offsets() if queues is None else queues:
+        key: QueueKey = (qo.topic, qo.queue_id)
+        cq = store.consume_queue(qo.topic, qo.queue_id)
+        if cq is None or state.next_offset(key) is None:
+            continue
+        check_same_history(
+            state, key, cq, qo.min_offset, qo.max_offset, lambda p, n: hot_store_ts(store, p, n)
+        )
+    check_log_extent(store, state)  # after: a queue's own disagreement names it better
 
 
 def plan_queues(
@@ -222,6 +280,7 @@ def plan_queues(
     """
     plans: list[QueuePlan] = []
     fence = store.unfinished_ingest_from
+    check_store_history(store, state)  # before anything is planned, let alone uploaded
     for qo in store.offsets():
         key: QueueKey = (qo.topic, qo.queue_id)
         cold_next = state.next_offset(key)
@@ -234,10 +293,6 @@ def plan_queues(
             )
         cq = store.consume_queue(qo.topic, qo.queue_id)
         assert cq is not None
-        if cold_next is not None:
-            check_same_history(
-                state, key, cq, qo.min_offset, qo.max_offset, lambda p, n: hot_store_ts(store, p, n)
-            )
         if start >= qo.max_offset:
             continue
         units = cq.units(start, qo.max_offset - start)

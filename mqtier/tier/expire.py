@@ -28,11 +28,19 @@ class ExpireReport:
     warnings: list[str] = field(default_factory=list)  # what failed without failing the run
 
     def to_json(self) -> dict[str, Any]:
-        queues: dict[str, dict[str, int]] = {}
+        # Per queue: the range [from, to) of queue offsets expired (a queue loses only its
+        # leading segments, so it is one range), as dispatch gives the range it tiers.
+        queues: dict[tuple[str, int], dict[str, Any]] = {}
         for s in self.segments:
-            q = queues.setdefault(f"{s.topic}/{s.queue}", {"messages": 0, "new_first": 0})
+            q = queues.setdefault(
+                (s.topic, s.queue),
+                {"topic": s.topic, "queue": s.queue, "segments": 0, "messages": 0,
+                 "from": s.first, "to": s.end},
+            )  # fmt: skip
+            q["segments"] += 1
             q["messages"] += s.count
-            q["new_first"] = max(q["new_first"], s.end)
+            q["from"] = min(q["from"], s.first)
+            q["to"] = max(q["to"], s.end)
         return {
             "dry_run": self.dry_run,
             "segments": len(self.segments),
@@ -41,7 +49,7 @@ class ExpireReport:
             "objects_deleted": self.objects_deleted,
             "committed_seq": self.committed_seq,
             "warnings": list(self.warnings),
-            "queues": queues,
+            "queues": [queues[key] for key in sorted(queues)],
         }
 
 

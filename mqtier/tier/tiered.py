@@ -16,9 +16,12 @@ hot store answers instead, as RocketMQ falls back.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
+from typing import TypeVar
 
 from mqtier.errors import ColdStoreError, CorruptionError, NotFoundError
 from mqtier.format.message import MessageRecord
@@ -26,6 +29,7 @@ from mqtier.store.store import Store
 from mqtier.tier.reader import ColdReader
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class ReadPolicy(StrEnum):
@@ -37,10 +41,12 @@ class ReadPolicy(StrEnum):
 
 def _hot_range(store: Store, topic: str, queue_id: int) -> tuple[int, int] | None:
     """The hot store's readable offsets of a queue, ``[first, end)``; None without the queue."""
-    for qo in store.offsets():
-        if qo.topic == topic and qo.queue_id == queue_id:
-            return qo.min_offset, qo.max_offset
-    return None
+    # One queue's range, not store.offsets(): a read of every queue of a topic asks this per
+    # queue, and offsets() looks at every queue of the store each time.
+    cq = store.consume_queue(topic, queue_id)
+    if cq is None:
+        return None
+    return store.first_readable(topic, queue_id), cq.max_offset
 
 
 def _cold_range(cold: ColdReader, key: tuple[str, int]) -> tuple[int, int] | None:
@@ -167,13 +173,15 @@ def iter_tiered(
     policy: ReadPolicy = ReadPolicy.NOT_IN_DISK,
     tags: Iterable[str] | None = None,
     batch: int = READ_BATCH,
+    end: int | None = None,
 ) -> Iterator[list[MessageRecord]]:
     """:func:`read_tiered` of ``count`` queue entries from ``offset``, in batches.
 
     For long reads: memory stays bounded, output can stream, and the cold reader sees
     sequential reads, so its read-ahead works. As with one read, offsets below the first one
     either tier has start there, and ``count`` bounds the entries examined (with tags, the
-    messages returned may be fewer).
+    messages returned may be fewer); ``end``, when given, is a queue offset the read stops
+    before (``read --follow`` stops before an unfinished ingest's records).
 
     Raises:
         NotFoundError: neither tier (of those the policy allows) has the queue.
@@ -197,9 +205,107 @@ def iter_tiered(
     if not firsts:
         raise NotFoundError(f"topic {topic!r} queue {queue_id} is in neither tier")
     off = max(offset, min(firsts))
-    stop = min(off + count, max(ends))
+    stop = min(off + count, max(ends), end if end is not None else max(ends))
     tag_list = list(tags) if tags else None
     while off < stop:
         n = min(batch, stop - off)
         yield read_tiered(store, cold, topic, queue_id, off, n, policy=policy, tags=tag_list)
         off += n
+
+
+# -- every queue of a topic ------------------------------------------------------------------
+
+MERGE_BATCH_MIN = 16  # per queue while merging many: queues x batch messages are held at once
+
+
+def merge_key(m: MessageRecord) -> tuple[int, int, int]:
+    """The order of a read of several queues: store time, then queue id, then queue offset
+    (store times tie within a group commit; the rest makes the order the same on every run)."""
+    return m.store_ts, m.queue_id, m.queue_offset
+
+
+def _tiers(
+    store: Store | None, cold: ColdReader | None, policy: ReadPolicy
+) -> tuple[Store | None, ColdReader | None]:
+    """The tiers a policy reads: the hot store unless forced cold, cold unless disabled."""
+    hot = store if store is not None and (cold is None or policy is not ReadPolicy.FORCE) else None
+    return hot, cold if cold is not None and policy is not ReadPolicy.DISABLE else None
+
+
+def topic_queues(
+    store: Store | None, cold: ColdReader | None, topic: str, *, policy: ReadPolicy
+) -> list[int]:
+    """The queue ids of ``topic`` in the tiers ``policy`` reads: the hot store's consume
+    queues and the cold tier's catalog (queues whose every segment expired are left out).
+
+    Raises:
+        NotFoundError: no tier read has a queue of ``topic``.
+    """
+    hot, in_cold = _tiers(store, cold, policy)
+    ids: set[int] = set()
+    if hot is not None:
+        ids.update(q for t, q in hot.consume_queues if t == topic)
+    if in_cold is not None:
+        keys = [k for k in in_cold.state.queues if k[0] == topic]
+        ids.update(q for t, q in keys if _cold_range(in_cold, (t, q)) is not None)
+    if not ids:
+        where = " or ".join(
+            w for w, tier in (("the hot store", hot), ("the cold tier", in_cold)) if tier
+        )
+        raise NotFoundError(f"topic {topic!r} has no queue in {where or 'any tier'}")
+    return sorted(ids)
+
+
+def start_offset(
+    store: Store | None,
+    cold: ColdReader | None,
+    topic: str,
+    queue_id: int,
+    *,
+    policy: ReadPolicy,
+    from_ms: int | None,
+) -> int:
+    """Where a read of one queue starts: its first message stored at or after ``from_ms``
+    in the tiers ``policy`` reads, or (``None``) the first offset either has (0; reads start
+    at the first offset a tier holds)."""
+    if from_ms is None:
+        return 0
+    hot, in_cold = _tiers(store, cold, policy)
+    return offset_by_time_tiered(hot, in_cold, topic, queue_id, from_ms)
+
+
+def iter_merged(
+    store: Store | None,
+    cold: ColdReader | None,
+    topic: str,
+    ranges: Mapping[int, tuple[int, int | None]],
+    *,
+    policy: ReadPolicy = ReadPolicy.NOT_IN_DISK,
+    tags: Iterable[str] | None = None,
+) -> Iterator[MessageRecord]:
+    """The messages of several queues of ``topic``, ``ranges[queue] = (first offset, end or
+    None for the queue's end)``, merged in :func:`merge_key` order.
+
+    Each queue is read in batches as the merge needs it (a k-way merge), so memory holds a
+    batch per queue, never a whole queue; batches shrink as queues are many.
+    """
+    tag_list = list(tags) if tags else None
+    batch = max(MERGE_BATCH_MIN, READ_BATCH // max(1, len(ranges)))
+
+    def one(queue_id: int, first: int, end: int | None) -> Iterator[MessageRecord]:
+        for msgs in iter_tiered(
+            store, cold, topic, queue_id, first, 1 << 62,
+            policy=policy, tags=tag_list, batch=batch, end=end,
+        ):  # fmt: skip
+            yield from msgs
+
+    return heapq.merge(
+        *(one(q, first, end) for q, (first, end) in sorted(ranges.items())), key=merge_key
+    )
+
+
+def batched(items: Iterable[_T], n: int) -> Iterator[list[_T]]:
+    """``items`` in lists of up to ``n`` (what the output layer writes and flushes at once)."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from mqtier import Message, Store, StoreConfig
 from mqtier.cli import app
+from mqtier.cli._json import JSON_VERSION
 from mqtier.format import layout as L
 from mqtier.format.message import decode_record, encode_record
 from mqtier.ingest import IngestSummary
@@ -225,6 +226,54 @@ def test_compatibility_rule_is_stated() -> None:
     text = CLI_JSON.read_text(encoding="utf-8")
     assert "never rename or remove" in text
     assert "must ignore fields they do not know" in text
+    # the version rule, with the number the code writes
+    assert "Readers check `version`" in text
+    assert (
+        f'starts with `"version"`: the version of\nthis contract it follows, now **{JSON_VERSION}**'
+        in text
+    )
+
+
+def json_sections() -> dict[str, str]:
+    """``## heading`` -> its text, for the headings of docs/cli-json.md."""
+    parts = re.split(r"^## (.+)$", CLI_JSON.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+# Commands whose --json output is JSON Lines of message objects, which are not documents.
+JSON_LINES_COMMANDS = {"read", "query"}
+
+
+def document_commands() -> list[str]:
+    """Every command whose --json writes one document (its name, as its section's heading)."""
+    return sorted(
+        {
+            path[0]
+            for path, cmd in LEAVES
+            if "--json" in option_names(cmd) and path[0] not in JSON_LINES_COMMANDS
+        }
+    )
+
+
+def test_every_document_is_listed_and_versioned() -> None:
+    """Each command's document has a row in the command table and a section whose field table
+    starts with ``version``, as does the error object's."""
+    text = CLI_JSON.read_text(encoding="utf-8")
+    table = text[: text.index("\n## ")]
+    sections = json_sections()
+    commands = document_commands()
+    assert {"ingest", "offsets", "dispatch", "clean", "expire", "compact"} <= set(commands)
+    for name in commands:
+        assert re.search(rf"^\| `{name}` \| one \[", table, flags=re.MULTILINE), (
+            f"docs/cli-json.md's command table has no row for {name}"
+        )
+        section = sections.get(f"`{name}`")
+        assert section is not None, f"docs/cli-json.md has no '## `{name}`' section"
+        first_row = re.search(r"^\|---\|---\|---\|\n(\|[^\n]*)", section, flags=re.MULTILINE)
+        assert first_row and first_row.group(1).startswith("| `version` | int |"), (
+            f"'## `{name}`': the first field of its table must be `version`"
+        )
+    assert "| `version` | int |" in sections["Error object"]
 
 
 def test_message_record_keys_documented() -> None:
@@ -279,9 +328,12 @@ def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_json(*args: str) -> Any:
+    """A command's --json document, checked to start with the contract's version."""
     res = runner.invoke(app, list(args))
     assert res.exit_code == 0, res.output
-    return json.loads(res.stdout)
+    doc = json.loads(res.stdout)
+    assert next(iter(doc)) == "version" and doc["version"] == JSON_VERSION, doc
+    return doc
 
 
 def test_offsets_keys_documented(small_store: Path) -> None:
@@ -320,7 +372,7 @@ def test_inspect_keys_documented(small_store: Path, relative: str) -> None:
     if path.is_dir():  # index/: the one file, whatever its time-based name
         (path,) = path.iterdir()
     doc = run_json("inspect", str(path), "--json")
-    keys = json_keys(doc, data_maps=frozenset({"topics", "properties", "content"}))
+    keys = json_keys(doc, data_maps=frozenset({"properties", "content"}))
     assert_documented(keys, f"inspect --json ({doc['kind']})")
     assert f"`{doc['kind']}`" in CLI_JSON.read_text(encoding="utf-8")
 
@@ -332,6 +384,7 @@ def test_error_object_keys_documented(small_store: Path) -> None:
     assert res.exit_code == 3
     doc = json.loads(res.stderr.strip().splitlines()[-1])
     assert doc["error"]["exit_code"] == 3
+    assert next(iter(doc)) == "version" and doc["version"] == JSON_VERSION
     assert_documented(json_keys(doc), "error object")
 
 
@@ -455,3 +508,33 @@ def test_example_runs(example: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+def _documented_options(page: Path) -> set[str]:
+    """The options a page's SYNOPSIS shows and its OPTIONS items are headed by."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    section, heads = "", []
+    for i, line in enumerate(lines):
+        if line.startswith(".SH "):
+            section = line[4:].strip().strip('"')
+        elif section == "SYNOPSIS" or (section == "OPTIONS" and i and lines[i - 1] == ".TP"):
+            heads.append(line)
+    words = roff_text_of("\n".join(heads))
+    return set(re.findall(r"(?<![\w-])--?[a-zA-Z][\w-]*", words))
+
+
+def roff_text_of(text: str) -> str:
+    text = text.replace("\\-", "-").replace("\\&", "")
+    return re.sub(r"\\f(\(..|\[[^]]*\]|.)", "", text)
+
+
+@pytest.mark.parametrize("page", sorted({page_for(p) for p, _ in LEAVES}), ids=lambda p: p.name)
+def test_man_page_shows_no_option_the_command_lacks(page: Path) -> None:
+    # A removed option (--read-only went in #10) must leave the pages too.
+    root = typer.main.get_command(app)
+    real = {"-h", "--help"} | set(option_names(root))
+    for path, cmd in LEAVES:
+        if page_for(path) == page:
+            real |= set(option_names(cmd))
+    stale = sorted(_documented_options(page) - real)
+    assert not stale, f"{page.name} shows options the command does not have: {stale}"

@@ -139,6 +139,7 @@ COMMANDS: dict[str, list[str]] = {
     "expire": ["expire", "--cold", "{cold}", "--broker", "b"],
     "compact": ["compact", "--cold", "{cold}", "--broker", "b"],
     "query key": ["query", "key", "K", *STORE, "--topic", "orders"],
+    "log": ["log", "--cold", "{cold}", "--broker", "b"],
 }
 # (command, option, kind, whether 0 is a valid value, prefix of the value)
 OPTIONS: list[tuple[str, str, str, bool, str]] = [
@@ -150,6 +151,8 @@ OPTIONS: list[tuple[str, str, str, bool, str]] = [
     ("read", "--queue", "int", True, ""),
     ("read", "--from", "int", True, ""),
     ("read", "--count", "int", True, ""),
+    ("read", "--from-time", "time", True, ""),
+    ("read", "--poll", "duration", False, ""),
     ("inspect", "--limit", "int", True, ""),
     ("dispatch", "--batch-count", "int", False, ""),
     ("dispatch", "--batch-bytes", "size", False, ""),
@@ -170,6 +173,11 @@ OPTIONS: list[tuple[str, str, str, bool, str]] = [
     ("query key", "--begin", "time", True, ""),
     ("query key", "--end", "time", True, ""),
     ("query key", "--max", "int", False, ""),
+    *((c, "--timeout", "duration", False, "") for c in ("clean", "compact", "dispatch")),
+    *((c, "--timeout", "duration", False, "") for c in ("expire", "offsets", "read")),
+    ("log", "--limit", "int", True, ""),
+    ("log", "--since", "time", True, ""),
+    ("log", "--timeout", "duration", False, ""),
 ]
 HOSTILE_CLI = [
     "-1",
@@ -185,8 +193,10 @@ HOSTILE_CLI = [
     "\u0661\u0662",
 ]
 # Strings that are sizes, durations or times although click only sees text.
-_MEASURE_WORDS = ("size", "bytes", "age", "duration", "interval", "keep", "ttl", "small")
-_TIME_OPTIONS = {"--at", "--begin", "--end"}
+_MEASURE_WORDS = (
+    "size", "bytes", "age", "duration", "interval", "keep", "ttl", "small", "timeout", "poll"
+)  # fmt: skip
+_TIME_OPTIONS = {"--at", "--begin", "--end", "--from-time", "--since"}
 
 
 def _is_number(param: Any) -> bool:

@@ -109,6 +109,8 @@ def read_only_commands(store: Path, cold: Path, topic: str) -> list[list[str]]:
         ["dispatch", *s, "--to", url, "--force", "--json"],
         ["dispatch", *s, "--to", url],
         ["offsets", *s, "--cold", url, "--json"],
+        ["log", "--cold", url, *s],
+        ["log", "--cold", url, *s, "--json", "--limit", "1"],
         ["read", *s, "--cold", url, "--topic", topic, "--queue", "0", "--policy", "force"],
         ["read", *s, "--cold", url, "--topic", topic, "--queue", "0", "--policy", "not_in_mem"],
         ["clean", *s, "--cold", url, "--keep", "1s", "--dry-run"],
@@ -156,7 +158,7 @@ def test_a_crashed_store_warns_what_is_not_shown(tmp_path: Path) -> None:
     # After recover (which writes, and says so) the store is clean and the warning is gone.
     res = runner.invoke(app, ["recover", "--store", str(store)])
     assert res.exit_code == 0, res.output
-    assert "truncate a torn tail" in res.stderr
+    assert "truncate a torn tail" in res.stdout
     res = runner.invoke(app, ["offsets", "--store", str(store), "--json"])
     assert json.loads(res.stdout)["health"]["state"] == "clean"
     assert "warning" not in res.stderr

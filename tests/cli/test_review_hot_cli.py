@@ -45,8 +45,8 @@ def test_recover_dry_run_says_lost_derived_files_would_be_rebuilt(tmp_path: Path
     res = runner.invoke(app, ["recover", "--store", str(root), "--dry-run"])
     assert res.exit_code == 0, res.output
     # was: "nothing to recover: already consistent", though the real run rebuilds
-    assert "nothing to recover" not in res.stderr
-    assert "would rebuild" in res.stderr and "consumequeue/t1/2" in res.stderr
+    assert "nothing to recover" not in res.stdout
+    assert "would rebuild" in res.stdout and "consumequeue/t1/2" in res.stdout
     res = runner.invoke(app, ["recover", "--store", str(root), "--dry-run", "--json"])
     doc = json.loads(res.stdout)
     assert doc["would_rebuild"] == ["consumequeue/t1/2"] and doc["changed"] is True
@@ -54,7 +54,7 @@ def test_recover_dry_run_says_lost_derived_files_would_be_rebuilt(tmp_path: Path
 
     res = runner.invoke(app, ["recover", "--store", str(root)])
     assert res.exit_code == 0, res.output
-    assert "rebuilt" in res.stderr and "nothing to recover" not in res.stderr
+    assert "rebuilt" in res.stdout and "nothing to recover" not in res.stdout
     res = runner.invoke(app, ["recover", "--store", str(root), "--dry-run", "--json"])
     assert "would_rebuild" not in json.loads(res.stdout)
 

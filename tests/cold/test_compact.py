@@ -72,7 +72,11 @@ def test_compaction_merges_small_runs_and_keeps_every_record(hot: Store, cold: C
     doc = report.to_json()
     assert doc["segments_merged"] == 3 * ROUNDS and doc["segments_written"] == 3
     assert doc["messages"] == 60 * ROUNDS
-    assert doc["queues"]["orders/1"] == {
+    queues = {(q["topic"], q["queue"]): q for q in doc["queues"]}
+    assert [(q["topic"], q["queue"]) for q in doc["queues"]] == sorted(queues)
+    assert queues[("orders", 1)] == {
+        "topic": "orders",
+        "queue": 1,
         "segments_before": ROUNDS,
         "messages": 20 * ROUNDS,
         "segments_after": 1,

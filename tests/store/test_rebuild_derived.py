@@ -50,7 +50,7 @@ def test_recover_rebuild_derives_a_deleted_queue_and_index_byte_for_byte(tmp_pat
     res = runner.invoke(app, ["recover", "--store", str(root), "--rebuild", "--json"])
     assert res.exit_code == 0, res.output
     rebuilt = json.loads(res.stdout)["rebuild"]
-    assert rebuilt["messages"] == 300 and rebuilt["queues"] == 4
+    assert rebuilt["messages"] == 300 and rebuilt["consume_queues"] == 4
     assert files_under(root / "consumequeue") == queue_before
     res = runner.invoke(
         app, ["query", "key", "K7", "--store", str(root), "--topic", "t1", "--json"]
