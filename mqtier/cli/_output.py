@@ -222,17 +222,17 @@ class Output:
             grouped: set[int] = set()
             for i, col in enumerate(columns):
                 values = {row[i] for row in cells}
-                if col.kind == "time" and all(len(v) == len(_TIME_SHAPE) for v in values):
-                    # "2026-12-01 22:41:42.852+00:00": the day and the zone into the header.
+                if i == len(grouped) and col.fit == "keep" and len(values) == 1:
+                    title_parts.append(f"{col.header} {values.pop()}")
+                    grouped.add(i)
+                elif col.kind == "time" and all(len(v) == len(_TIME_SHAPE) for v in values):
+                    # "2026-12-01 22:41:42.852+00:00": the day and the zone into the title.
                     days = {(v[:10], v[23:]) for v in values}
                     if len(days) == 1:
                         day, zone = days.pop()
                         for row in cells:
                             row[i] = row[i][11:23]
                         title_parts.append(f"{headers[i]} {day} {zone}")
-                if i == len(grouped) and col.fit == "keep" and len(values) == 1:
-                    title_parts.append(f"{col.header} {values.pop()}")
-                    grouped.add(i)
             keep = [i for i in range(len(columns)) if i not in grouped]
             columns = [columns[i] for i in keep]
             headers = [headers[i] for i in keep]

@@ -186,7 +186,9 @@ def test_a_busy_endpoint_is_named_by_its_http_status(busy_server: str) -> None:
     assert code == 14, err
     lines = retry_lines(err)
     assert lines and all(r == "HTTP 503" for _, _, _, r in lines), err
-    assert "--timeout 3s" in err.strip().splitlines()[-1], err
+    # Full jitter makes the waits random: the limit reached first ends it, and is named.
+    last = err.strip().splitlines()[-1]
+    assert "--timeout 3s" in last or "failed after 6 attempts" in last, err
     assert seconds < 10, seconds
 
 
