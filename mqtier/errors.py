@@ -67,6 +67,10 @@ def _store_relative(path: Path) -> str:
     return path.name
 
 
+class MissingCommittedObjectError(CorruptionError):
+    """An object the cold tier's latest catalog commits to is gone: committed data was lost."""
+
+
 class UnsupportedFormatError(CorruptionError):
     """A file has a magic or version this release cannot read."""
 

@@ -60,12 +60,18 @@ class FileColdStore(ColdStore):
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            # A full disk or an I/O error: no part-written file stays behind (nothing lists
+            # it, nothing would ever delete it, and on a full disk it holds the space).
+            tmp.unlink(missing_ok=True)
+            raise
         return tmp
 
     @staticmethod

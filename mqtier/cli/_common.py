@@ -98,7 +98,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             _report(
                 bool(kwargs.get("json_out")),
                 type(exc).__name__,
-                str(exc),
+                str(exc) + _notes(exc),
                 exc.exit_code,
                 hint=exc.hint,
             )
@@ -110,7 +110,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
             where = f" ({exc.filename})" if exc.filename else ""
             _report(
-                bool(kwargs.get("json_out")), type(exc).__name__, f"{exc.strerror or exc}{where}", 1
+                bool(kwargs.get("json_out")),
+                type(exc).__name__,
+                f"{exc.strerror or exc}{where}{_notes(exc)}",
+                1,
             )
             raise typer.Exit(1) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt, typer.BadParameter):
@@ -129,6 +132,11 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _notes(exc: BaseException) -> str:
+    """What a command added to an error on its way out (``exc.add_note``), on the same line."""
+    return "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+
+
 def _report(
     json_out: bool, kind: str, message: str, exit_code: int, *, hint: str | None = None
 ) -> None:
@@ -143,12 +151,22 @@ def _report(
         print(json.dumps(versioned({"error": doc})), file=sys.stderr)
     else:
         label = "internal error" if exit_code == 70 else "error"
-        # The message is data (paths, ids, option values): never rich markup.
+        # The message is data (paths, ids, option values): never rich markup, and never a
+        # raw newline or escape sequence (a library quoting an argument): one line each.
         err_console.print(f"[bold red]{label}:[/] ", end="", highlight=False)
-        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+        err_console.print(_one_line(message), markup=False, highlight=False, soft_wrap=True)
         if hint:
             err_console.print("[bold]try:[/] ", end="", highlight=False)
-            err_console.print(redact(hint), markup=False, highlight=False, soft_wrap=True)
+            err_console.print(
+                _one_line(redact(hint)), markup=False, highlight=False, soft_wrap=True
+            )
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters as escapes (``\\n``, ``\\x1b``): one terminal line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def report_usage_error(json_out: bool, message: str, hint: str | None) -> None:

@@ -108,9 +108,10 @@ class MessageTemplate:
             parsed = list(string.Formatter().parse(self.text))
         except ValueError as exc:
             raise ConfigError(f"--format {text!r}: {exc}") from None
-        for _literal, name, _spec, _conversion in parsed:
+        for _literal, name, spec, _conversion in parsed:
             if name is None:
                 continue
+            _check_spec(text, name, spec or "")
             if name not in _FIELDS and not _PROPERTY.match(name):
                 known = ", ".join(sorted(_FIELDS))
                 raise ConfigError(
@@ -134,6 +135,25 @@ class MessageTemplate:
         except (ValueError, TypeError) as exc:  # a spec that does not fit the value: {topic:d}
             raise ConfigError(f"--format {self.source!r}: {exc}") from None
         return line if line.endswith("\n") else line + "\n"
+
+
+_MAX_SPEC_NUMBER = 9999  # widths and precisions beyond a line's use would only exhaust memory
+
+
+def _check_spec(text: str, name: str, spec: str) -> None:
+    """A field's spec is a literal spec of bounded width: ``{queue_offset:>8}``.
+
+    A spec may hold fields of its own (``{queue:{topic}}``), which str.format resolves with
+    attribute and index access that the field check never sees, and a width such as
+    ``{queue:>99999999999}`` makes str.format allocate that many characters per message.
+    """
+    if "{" in spec or "}" in spec:
+        raise ConfigError(f"--format {text!r}: {{{name}:{spec}}}: a spec cannot hold fields")
+    if any(int(n) > _MAX_SPEC_NUMBER for n in re.findall(r"\d+", spec)):
+        raise ConfigError(
+            f"--format {text!r}: {{{name}:{spec}}}: widths and precisions go up to "
+            f"{_MAX_SPEC_NUMBER}"
+        )
 
 
 class _Properties(dict[str, str]):

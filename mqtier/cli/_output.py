@@ -50,6 +50,21 @@ def local_time(ms: int) -> str:
     )
 
 
+def size_text(n: int) -> str:
+    """Bytes for people: ``812 B``, ``128.0 KiB``, ``3.4 GiB`` (binary units, as --object-size)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n:,} B" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 object``, ``3 objects``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of a listing: ``name`` is the plain header (the JSON field's name)."""
@@ -201,10 +216,15 @@ class Output:
 
     def _plain(self, listing: Listing) -> None:
         out = self.stream
-        out.write("\t".join(c.name for c in listing.columns) + "\n")
+        header = "\t".join(c.name for c in listing.columns) + "\n"
         for item in listing.items:
+            # The header comes with the first row (or alone at the end): a stream that fails
+            # before its first item leaves stdout empty, not a header over nothing.
+            out.write(header)
+            header = ""
             out.write("\t".join(_plain_cell(c.value(item), c.kind) for c in listing.columns))
             out.write("\n")
+        out.write(header)
         out.flush()
 
     # -- table: aligned, fitted to the terminal -------------------------------------------
@@ -226,13 +246,16 @@ class Output:
                     title_parts.append(f"{col.header} {values.pop()}")
                     grouped.add(i)
                 elif col.kind == "time" and all(len(v) == len(_TIME_SHAPE) for v in values):
-                    # "2026-12-01 22:41:42.852+00:00": the day and the zone into the title.
-                    days = {(v[:10], v[23:]) for v in values}
-                    if len(days) == 1:
-                        day, zone = days.pop()
+                    # "2026-12-01 22:41:42.852+00:00": the zone, and the day if all share
+                    # it, into the title.
+                    days = {v[:10] for v in values}
+                    zones = {v[23:] for v in values}
+                    if len(zones) == 1:
+                        cut = 11 if len(days) == 1 else 0
                         for row in cells:
-                            row[i] = row[i][11:23]
-                        title_parts.append(f"{headers[i]} {day} {zone}")
+                            row[i] = row[i][cut:23]
+                        day = f"{days.pop()} " if cut else ""
+                        title_parts.append(f"{headers[i]} {day}{zones.pop()}")
             keep = [i for i in range(len(columns)) if i not in grouped]
             columns = [columns[i] for i in keep]
             headers = [headers[i] for i in keep]

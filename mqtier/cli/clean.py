@@ -19,7 +19,7 @@ from mqtier.cli._cold import (
     require_cold_url,
 )
 from mqtier.cli._common import ConfigPath, JsonOut, StoreDir, handle_errors, parse_duration
-from mqtier.cli._output import Column, Listing, Output
+from mqtier.cli._output import Column, Listing, Output, counted, size_text
 from mqtier.store.store import Store, configured_broker_name
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.clean import clean as run_clean
@@ -72,7 +72,8 @@ def clean(
     summary = [f"nothing to clean (cold catalog at commit {state.seq})"]
     if report.files:
         summary = [
-            f"{verb} {len(report.files)} commit-log files ({report.freed_bytes / 2**20:,.0f} MiB)"
+            f"{verb} {counted(len(report.files), 'commit-log file')} "
+            f"({size_text(report.freed_bytes)})"
             + (f" and {report.derived_files} consume-queue/index files" if not dry_run else "")
         ]
     if report.blocked_by:
@@ -80,7 +81,7 @@ def clean(
     # The files are the answer (what goes, or went): on stdout, one per line in a pipe.
     listing = Listing(
         [
-            Column("file", get=lambda f: f"commitlog/{f['file']}"),
+            Column("file", title="commit-log file"),
             Column("base", kind="int", title="first offset"),
             Column("newest_store_time", kind="time", title="newest message"),
         ],

@@ -118,9 +118,9 @@ def compact(
         {
             "topic": run[0].topic,
             "queue": run[0].queue,
-            "start": run[0].first,
-            "end": run[-1].end,
-            "segments": len(run),
+            "from": run[0].first,
+            "to": run[-1].end,
+            "segments_before": len(run),
             "messages": sum(seg.count for seg in run),
             "stored_bytes": sum(seg.stored_bytes for seg in run),
         }
@@ -134,9 +134,9 @@ def compact(
 RUN_COLUMNS = (
     Column("topic"),
     Column("queue", kind="int"),
-    Column("start", kind="int", title="from offset"),
-    Column("end", kind="int", title="to offset"),
-    Column("segments", kind="int"),
+    Column("from", kind="int", title="from offset"),
+    Column("to", kind="int", title="to offset"),
+    Column("segments_before", kind="int", title="segments"),
     Column("messages", kind="int"),
     Column("stored_bytes", kind="size", title="stored bytes"),
 )

@@ -33,7 +33,7 @@ from mqtier.cli._common import (
     parse_duration,
     parse_size,
 )
-from mqtier.cli._output import Column, Listing, Output
+from mqtier.cli._output import Column, Listing, Output, counted, size_text
 from mqtier.cli._progress import DispatchProgress
 from mqtier.tier.dispatch import BatchPolicy, DispatchOptions, DispatchReport, run_dispatch
 
@@ -240,25 +240,14 @@ def _print(reports: list[DispatchReport], requests: dict[str, Any], *, json_out:
         return
     if reports[0].plans and total_msgs == 0:
         # The plan is a dry run's answer: every queue, on stdout (a pipe gets plain rows).
-        plans = [
-            {
-                "topic": p.topic,
-                "queue": p.queue,
-                "start": p.start,
-                "end": p.end,
-                "messages": p.end - p.start,
-                "pending_bytes": p.pending_bytes,
-                "reason": p.reason,
-            }
-            for p in sorted(reports[0].plans, key=lambda p: (p.topic, p.queue))
-        ]
+        plans = reports[0].to_json()["queues"]  # the --json names, as every listing's
         columns = [
             Column("topic"),
             Column("queue", kind="int"),
-            Column("start", kind="int", title="from offset"),
-            Column("end", kind="int", title="to offset"),
-            Column("messages", kind="int"),
-            Column("pending_bytes", kind="size", title="bytes"),
+            Column("from", kind="int", title="from offset"),
+            Column("to", kind="int", title="to offset"),
+            Column("messages", get=lambda q: q["to"] - q["from"], kind="int"),
+            Column("bytes", kind="size"),
             Column("reason"),
         ]
         out.show({}, Listing(columns, plans), [f"dry run: {len(plans)} queues would be tiered"])
@@ -266,8 +255,9 @@ def _print(reports: list[DispatchReport], requests: dict[str, Any], *, json_out:
     ratio = f", {total_raw / total_stored:.1f}x smaller" if total_stored else ""
     secs = sum(r.seconds for r in reports)
     out.answer(
-        f"tiered {total_msgs:,} messages ({total_raw / 1e6:.1f} MB{ratio}) from "
-        f"{sum(r.queues_tiered for r in reports)} queues in {sum(r.objects for r in reports)} "
-        f"objects, {sum(r.commits for r in reports)} commits, {secs:.2f}s; "
+        f"tiered {counted(total_msgs, 'message')} ({size_text(total_raw)}{ratio}) from "
+        f"{counted(sum(r.queues_tiered for r in reports), 'queue')} in "
+        f"{counted(sum(r.objects for r in reports), 'object')}, "
+        f"{counted(sum(r.commits for r in reports), 'commit')}, {secs:.2f}s; "
         f"cold catalog at commit {last.committed_seq}"
     )

@@ -18,7 +18,7 @@ from mqtier.cli._cold import (
     require_cold_url,
 )
 from mqtier.cli._common import ConfigPath, JsonOut, handle_errors, parse_duration
-from mqtier.cli._output import Column, Listing, Output
+from mqtier.cli._output import Column, Listing, Output, size_text
 from mqtier.errors import ConfigError
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.expire import expire as run_expire
@@ -102,7 +102,7 @@ def expire(
     verb = "would expire" if dry_run else "expired"
     summary = [
         f"{verb} {report.messages:,} messages in {len(report.segments)} segments "
-        f"({report.stored_bytes / 1e6:.1f} MB stored)"
+        f"({size_text(report.stored_bytes)} stored)"
         + ("" if dry_run else f"; deleted {report.objects_deleted} objects")
         if report.segments
         else "nothing has expired"
@@ -116,8 +116,8 @@ def expire(
 SEGMENT_COLUMNS = (
     Column("topic"),
     Column("queue", kind="int"),
-    Column("start", get=lambda s: s["first"], kind="int", title="from offset"),
-    Column("end", get=lambda s: s["first"] + s["count"], kind="int", title="to offset"),
+    Column("from", get=lambda s: s["first"], kind="int", title="from offset"),
+    Column("to", get=lambda s: s["first"] + s["count"], kind="int", title="to offset"),
     Column("messages", get=lambda s: s["count"], kind="int"),
     Column("newest_store_time", get=lambda s: s["max_ts"], kind="time", title="newest message"),
     Column("stored_bytes", kind="size", title="stored bytes"),

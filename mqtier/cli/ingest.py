@@ -169,13 +169,21 @@ def ingest(
                     show=not json_out and err_console.is_terminal,
                     total=total,
                 )
-            except BaseException:
+            except BaseException as exc:
                 if created_dir:
                     shutil.rmtree(made, ignore_errors=True)
                 elif created_store:
                     _remove_new_paths(store, existed)
                     for path, data in rewritten.items():
                         path.write_bytes(data)
+                if created_store:
+                    # Still one error line (handle_errors adds notes to it), and it says the
+                    # new store is gone, not kept empty.
+                    exc.add_note(
+                        _what_is_left(
+                            store, made, created_dir=created_dir, created_store=created_store
+                        )
+                    )
                 raise
     except _Interrupted as exc:
         name = signal.Signals(exc.signum).name

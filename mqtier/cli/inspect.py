@@ -93,6 +93,8 @@ def _summary_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
+        if all(isinstance(v, dict) and len(v) == 2 for v in value):  # [{"topic", "records"}]
+            return ", ".join("=".join(map(_summary_value, v.values())) for v in value)
         return ", ".join(map(_summary_value, value))
     return "-" if value is None else str(value)
 

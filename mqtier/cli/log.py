@@ -269,7 +269,7 @@ COLUMNS = (
     Column("queue", kind="int"),
     Column("added"),
     Column("added_messages", kind="int", in_table=False),
-    Column("added_bytes", kind="size", title="added bytes"),
+    Column("added_bytes", kind="size", title="added bytes", in_table=False),
     Column("added_objects", kind="int", in_table=False),
     Column("removed"),
     Column("removed_messages", kind="int", in_table=False),

@@ -45,8 +45,10 @@ def _cold_columns(
     *,
     store: Store | None = None,
     at_ms: int | None = None,
+    topic: str | None = None,
 ) -> RequestBill:
-    """Add the cold tier's committed range and the pending count to every queue of ``doc``.
+    """Add the cold tier's committed range and the pending count to every queue of ``doc``,
+    and the queues (of ``topic``, if given) that only the cold tier holds.
 
     With ``at_ms``, also each queue's first offset stored at or after it, over both tiers.
     """
@@ -70,20 +72,20 @@ def _cold_columns(
         q["cold_min_offset"] = first
         q["cold_max_offset"] = nxt
         q["pending"] = q["max_offset"] - max(q["min_offset"], nxt if nxt is not None else 0)
-    for (topic, queue), _segs in sorted(state.queues.items()):
-        if (topic, queue) in seen or (doc.get("topic_filter") not in (None, topic)):
+    for (cold_topic, queue), _segs in sorted(state.queues.items()):
+        if (cold_topic, queue) in seen or topic not in (None, cold_topic):
             continue
         doc["queues"].append(
             {
-                "topic": topic,
+                "topic": cold_topic,
                 "queue": queue,
                 "min_offset": None,
                 "max_offset": None,
                 "messages": 0,
                 "min_commitlog_offset": None,
                 "max_commitlog_offset": None,
-                "cold_min_offset": state.first_offset((topic, queue)),
-                "cold_max_offset": state.next_offset((topic, queue)),
+                "cold_min_offset": state.first_offset((cold_topic, queue)),
+                "cold_max_offset": state.next_offset((cold_topic, queue)),
                 "pending": 0,
             }
         )
@@ -148,10 +150,8 @@ def offsets(
             "broker": broker,
             "read_only": None,
             "queues": [],
-            "topic_filter": topic,
         }
-        bill = _cold_columns(doc, cold, broker, storage_option, at_ms=at_ms)
-        doc.pop("topic_filter")
+        bill = _cold_columns(doc, cold, broker, storage_option, at_ms=at_ms, topic=topic)
         hint = f"mqtier offsets --cold {_q(cold)} --broker {_q(str(doc['cold']['broker']))}"
         _require_topic(doc, topic, redact_url(cold), hint)
         doc["requests"] = bill.to_json()
@@ -192,7 +192,7 @@ def offsets(
             ],
         }
         cold_bill = (
-            _cold_columns(doc, cold, broker, storage_option, store=st, at_ms=at_ms)
+            _cold_columns(doc, cold, broker, storage_option, store=st, at_ms=at_ms, topic=topic)
             if cold
             else None
         )
@@ -222,16 +222,18 @@ def _show(doc: dict[str, Any], *, json_out: bool) -> None:
     title = f"{doc['store'] or doc.get('cold', {}).get('url')}  broker {doc['broker']}"
     if cl:
         title += f"  commit log [{cl['min_offset']:,}, {cl['max_offset']:,})"
+    cold = "cold" in doc
     columns = [
         Column("topic"),
         Column("queue", kind="int"),
         Column("min_offset", kind="int", title="min"),
         Column("max_offset", kind="int", title="max"),
         Column("messages", kind="int"),
-        Column("min_commitlog_offset", kind="int", title="commit-log min"),
-        Column("max_commitlog_offset", kind="int", title="commit-log max"),
+        # With the cold columns a terminal has no room for these: plain lines keep them.
+        Column("min_commitlog_offset", kind="int", title="commit-log min", in_table=not cold),
+        Column("max_commitlog_offset", kind="int", title="commit-log max", in_table=not cold),
     ]
-    if "cold" in doc:
+    if cold:
         columns += [
             Column("cold_min_offset", kind="int", title="cold min"),
             Column("cold_max_offset", kind="int", title="cold max"),

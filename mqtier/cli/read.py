@@ -41,7 +41,7 @@ from mqtier.cli._common import (
 )
 from mqtier.cli._messages import B64, Full, MessageTemplate, Template, write_messages
 from mqtier.cli._output import Output
-from mqtier.errors import ColdStoreError, ConfigError
+from mqtier.errors import ColdStoreError, ColdTimeoutError, ConfigError
 from mqtier.format.message import MessageRecord
 from mqtier.store.store import QueueOffsets, Store
 from mqtier.store.topics import MAX_QUEUES
@@ -204,7 +204,9 @@ def read(
             cold_store.check_root(may_create=False)  # missing: NotFoundError, exit 3
             reader: ColdReader | None = stack.enter_context(ColdReader(cold_store, name))
         except ColdStoreError as exc:
-            if hot is None:
+            # --timeout bounds the whole command (exit 14): a hot read after it ran out would
+            # pass the limit and hide it; an unreachable tier is what falls back to hot.
+            if hot is None or isinstance(exc, ColdTimeoutError):
                 raise
             log.warning("cold tier unavailable, reading the hot store only: %s", exc)
             reader = None

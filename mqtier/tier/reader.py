@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 from mqtier.backend.base import ColdStore
-from mqtier.errors import ColdObjectNotFoundError, CorruptionError, MqtierError, NotFoundError
+from mqtier.errors import (
+    ColdObjectNotFoundError,
+    CorruptionError,
+    MissingCommittedObjectError,
+    MqtierError,
+    NotFoundError,
+)
 from mqtier.format.coldobject import Block, Segment, decode_block, parse_block_index, record_starts
 from mqtier.format.message import MessageRecord, decode_checked_record, record_store_ts
 from mqtier.tier.catalog import CatalogState, QueueKey, load_catalog
@@ -431,9 +437,14 @@ class ColdReader:
     def _on_current_catalog(self, fn: Callable[[], _T]) -> _T:
         try:
             return fn()
-        except ColdObjectNotFoundError:
+        except ColdObjectNotFoundError as exc:
             if not self.reload():
-                raise  # the catalog names it and nothing replaced it: really missing
+                # The latest catalog names it and nothing replaced it: committed data is gone,
+                # which is damage to the tier (exit 4), not a message that never existed (3).
+                raise MissingCommittedObjectError(
+                    f"{exc}: the cold tier lost an object its catalog (commit {self.state.seq}) "
+                    "commits to"
+                ) from exc
             return fn()
 
     def offset_by_time(self, topic: str, queue_id: int, ts_ms: int) -> int:
@@ -481,7 +492,7 @@ class ColdReader:
             NotFoundError: the queue has nothing in the cold tier.
             CorruptionError: a block fails its checksum or does not hold what the catalog
                 says (object and offset named).
-            ColdObjectNotFoundError: an object the latest catalog names is missing.
+            MissingCommittedObjectError: an object the latest catalog names is missing.
         """
         return self._on_current_catalog(lambda: self._read(topic, queue_id, offset, count, tags))
 

@@ -52,7 +52,7 @@ def _normalise(text: str, tmp: str) -> str:
     text = text.replace(tmp, "<tmp>")
     text = re.sub(r"\b[0-9a-f]{32}-", "<run id>-", text)  # object names carry a random run id
     text = re.sub(r"in \d+\.\d\ds(, [\d,]+ msgs/s)?", "in <seconds>", text)
-    return re.sub(r"commits, \d+\.\d\ds;", "commits, <seconds>;", text)
+    return re.sub(r"(commits?), \d+\.\d\ds;", r"\1, <seconds>;", text)
 
 
 def _play(mp: pytest.MonkeyPatch, clock: Clock, tmp: Path, outs: dict[str, str]) -> None:

@@ -153,7 +153,7 @@ def test_deleted_object_fails_by_name(tiered: tuple[ColdStore, Ledger, Path]) ->
     with ColdReader(cold, BROKER) as reader, pytest.raises(MqtierError) as info:
         reader.read(seg.topic, seg.queue, seg.first, 1)
     assert seg.object in str(info.value)
-    assert info.value.exit_code == 3  # ColdObjectNotFoundError
+    assert info.value.exit_code == 4  # committed data lost: damage (MissingCommittedObjectError)
 
 
 def test_commit_record_disagreeing_with_its_object_is_detected(
