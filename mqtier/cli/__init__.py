@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import typer
@@ -113,6 +112,9 @@ def _wants_json(argv: list[str]) -> bool:
 def _version(value: bool) -> None:
     if value:
         try:
+            # Imported here: importlib.metadata costs ~30 ms, every other command's start-up.
+            from importlib.metadata import PackageNotFoundError, version
+
             number = version("mqtier")
         except PackageNotFoundError:  # run from a source tree that was never installed
             number = "unknown"

@@ -184,9 +184,10 @@ class Output:
     def rows(self, listing: Listing) -> None:
         """The listing's rows (in JSON mode, one JSON line per item, as they come)."""
         if self.json:
-            out = self.stream
+            self.stream.flush()
+            out = self.stream.buffer  # bytes straight from orjson: no decode, no text layer
             for item in listing.items:
-                out.write(orjson.dumps(item).decode() + "\n")
+                out.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE))
             out.flush()
         elif self.mode == "plain":
             if listing.title:
