@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -168,28 +169,43 @@ def test_a_signal_before_a_first_ingest_leaves_no_store(tmp_path: Path) -> None:
 # ---- item 6: bounded memory on endless input ---------------------------------------------------
 
 
+# Runs argv[2:] as its child and writes that child's peak RSS (KiB) to the file argv[1]. The
+# measured process must be a grandchild: Linux records, at exec, the high-water RSS of the
+# memory a process forked from, so a direct child of a big pytest worker reports the worker's
+# RSS (hundreds of MiB) whatever it does itself; a child of this small launcher does not.
+_LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(args: list[str], stdin_path: str | None) -> tuple[int, int, float, str]:
-    """Exit code, peak RSS (bytes), seconds and stderr of one child, measured by wait4."""
-    with (
-        open(stdin_path or os.devnull, "rb") as stdin,
-        open(os.devnull, "wb") as out,
-        subprocess.Popen(args, stdin=stdin, stdout=out, stderr=subprocess.PIPE) as proc,
-    ):
-        t0 = time.monotonic()
-        assert proc.stderr is not None
-        deadline = t0 + 120
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
+    """Exit code, peak RSS (bytes), seconds and stderr of one process (see _LAUNCHER)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = os.path.join(tmp, "maxrss")
+        with open(stdin_path or os.devnull, "rb") as stdin:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER, rss_file, *args],
+                stdin=stdin,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # a stuck ingest and its launcher die together
+            )
+            try:
+                _, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
                 pytest.fail("ingest of endless input did not stop")
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err_bytes = proc.stderr.read()
-        seconds = time.monotonic() - t0
-    return proc.returncode, usage.ru_maxrss * 1024, seconds, err_bytes.decode()
+            seconds = time.monotonic() - t0
+        with open(rss_file) as fh:
+            peak_kib = int(fh.read())
+    return proc.returncode, peak_kib * 1024, seconds, err.decode()
 
 
 @pytest.mark.parametrize(
