@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -190,7 +191,21 @@ def open_cold(
     store = open_cold_store(
         url, merged, bill=bill, root=root, on_retry=print_retry, deadline=deadline
     )
+    global opened_url  # one command per process: the tier it talks to
+    opened_url = store.url
     return store, bill
+
+
+# The URL of the cold tier this command opened (its secret-free form), for the ``try:`` line of
+# a library error that can only say ``--cold URL`` (the library never sees the command line).
+opened_url: str | None = None
+
+
+def with_cold_url(hint: str | None) -> str | None:
+    """``hint`` with its ``--cold URL`` placeholder replaced by the tier this command opened."""
+    if hint is None or opened_url is None or "--cold URL" not in hint:
+        return hint
+    return hint.replace("--cold URL", f"--cold {shlex.quote(opened_url)}")
 
 
 def _with_endpoint_url(url: str, flags: dict[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from mqtier.cli import _cold  # _cold imports this module
+
+        _cold.opened_url = None  # tests run many commands in one process
         try:
             return func(*args, **kwargs)
         except MqtierError as exc:
@@ -100,7 +103,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 type(exc).__name__,
                 str(exc) + _notes(exc),
                 exc.exit_code,
-                hint=exc.hint,
+                hint=_filled_in(exc.hint),
             )
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
@@ -130,6 +133,13 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(70) from None
 
     return wrapper
+
+
+def _filled_in(hint: str | None) -> str | None:
+    """A library hint with the command's own cold URL in place of ``--cold URL``."""
+    from mqtier.cli._cold import with_cold_url  # _cold imports this module
+
+    return with_cold_url(hint)
 
 
 def _notes(exc: BaseException) -> str:
