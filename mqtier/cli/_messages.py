@@ -16,7 +16,10 @@ from mqtier.format.message import MessageRecord
 
 B64 = Annotated[bool, typer.Option("--b64", help="Always give bodies as body_b64 in --json.")]
 Full = Annotated[
-    bool, typer.Option("--full", help="On a terminal, show whole bodies (wrapped), not elided.")
+    bool,
+    typer.Option(
+        "--full", help="On a terminal, show whole bodies (each under its row), not elided."
+    ),
 ]
 Template = Annotated[
     str | None,
