@@ -13,7 +13,7 @@ import typer
 from mqtier.backend.metered import RequestBill
 from mqtier.backend.open import RootCheck, open_cold_store
 from mqtier.backend.retrying import RetryingColdStore
-from mqtier.cli._common import emit_json, note
+from mqtier.cli._common import note
 from mqtier.cli._json import versioned
 from mqtier.cli._waits import command_deadline, print_retry, timeout_option
 from mqtier.errors import ConfigError
@@ -228,16 +228,10 @@ def _with_endpoint_url(url: str, flags: dict[str, Any]) -> dict[str, Any]:
     return flags
 
 
-def emit_with_bill(doc: dict[str, Any], bill: RequestBill) -> None:
-    """A command's --json document, with its request bill under ``requests``."""
-    doc["requests"] = bill.to_json()
-    emit_json(doc)
-
-
 def report_bill(bill: RequestBill, *, json_out: bool, json_lines: bool = False) -> None:
     """The request bill on stderr: one human line, or one JSON line for JSON Lines output.
 
-    A command writing one --json document puts the bill in it instead (``emit_with_bill``);
+    A command writing one --json document puts the bill in it instead (``doc["requests"]``);
     one writing JSON Lines (``read``) keeps stdout for messages, so the bill goes to stderr
     as ``{"version": 2, "requests": ...}``, its last line.
     """

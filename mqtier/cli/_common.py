@@ -164,19 +164,27 @@ def _report(
         # The message is data (paths, ids, option values): never rich markup, and never a
         # raw newline or escape sequence (a library quoting an argument): one line each.
         err_console.print(f"[bold red]{label}:[/] ", end="", highlight=False)
-        err_console.print(_one_line(message), markup=False, highlight=False, soft_wrap=True)
+        err_console.print(one_line(message), markup=False, highlight=False, soft_wrap=True)
         if hint:
             err_console.print("[bold]try:[/] ", end="", highlight=False)
-            err_console.print(
-                _one_line(redact(hint)), markup=False, highlight=False, soft_wrap=True
-            )
+            err_console.print(one_line(redact(hint)), markup=False, highlight=False, soft_wrap=True)
 
 
-def _one_line(text: str) -> str:
-    """``text`` with control characters as escapes (``\\n``, ``\\x1b``): one terminal line."""
-    if text.isprintable():
+def one_line(text: str, *, backslashes: bool = False) -> str:
+    """``text`` with control characters as escapes (``\\n``, ``\\x1b``): one terminal line.
+
+    With ``backslashes``, a backslash is written ``\\\\`` too, so that the escapes can be read
+    back unambiguously (plain output in a pipe)."""
+    if text.isprintable() and not (backslashes and "\\" in text):
         return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return "".join(
+        ("\\\\" if backslashes else ch)
+        if ch == "\\"
+        else ch
+        if ch.isprintable()
+        else repr(ch)[1:-1]
+        for ch in text
+    )
 
 
 def report_usage_error(json_out: bool, message: str, hint: str | None) -> None:

@@ -28,7 +28,7 @@ import orjson
 from rich.cells import cell_len, chop_cells, set_cell_size
 from rich.markup import escape
 
-from mqtier.cli._common import emit_json, err_console, out_console
+from mqtier.cli._common import emit_json, err_console, one_line, out_console
 from mqtier.redact import redact
 
 Mode = Literal["json", "table", "plain"]
@@ -94,24 +94,8 @@ class Listing:
 
 
 def _escape_controls(text: str) -> str:
-    """Tabs, newlines and other control characters as visible escapes: one item, one line."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif not ch.isprintable() and ch != " ":
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    """Tabs, newlines, backslashes and other control characters as escapes: one item, one line."""
+    return one_line(text, backslashes=True)
 
 
 def body_text(item: Mapping[str, Any]) -> str:

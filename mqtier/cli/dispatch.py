@@ -26,7 +26,6 @@ from mqtier.cli._common import (
     ConfigPath,
     JsonOut,
     StoreDir,
-    emit_json,
     handle_errors,
     note,
     open_store_to_read,
@@ -225,7 +224,7 @@ def _print(reports: list[DispatchReport], requests: dict[str, Any], *, json_out:
             compression_ratio=round(total_raw / total_stored, 3) if total_stored else None,
             requests=requests,
         )
-        emit_json(doc)
+        Output("json").show(doc)
         return
     out = Output.choose(json_out=False)
     if total_msgs == 0 and not any(r.queues_pending for r in reports):

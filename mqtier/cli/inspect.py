@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from mqtier.cli._common import ConfigPath, JsonOut, emit_json, handle_errors, out_console
+from mqtier.cli._common import ConfigPath, JsonOut, handle_errors, out_console
 from mqtier.cli._output import Column, Listing, Output
 from mqtier.errors import ConfigError, CorruptRecordError
 from mqtier.inspect import inspect_file
@@ -44,10 +44,11 @@ def inspect(
     if path.is_dir():
         raise _a_directory(path)
     doc = inspect_file(path, limit=limit, verify_crc=not no_crc)
-    if json_out:
-        emit_json(doc)
+    out = Output.choose(json_out=json_out)
+    if out.json:
+        out.show(doc)
     else:
-        _print(doc)
+        _print(doc, out)
     err = doc.get("error")
     if err:
         raise CorruptRecordError(path, err["offset"], err["detail"])
@@ -107,8 +108,7 @@ def _column(name: str) -> Column:
     return Column(name, fit="elide" if name in ("keys", "tags") else "keep")
 
 
-def _print(doc: dict[str, Any]) -> None:
-    out = Output.choose(json_out=False)
+def _print(doc: dict[str, Any], out: Output) -> None:
     entries = doc.get("entries") or []
     # With entries, the header and summary are context (stderr in a pipe, above the table).
     beside = bool(entries)

@@ -399,17 +399,9 @@ class Store:
             added = False
             if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT) and not queued:
                 if cq is None:
-                    try:
-                        validate_topic(topic, allow_v2=True)
-                    except ValueError:
+                    if not _queue_dir_name(topic):
                         continue  # not a name a queue directory can have: never dispatched
-                    cq = self._cqs[(topic, qid)] = ConsumeQueue(
-                        self.root / L.DIR_CONSUMEQUEUE / topic / str(qid),
-                        topic,
-                        qid,
-                        self.config.cq_units_per_file,
-                        writable=False,
-                    )
+                    cq = self._cqs[(topic, qid)] = self._read_only_queue(topic, qid)
                 added = cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
             if tx != L.SYSFLAG_TRANSACTION_ROLLBACK and phy >= index_end:
                 keys = {k for k in props.get(L.PROP_KEYS, "").split(" ") if k}

@@ -187,3 +187,15 @@ def test_recover_answers_on_stdout(store: Path) -> None:
     res = runner.invoke(app, ["recover", "--store", str(store), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "valid data ends at commit-log offset" in res.stdout
+
+
+def test_plain_escapes_are_unambiguous() -> None:
+    """A backslash in a value is written \\\\ in a pipe, so a literal backslash-n and a newline
+    stay apart (a value without control characters kept its backslashes bare)."""
+    import io
+
+    from mqtier.cli._output import Column, Listing, Output
+
+    out = Output("plain", stream=io.StringIO())
+    out.rows(Listing([Column("v")], [{"v": "C:\\new"}, {"v": "two\nlines"}]))
+    assert out.stream.getvalue() == "v\nC:\\\\new\ntwo\\nlines\n"  # type: ignore[attr-defined]
