@@ -1,32 +1,232 @@
-"""``mqtier query key|id|uniq``: find messages by business key, offsetMsgId or UNIQ_KEY."""
+"""``mqtier query key|id|uniq``: find messages by business key, offsetMsgId or UNIQ_KEY.
+
+Each query asks the hot store (``--store``), the cold tier's index (``--cold``), or both,
+and prints the answers merged, without duplicates, newest first.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import typer
 
+from mqtier.cli._cold import (
+    Broker,
+    ColdTimeout,
+    ColdUrl,
+    EndpointUrl,
+    StorageOptions,
+    broker_name,
+    cold_url,
+    open_cold,
+    report_bill,
+)
 from mqtier.cli._common import (
     ConfigPath,
     JsonOut,
-    StoreDir,
     handle_errors,
+    note,
     open_store_to_read,
     parse_time,
 )
+from mqtier.cli._json import versioned
 from mqtier.cli._messages import B64, Full, MessageTemplate, Template, write_messages
 from mqtier.cli._output import Output
 from mqtier.errors import ConfigError, NotFoundError
-from mqtier.format.message import MessageRecord, parse_msg_id
+from mqtier.format.message import parse_msg_id
+from mqtier.index.cache import ImmutableCache
+from mqtier.index.lookup import ColdIndex
+from mqtier.index.query import Hit, QueryResult, open_cold_index
+from mqtier.index.query import query_key as find_key
+from mqtier.index.query import query_msg_id as find_msg_id
+from mqtier.index.query import query_uniq as find_uniq
 from mqtier.store.store import MAX_TIME_MS, Store
+from mqtier.tier.dispatch import check_store_history
+
+QueryStore = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        "-s",
+        metavar="DIR",
+        envvar="MQTIER_STORE",
+        help="Store directory (or $MQTIER_STORE; default ./store without --cold).",
+    ),
+]
+Explain = Annotated[
+    bool,
+    typer.Option(
+        "--explain",
+        help="Also say, on stderr, where each hit was read (tier, object, bytes) and what the "
+        "query cost (index objects, requests, bytes, time per step).",
+    ),
+]
+NoCache = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Do not use the local cache of immutable cold objects ($MQTIER_CACHE_DIR, else "
+        "~/.cache/mqtier).",
+    ),
+]
+MaxResults = Annotated[
+    int, typer.Option("--max", metavar="N", min=1, max=1 << 20, help="Most messages to return.")
+]
+
+
+@dataclass(frozen=True)
+class _Tiers:
+    store: Path | None
+    cold: str | None
+    broker: str | None
+    storage_option: list[str] | None
+    no_cache: bool
+
+    def where(self) -> str:
+        store = self.store if self.store is not None or self.cold is not None else Path("store")
+        parts = [str(store)] if store is not None else []
+        if self.cold is not None:
+            parts.append(f"the cold tier of broker {self.broker or '?'}")
+        return " or ".join(parts)
+
+
+@contextlib.contextmanager
+def _open(tiers: _Tiers, json_out: bool) -> Iterator[tuple[Store | None, ColdIndex | None]]:
+    """The hot store and the cold index the options name; the request bill at the end."""
+    if tiers.cold is None:
+        with open_store_to_read(tiers.store or Path("store")) as st:
+            yield st, None
+        return
+    cold_store, bill = open_cold(tiers.cold, tiers.storage_option)
+    with contextlib.ExitStack() as stack:
+        hot = stack.enter_context(open_store_to_read(tiers.store)) if tiers.store else None
+        name = broker_name(tiers.broker, hot.config.broker_name if hot is not None else None)
+        if not name:
+            raise ConfigError("querying the cold tier without --store needs --broker")
+        cache = None if tiers.no_cache else ImmutableCache(cold_store.url)
+        index = open_cold_index(cold_store, name, cache=cache)
+        stack.callback(index.close)
+        if not index.state.queues and not index.state.seq:
+            raise NotFoundError(f"broker {name!r} has nothing in the cold tier {cold_store.url}")
+        if hot is not None:
+            check_store_history(hot, index.state)  # another store's messages: exit 15
+        yield hot, index
+    report_bill(bill, json_out=json_out, json_lines=True)
+
+
+def _known_topic(topic: str, hot: Store | None, index: ColdIndex | None) -> None:
+    in_hot = hot is not None and any(qo.topic == topic for qo in hot.offsets())
+    in_cold = index is not None and any(t == topic for t, _ in index.state.queues)
+    if not in_hot and not in_cold:
+        where = " nor ".join(
+            w
+            for w, there in (("the store", hot is not None), ("the cold tier", index is not None))
+            if there
+        )
+        raise NotFoundError(f"topic {topic!r} is in neither {where}" if " nor " in where else
+                            f"topic {topic!r} is not in {where}")  # fmt: skip
+
+
+def _show(
+    result: QueryResult,
+    *,
+    b64: bool,
+    full: bool,
+    template: MessageTemplate | None,
+    json_out: bool,
+    explain: bool,
+    with_tier: bool,
+) -> None:
+    for t, q, a, b in result.unindexed:
+        note(
+            f"warning: {t}/{q} offsets {a}..{b - 1} were tiered before the cold tier had an "
+            "index and are not searched"
+        )
+    out = Output.choose(json_out=json_out, full=full)
+    if json_out and with_tier and template is None:
+        _json_lines(result.hits, b64=b64, explain=explain)
+    else:
+        write_messages(out, [result.messages], b64=b64, template=template)
+    if explain:
+        _explain(result, json_out=json_out)
+
+
+def _json_lines(hits: list[Hit], *, b64: bool, explain: bool) -> None:
+    """Messages as ``read --json`` writes them, plus the tier each came from."""
+    sys.stdout.flush()
+    for h in hits:
+        doc: dict[str, Any] = h.message.to_json(b64=b64)
+        where = h.where()
+        doc["tier"] = where["tier"]
+        if explain:
+            doc.update({k: v for k, v in where.items() if k != "tier"})
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.buffer.flush()
+
+
+def _explain(result: QueryResult, *, json_out: bool) -> None:
+    doc = result.explain.to_json()
+    if json_out:
+        line = versioned({"explain": doc})
+        sys.stderr.write(orjson.dumps(line).decode() + "\n")
+        return
+    for i, h in enumerate(result.hits, 1):
+        w = h.where()
+        span = f" bytes {w['bytes'][0]}-{w['bytes'][1]}" if "bytes" in w else ""
+        obj = f" {w['object']}" if "object" in w else ""
+        note(f"hit {i}: {w['tier']}{obj}{span}")
+    note(
+        f"index objects consulted: {doc['index_objects']}, slots read: {doc['slots_read']}, "
+        f"candidates: {doc['candidates']}"
+    )
+    for s in doc["steps"]:
+        note(f"{s['step']}: {s['requests']} requests, {s['bytes']} bytes, {s['seconds']:.3f} s")
+
+
+def _run(
+    tiers: _Tiers,
+    ask: Callable[[Store | None, ColdIndex | None], QueryResult],
+    nothing: Callable[[Store | None], NotFoundError],
+    *,
+    b64: bool,
+    full: bool,
+    template: MessageTemplate | None,
+    json_out: bool,
+    explain: bool,
+    topic: str | None = None,
+) -> None:
+    with _open(tiers, json_out) as (hot, index):
+        if topic is not None:
+            _known_topic(topic, hot, index)
+        result = ask(hot, index)
+        if not result.hits:
+            for t, q, a, b in result.unindexed:
+                note(f"warning: {t}/{q} offsets {a}..{b - 1} are not in the cold index")
+            if explain:
+                _explain(result, json_out=json_out)
+            raise nothing(hot)
+        _show(
+            result,
+            b64=b64,
+            full=full,
+            template=template,
+            json_out=json_out,
+            explain=explain,
+            with_tier=index is not None,
+        )
 
 
 @handle_errors
 def query_key(
     key: Annotated[str, typer.Argument(metavar="KEY", help="Business key (one token of KEYS).")],
-    store: StoreDir = Path("store"),
+    store: QueryStore = None,
     topic: Annotated[
         str, typer.Option("--topic", "-t", metavar="TOPIC", help="Topic to search.")
     ] = ...,  # type: ignore[assignment]
@@ -37,29 +237,54 @@ def query_key(
     end: Annotated[
         str | None, typer.Option("--end", metavar="TIME", help="Stored at or before.")
     ] = None,
-    max_results: Annotated[
-        int, typer.Option("--max", metavar="N", min=1, max=1 << 20, help="Most messages to return.")
-    ] = 64,
+    max_results: MaxResults = 64,
     b64: B64 = False,
     full: Full = False,
     template: Template = None,
+    explain: Explain = False,
+    cold: ColdUrl = None,
+    broker: Broker = None,
+    storage_option: StorageOptions = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: ColdTimeout = None,
+    no_cache: NoCache = False,
     config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Find messages by key through the index (hash, then the real key is re-checked).
+    """Find messages by key, newest first, in the hot store, the cold tier's index, or both.
 
-    Exit code 3 when nothing matches.
+    Matches are found by hash and then checked against the message's real KEYS (or
+    UNIQ_KEY). Exit code 3 when nothing matches.
 
     Example: mqtier query key ORDER-42 --store ./store --topic orders --json
+
+    Example: mqtier query key ORDER-42 --topic orders --cold s3://bucket/mq --broker broker-a
     """
     begin_ms = parse_time(begin, "--begin") if begin else 0
     end_ms = parse_time(end, "--end") if end else MAX_TIME_MS
     fmt = MessageTemplate(template) if template is not None else None  # a typo fails first
-    with open_store_to_read(store) as st:
-        msgs = st.query_key(topic, key, begin_ms=begin_ms, end_ms=end_ms, max_results=max_results)
-        if not msgs:
-            raise NotFoundError(f"no message with key {key!r} in topic {topic!r} of {store}")
-        _write(msgs, b64=b64, full=full, template=fmt, json_out=json_out)
+    tiers = _Tiers(store, cold_url(cold), broker, storage_option, no_cache)
+    _run(
+        tiers,
+        lambda hot, index: find_key(
+            topic=topic,
+            key=key,
+            store=hot,
+            index=index,
+            begin_ms=begin_ms,
+            end_ms=end_ms,
+            max_results=max_results,
+        ),
+        lambda _hot: NotFoundError(
+            f"no message with key {key!r} in topic {topic!r} of {tiers.where()}"
+        ),
+        b64=b64,
+        full=full,
+        template=fmt,
+        json_out=json_out,
+        explain=explain,
+        topic=topic,
+    )
 
 
 @handle_errors
@@ -67,31 +292,64 @@ def query_id(
     msg_id: Annotated[
         str, typer.Argument(metavar="MSG_ID", help="offsetMsgId: 32 (IPv4) or 56 (IPv6) hex chars.")
     ],
-    store: StoreDir = Path("store"),
+    store: QueryStore = None,
     b64: B64 = False,
     full: Full = False,
     template: Template = None,
+    explain: Explain = False,
+    cold: ColdUrl = None,
+    broker: Broker = None,
+    storage_option: StorageOptions = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: ColdTimeout = None,
+    no_cache: NoCache = False,
     config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Fetch the message an offsetMsgId names (store host + commit-log offset).
+    """Fetch the message an offsetMsgId names (store host + commit-log offset), hot or cold.
 
     Example: mqtier query id C0A8C77C00001FBB00000000000000AC --store ./store
+
+    Example: mqtier query id C0A8C77C00001FBB00000000000000AC --cold s3://bucket/mq --broker b
     """
     fmt = MessageTemplate(template) if template is not None else None  # a typo fails first
     _check_msg_id(msg_id)  # before the store: a typo is exit 2 wherever --store points
-    with open_store_to_read(store) as st:
-        try:
-            msg = st.query_msg_id(msg_id)
-        except NotFoundError:
-            if _is_uniq_key(st, msg_id):
-                raise NotFoundError(
-                    f"no message with offsetMsgId {msg_id} in {store}: this looks like a "
-                    "UNIQ_KEY (the client-side message id)",
-                    hint=f"mqtier query uniq {msg_id} --store {shlex.quote(str(store))}",
-                ) from None
-            raise
-        _write([msg], b64=b64, full=full, template=fmt, json_out=json_out)
+    tiers = _Tiers(store, cold_url(cold), broker, storage_option, no_cache)
+
+    def nothing(hot: Store | None) -> NotFoundError:
+        if _looks_like_uniq_key(msg_id, hot):
+            where = f"--store {shlex.quote(str(store))}" if store is not None else "--store DIR"
+            return NotFoundError(
+                f"no message with offsetMsgId {msg_id} in {tiers.where()}: this looks like a "
+                "UNIQ_KEY (the client-side message id)",
+                hint=f"mqtier query uniq {msg_id} {where}",
+            )
+        return NotFoundError(f"no message with offsetMsgId {msg_id} in {tiers.where()}")
+
+    _run(
+        tiers,
+        lambda hot, index: _by_id(msg_id, hot, index, nothing),
+        nothing,
+        b64=b64,
+        full=full,
+        template=fmt,
+        json_out=json_out,
+        explain=explain,
+    )
+
+
+def _by_id(
+    msg_id: str,
+    hot: Store | None,
+    index: ColdIndex | None,
+    nothing: Callable[[Store | None], NotFoundError],
+) -> QueryResult:
+    try:
+        return find_msg_id(msg_id=msg_id, store=hot, index=index)
+    except NotFoundError:
+        if _looks_like_uniq_key(msg_id, hot):
+            raise nothing(hot) from None
+        raise
 
 
 def _check_msg_id(msg_id: str) -> None:
@@ -101,7 +359,7 @@ def _check_msg_id(msg_id: str) -> None:
         raise ConfigError(str(exc)) from None
 
 
-def _is_uniq_key(st: Store, msg_id: str) -> bool:
+def _looks_like_uniq_key(msg_id: str, st: Store | None = None) -> bool:
     """Whether an id that named no message is a UNIQ_KEY (both are 32 or 56 hex chars).
 
     An offsetMsgId is store IP + port (int32) + commit-log offset (int64); a UNIQ_KEY is
@@ -111,7 +369,7 @@ def _is_uniq_key(st: Store, msg_id: str) -> bool:
     A message in this store with that UNIQ_KEY settles it either way.
     """
     _, port, _ = parse_msg_id(msg_id)
-    return port > 0xFFFF or bool(st.query_uniq(msg_id))
+    return port > 0xFFFF or (st is not None and bool(st.query_uniq(msg_id)))
 
 
 @handle_errors
@@ -119,34 +377,42 @@ def query_uniq(
     uniq_key: Annotated[
         str, typer.Argument(metavar="UNIQ_KEY", help="UNIQ_KEY: the client-side message id.")
     ],
-    store: StoreDir = Path("store"),
+    store: QueryStore = None,
     topic: Annotated[
         str | None, typer.Option("--topic", "-t", metavar="TOPIC", help="Only this topic.")
     ] = None,
+    max_results: MaxResults = 64,
     b64: B64 = False,
     full: Full = False,
     template: Template = None,
+    explain: Explain = False,
+    cold: ColdUrl = None,
+    broker: Broker = None,
+    storage_option: StorageOptions = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: ColdTimeout = None,
+    no_cache: NoCache = False,
     config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Find messages by UNIQ_KEY (what RocketMQ clients show as the message id).
+    """Find messages by UNIQ_KEY (what RocketMQ clients show as the message id), hot or cold.
 
     Example: mqtier query uniq 7F00000100002A9F0000000000000001 --store ./store
+
+    Example: mqtier query uniq 7F00000100002A9F0000000000000001 --cold s3://b/mq --broker b
     """
     fmt = MessageTemplate(template) if template is not None else None  # a typo fails first
-    with open_store_to_read(store) as st:
-        msgs = st.query_uniq(uniq_key, topic)
-        if not msgs:
-            raise NotFoundError(f"no message with UNIQ_KEY {uniq_key} in {store}")
-        _write(msgs, b64=b64, full=full, template=fmt, json_out=json_out)
-
-
-def _write(
-    msgs: list[MessageRecord],
-    *,
-    b64: bool,
-    full: bool,
-    template: MessageTemplate | None,
-    json_out: bool,
-) -> None:
-    write_messages(Output.choose(json_out=json_out, full=full), [msgs], b64=b64, template=template)
+    tiers = _Tiers(store, cold_url(cold), broker, storage_option, no_cache)
+    _run(
+        tiers,
+        lambda hot, index: find_uniq(
+            uniq_key=uniq_key, topic=topic, store=hot, index=index, max_results=max_results
+        ),
+        lambda _hot: NotFoundError(f"no message with UNIQ_KEY {uniq_key} in {tiers.where()}"),
+        b64=b64,
+        full=full,
+        template=fmt,
+        json_out=json_out,
+        explain=explain,
+        topic=topic,
+    )

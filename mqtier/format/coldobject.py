@@ -259,6 +259,7 @@ class ObjectBuilder:
         self._stored_done = 0  # compressed bytes of the blocks done so far
         self._raw_waiting = 0  # raw bytes of the blocks not compressed yet (and the partial one)
         self.segments: list[Segment] = []
+        self.blocks: list[list[Block]] = []  # each segment's blocks, once finished
         self.raw_bytes = 0
 
     @property
@@ -372,6 +373,7 @@ class ObjectBuilder:
                     index_crc=zlib.crc32(index),
                 )
             )
+            self.blocks.append(blocks)
             parts.append(index)
             pos += len(index)
         footer = orjson.dumps(

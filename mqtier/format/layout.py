@@ -47,6 +47,7 @@ TOPIC_LEN_V2: Final = struct.Struct(">h")
 PROPS_LEN: Final = struct.Struct(">h")
 INT64: Final = struct.Struct(">q")
 INT32: Final = struct.Struct(">i")
+UINT32: Final = struct.Struct(">I")
 
 MAX_TOPIC_BYTES_V1: Final = 127
 MAX_TOPIC_BYTES_V2: Final = 32767
@@ -165,3 +166,22 @@ COLD_HEADER: Final = struct.Struct(">8sHHIq16s")
 COLD_BLOCK_ENTRY: Final = struct.Struct(">QIIqIIqq")
 # footer position, footer length, footer CRC32, magic
 COLD_TRAILER: Final = struct.Struct(">QII8s")
+
+
+# ---- mqtier cold index objects (docs/FORMAT.md section 15.5) -------------------------------------
+COLD_INDEX_MAGIC: Final = b"MQTINDX1"
+COLD_INDEX_END_MAGIC: Final = b"MQTIEND1"
+COLD_INDEX_VERSION: Final = 1
+# Hash function ids a reader knows: 1 = MurmurHash3 x64 128, seed 0, its first 64 bits unsigned
+# (mmh3.hash64(data, seed=0, x64arch=True, signed=False)[0]).
+COLD_INDEX_HASH_MMH3_64: Final = 1
+COLD_INDEX_PAGE: Final = 4096  # items are stored in pages, each a CRC32 and 4092 bytes of items
+# magic, version, hash id, item size, slot bits, page size, items, min/max store ms, created ms,
+# run id, CRC32 of the bytes before it
+COLD_INDEX_HEADER: Final = struct.Struct(">8sHHHBxIQqqq16sI")
+# directory position, tables position, tables length, items, slot bits, hash id, item size,
+# page size, CRC32 of the directory and tables, CRC32 of the footer before it, magic
+COLD_INDEX_FOOTER: Final = struct.Struct(">QQIQBxHHxxIII8s")
+# One item, as a numpy dtype would spell it: hash, store ms, queue offset, block position,
+# block length, block CRC32, object number, queue number (big-endian, packed)
+COLD_INDEX_ITEM: Final = struct.Struct(">QqqQIIII")

@@ -675,3 +675,13 @@ def _topic_and_properties(buf: Buffer, p: int, magic: int) -> tuple[str, dict[st
     plen = L.PROPS_LEN.unpack_from(buf, p)[0]
     props = decode_properties(str(buf[p + 2 : p + 2 + plen], "utf-8", "replace"))
     return topic, props
+
+
+def record_index_keys(buf: Buffer, pos: int = 0) -> list[str]:
+    """The keys a validated record is found by: its KEYS tokens, then its UNIQ_KEY, each once."""
+    props = dispatch_fields(buf, pos)[6]
+    keys = dict.fromkeys(k for k in props.get(L.PROP_KEYS, "").split(L.KEY_SEPARATOR) if k)
+    uniq = props.get(L.PROP_UNIQ_KEY)
+    if uniq:
+        keys[uniq] = None
+    return list(keys)

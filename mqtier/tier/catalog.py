@@ -35,7 +35,7 @@ import re
 import time
 from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 import zstandard
@@ -50,6 +50,7 @@ from mqtier.errors import (
     CorruptionError,
     UnsupportedFormatError,
 )
+from mqtier.format.coldindex import Cover, IndexEntry, merge_covers
 from mqtier.format.coldobject import Segment
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ _COMMIT_FIELDS: Final = frozenset(
         "requests",
         "added",
         "removed",
+        "index_added",
+        "index_removed",
         CHECKSUM_FIELD,
     }
 )
@@ -82,7 +85,7 @@ _COST_FIELDS: Final = ("requests", "bytes_sent", "bytes_received")  # a commit's
 # commit dropped can then be told from the record alone, without replaying the history.
 _REMOVED_EXTRAS: Final = ("count", "stored_bytes", "raw_bytes")
 _SNAPSHOT_FIELDS: Final = frozenset(
-    {"format", "version", "broker", "seq", "queues", "floors", CHECKSUM_FIELD}
+    {"format", "version", "broker", "seq", "queues", "floors", "indexes", CHECKSUM_FIELD}
 )
 _LATEST_FIELDS: Final = frozenset({"version", "snapshot_seq", "snapshot_bytes", CHECKSUM_FIELD})
 _BROKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%-]{0,126}$")
@@ -115,6 +118,10 @@ def data_prefix(broker: str) -> str:
     return f"{broker}/data/"
 
 
+def index_prefix(broker: str) -> str:
+    return f"{broker}/index/"
+
+
 @dataclass
 class CatalogState:
     """What is committed: per (topic, queue), its segments in queue-offset order."""
@@ -125,6 +132,8 @@ class CatalogState:
     # Where a queue's committed offsets end after expiry removed all its segments: the next
     # segment must still start there, or expired data would be tiered again.
     floors: dict[QueueKey, int] = field(default_factory=dict)
+    # The committed index objects, by object key, oldest first (docs/FORMAT.md section 15.5)
+    indexes: dict[str, IndexEntry] = field(default_factory=dict)
     loaded_requests: int = 0  # GETs it took to load (snapshot + tail)
     # The commit of the newest snapshot this state was loaded from or wrote (0: none). A
     # commit snapshots once the tail after it is SNAPSHOT_EVERY long, so a snapshot that
@@ -156,6 +165,7 @@ class CatalogState:
         return None
 
     def referenced_objects(self) -> set[str]:
+        """The data objects the committed segments name (index objects: :attr:`indexes`)."""
         return {s.object for segs in self.queues.values() for s in segs}
 
     def apply(self, record: dict[str, Any]) -> None:
@@ -174,6 +184,11 @@ class CatalogState:
             segs = self.queues.setdefault((seg.topic, seg.queue), [])
             segs.append(seg)
             segs.sort(key=lambda s: s.first)
+        for obj in record.get("index_removed", []):
+            self.indexes.pop(obj, None)
+        for doc in record.get("index_added", []):
+            entry = IndexEntry.from_json(doc)
+            self.indexes[entry.object] = entry
         self.seq = int(record["seq"])
 
     def to_snapshot(self) -> dict[str, Any]:
@@ -187,6 +202,7 @@ class CatalogState:
                 for (t, q), segs in sorted(self.queues.items())
             ],
             "floors": [{"topic": t, "queue": q, "next": n} for (t, q), n in self.floors.items()],
+            **({"indexes": [e.to_json() for e in self.indexes.values()]} if self.indexes else {}),
         }
 
 
@@ -239,8 +255,21 @@ def _check_sealed(doc: dict[str, Any], key: str, kind: str, fields: frozenset[st
         raise CorruptionError(f"{key}: {kind} fails its {CHECKSUM_FIELD} checksum")
 
 
-def load_catalog(cold: ColdStore, broker: str) -> CatalogState:
+class ObjectCache(Protocol):
+    """A local copy of immutable cold objects (``mqtier.index.cache.ImmutableCache``)."""
+
+    def get(self, key: str) -> bytes | None: ...
+    def put(self, key: str, data: bytes) -> None: ...
+    def forget(self, key: str) -> None: ...
+
+
+def load_catalog(cold: ColdStore, broker: str, *, cache: ObjectCache | None = None) -> CatalogState:
     """The latest committed state of ``broker``'s cold tier (empty when it has none).
+
+    With ``cache``, commit records and snapshots (never changed once written) are read from
+    it when there and kept in it when fetched; each cached copy is checked as a fetched one
+    is, and one that fails is dropped and fetched. ``LATEST`` and the first missing record,
+    which can change, are always asked of the cold tier.
 
     Raises:
         CorruptionError: the catalog is damaged (a record or snapshot fails its checksum or
@@ -254,9 +283,25 @@ def load_catalog(cold: ColdStore, broker: str) -> CatalogState:
     requests = 1
     if snap_seq > 0:
         requests += 2  # the snapshot and the commit record it summarises
-        state = _load_snapshot(cold, broker, snap_seq, snap_bytes) or CatalogState(broker)
+        loaded = None
+        if cache is not None:
+            try:
+                loaded = _load_snapshot(cold, broker, snap_seq, snap_bytes, cache)
+            except CorruptionError:
+                cache.forget(snapshot_key(broker, snap_seq))  # fetched again below
+                cache.forget(commit_key(broker, snap_seq))
+        if loaded is None:
+            loaded = _load_snapshot(cold, broker, snap_seq, snap_bytes)
+        state = loaded or CatalogState(broker)
     while True:
         key = commit_key(broker, state.seq + 1)
+        cached = cache.get(key) if cache is not None else None
+        if cache is not None and cached is not None:
+            try:
+                _apply_checked(state, cached, key)  # checks before it changes the state
+                continue
+            except CorruptionError:
+                cache.forget(key)
         requests += 1
         try:
             data = cold.get(key)
@@ -267,6 +312,8 @@ def load_catalog(cold: ColdStore, broker: str) -> CatalogState:
                 continue  # a writer committed it meanwhile: read on
             break
         _apply_checked(state, data, key)
+        if cache is not None:
+            cache.put(key, data)
     state.loaded_requests = requests
     state.work_since, state.bill_since = started, bill_then
     return state
@@ -337,7 +384,9 @@ def _read_latest(cold: ColdStore, broker: str) -> tuple[int, int | None]:
     return snap_seq, size if type(size) is int else None
 
 
-def _load_snapshot(cold: ColdStore, broker: str, seq: int, size: int | None) -> CatalogState | None:
+def _load_snapshot(
+    cold: ColdStore, broker: str, seq: int, size: int | None, cache: ObjectCache | None = None
+) -> CatalogState | None:
     """The state snapshot ``seq`` holds, cross-checked; None when it is only a lost hint.
 
     A snapshot shorter than LATEST says (a put that landed half-written), or one an old LATEST
@@ -350,7 +399,7 @@ def _load_snapshot(cold: ColdStore, broker: str, seq: int, size: int | None) -> 
         "state from the commit records"
     )
     try:
-        raw = cold.get(key)
+        raw = _cached_get(cold, cache, key, size)
     except ColdObjectNotFoundError:
         if size is None:
             log.warning("snapshot %d is missing; reading every commit record", seq)
@@ -377,7 +426,7 @@ def _load_snapshot(cold: ColdStore, broker: str, seq: int, size: int | None) -> 
     try:
         _check_sealed(snap, key, "snapshot", _SNAPSHOT_FIELDS)
         state = _snapshot_state(snap, key, broker, seq)
-        _cross_check(cold, state, key)
+        _cross_check(cold, state, key, cache)
     except CorruptionError as exc:
         raise _damaged(key, str(exc).removeprefix(f"{key}: "), hint) from None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -406,10 +455,28 @@ def _snapshot_state(snap: dict[str, Any], key: str, broker: str, seq: int) -> Ca
         state.queues[qkey] = segs
     for f in snap.get("floors", []):
         state.floors[(str(f["topic"]), int(f["queue"]))] = int(f["next"])
+    for doc in snap.get("indexes", []):
+        entry = _index_entry(doc, broker, seq, exact=False)
+        state.indexes[entry.object] = entry
     return state
 
 
-def _cross_check(cold: ColdStore, state: CatalogState, key: str) -> None:
+def _cached_get(cold: ColdStore, cache: ObjectCache | None, key: str, size: int | None) -> bytes:
+    """An immutable object from ``cache`` when there (and of ``size``, when known), else
+    fetched and kept; the caller checks it either way (and drops a copy that fails)."""
+    if cache is not None:
+        data = cache.get(key)
+        if data is not None and (size is None or len(data) == size):
+            return data
+    data = cold.get(key)
+    if cache is not None and (size is None or len(data) == size):
+        cache.put(key, data)
+    return data
+
+
+def _cross_check(
+    cold: ColdStore, state: CatalogState, key: str, cache: ObjectCache | None = None
+) -> None:
     """A snapshot must agree with the commit record it summarises (one GET).
 
     Every segment that record added is in the snapshot, field for field, and none it removed
@@ -417,7 +484,7 @@ def _cross_check(cold: ColdStore, state: CatalogState, key: str) -> None:
     """
     rkey = commit_key(state.broker, state.seq)
     try:
-        record = _decode(cold.get(rkey), rkey, "commit record")
+        record = _decode(_cached_get(cold, cache, rkey, None), rkey, "commit record")
     except ColdObjectNotFoundError:
         raise CorruptionError(
             f"{key}: summarises commit {state.seq}, whose record is missing"
@@ -438,6 +505,16 @@ def _cross_check(cold: ColdStore, state: CatalogState, key: str) -> None:
             raise CorruptionError(
                 f"{key}: holds a segment of {doc['object']} that commit {state.seq} removed"
             )
+    for doc in record.get("index_added", []):
+        if state.indexes.get(doc.get("object")) != IndexEntry.from_json(doc):
+            raise CorruptionError(
+                f"{key}: lacks the index object {doc.get('object')} that commit {state.seq} added"
+            )
+    for obj in record.get("index_removed", []):
+        if obj in state.indexes:
+            raise CorruptionError(
+                f"{key}: holds the index object {obj} that commit {state.seq} removed"
+            )
 
 
 def _segment(doc: Any, broker: str, seq: int, *, exact: bool) -> Segment:
@@ -456,6 +533,22 @@ def _segment(doc: Any, broker: str, seq: int, *, exact: bool) -> Segment:
     return seg
 
 
+def _index_entry(doc: Any, broker: str, seq: int, *, exact: bool) -> IndexEntry:
+    """A catalog entry's index object; it must be one made for commit ``seq`` (or before)."""
+    entry = IndexEntry.from_json(doc)
+    prefix = index_prefix(broker)
+    made_for = entry.object[len(prefix) :].split("/", 1)[0]
+    if (
+        not entry.object.startswith(prefix)
+        or not made_for.isdigit()
+        or (int(made_for) != seq if exact else int(made_for) > seq)
+    ):
+        raise ValueError(f"index object {entry.object!r} was not made for commit {seq}")
+    if entry.items < 0 or not 0 < entry.tail_pos < entry.size or entry.level < 0:
+        raise ValueError(f"index object {entry.object!r} has impossible geometry")
+    return entry
+
+
 def _apply_checked(state: CatalogState, data: bytes, key: str) -> None:
     """Check commit record ``state.seq + 1`` (checksum, shape, contiguity) and apply it."""
     seq = state.seq + 1
@@ -464,6 +557,11 @@ def _apply_checked(state: CatalogState, data: bytes, key: str) -> None:
         record, added = _checked_record(data, key, state.broker, seq)
         removed = [_removed_segment(state, doc) for doc in record["removed"]]
         check_contiguous(state, added, removed)
+        index_added = [
+            _index_entry(doc, state.broker, seq, exact=True)
+            for doc in record.get("index_added", [])
+        ]
+        check_index_change(state, added, removed, index_added, record.get("index_removed", []))
         state.apply(record)
     except CorruptionError as exc:
         raise _damaged(key, str(exc).removeprefix(f"{key}: "), hint) from None
@@ -493,6 +591,11 @@ def _checked_record(
     added = [_segment(doc, broker, seq, exact=True) for doc in record["added"]]
     for doc in record["removed"]:
         _check_removed_shape(doc)
+    for doc in record.get("index_added", []):
+        _index_entry(doc, broker, seq, exact=True)
+    gone = record.get("index_removed", [])
+    if not isinstance(gone, list) or any(type(obj) is not str for obj in gone):
+        raise TypeError(f"index_removed is {gone!r}")
     _check_work_fields(record)
     return record, added
 
@@ -625,12 +728,65 @@ def check_contiguous(
             )
 
 
+def check_index_change(
+    state: CatalogState,
+    added: Iterable[Segment],
+    removed: Iterable[Segment],
+    index_added: Iterable[IndexEntry],
+    index_removed: Iterable[str],
+) -> None:
+    """Refuse a change that would leave a committed message out of the index.
+
+    Index objects are added with the segments they index (tiering: every added segment's
+    offsets must be covered by the index objects of the same commit), or in place of index
+    objects they merge (whatever the merged ones covered that is still committed must be
+    covered by the new ones). No index object may cover offsets past its queue's end.
+    """
+    index_added, index_removed = list(index_added), list(index_removed)
+    for obj in index_removed:
+        if obj not in state.indexes:
+            raise CorruptionError(f"removes an index object {obj} it does not have")
+    if not index_added and not index_removed:
+        return
+    added = list(added)
+    gone = {(s.object, s.first) for s in removed}
+    live: dict[QueueKey, tuple[int, int]] = {}
+    for key in {*state.queues, *((s.topic, s.queue) for s in added)}:
+        segs = [s for s in state.queues.get(key, []) if (s.object, s.first) not in gone]
+        segs += [s for s in added if (s.topic, s.queue) == key]
+        if segs:
+            live[key] = (min(s.first for s in segs), max(s.end for s in segs))
+    new_covers = merge_covers([c for e in index_added for c in e.covers])
+    for t, q, _first, end in new_covers:
+        if end > live.get((t, q), (0, 0))[1] and end > state.floors.get((t, q), 0):
+            raise CorruptionError(f"{t}/{q}: an index object covers offsets up to {end - 1}, past "
+                                  "the committed ones")  # fmt: skip
+    if not index_removed:
+        for seg in added:
+            _require_covered(new_covers, seg.topic, seg.queue, seg.first, seg.end, "tiered")
+        return
+    for obj in index_removed:
+        for t, q, a, b in state.indexes[obj].covers:
+            lo, hi = live.get((t, q), (b, b))
+            if max(a, lo) < min(b, hi):
+                _require_covered(new_covers, t, q, max(a, lo), min(b, hi), "indexed")
+
+
+def _require_covered(covers: tuple[Cover, ...], t: str, q: int, a: int, b: int, what: str) -> None:
+    if not any(ct == t and cq == q and ca <= a and b <= cb for ct, cq, ca, cb in covers):
+        raise CorruptionError(
+            f"{t}/{q}: offsets {a}..{b - 1} are {what} but no index object of the commit covers them"
+        )
+
+
 def commit(
     cold: ColdStore,
     state: CatalogState,
     *,
     added: list[Segment],
     removed: list[Segment] | None = None,
+    index_added: list[IndexEntry] | None = None,
+    index_removed: list[str] | None = None,
     run_id: str,
     operation: str | None = None,
     snapshot_every: int = SNAPSHOT_EVERY,
@@ -652,6 +808,7 @@ def commit(
         CommitConflictError: another job created that record first; nothing was committed.
     """
     check_contiguous(state, added, removed or ())
+    check_index_change(state, added, removed or (), index_added or (), index_removed or ())
     if not state.history_checked:  # the writers call it before uploading; this is the backstop
         check_history(cold, state)
     seq = state.seq + 1
@@ -675,6 +832,9 @@ def commit(
             }
             for s in removed or []
         ],
+        # only when there are any: a record without them reads as it did before the index
+        **({"index_added": [e.to_json() for e in index_added]} if index_added else {}),
+        **({"index_removed": list(index_removed)} if index_removed else {}),
     }
     key = commit_key(state.broker, seq)
     if not cold.create(key, _sealed(record)):

@@ -39,8 +39,10 @@ from mqtier.tier.catalog import (
     check_history,
     commit,
     data_prefix,
+    index_prefix,
     load_catalog,
 )
+from mqtier.tier.indexing import IndexCollector
 from mqtier.tier.packer import (
     BLOCK_BYTES,
     OBJECT_BYTES,
@@ -521,6 +523,8 @@ class _Attempt:
             verify_from=str(store.commitlog.directory),
             may_open=self._may_open,
         )
+        self.index = IndexCollector()
+        self.broker = broker
 
     @property
     def objects(self) -> int:
@@ -534,8 +538,9 @@ class _Attempt:
         """Under --max-requests: is there room for one more PUT and the final create?"""
         if self.opts.max_requests is None:
             return True
-        planned = self.loaded + self.packer.objects + self.report.commits + 1  # + this PUT
-        if planned + 1 <= self.opts.max_requests:  # + the commit's create
+        # each commit is an index object's PUT and the record's create
+        planned = self.loaded + self.packer.objects + 2 * self.report.commits + 1  # + this PUT
+        if planned + 2 <= self.opts.max_requests:  # + this commit's index PUT and create
             return True
         self.report.stopped_by = "max_requests"
         return False
@@ -546,7 +551,20 @@ class _Attempt:
         added = self.packer.drain()  # every object is in place before the record names it
         if added:
             r.stored_bytes += sum(s.stored_bytes for s in added)
-            commit(self.cold, self.state, added=added, run_id=self.run_id, warnings=r.warnings)
+            # the index of what this commit adds, in place before the record names it too
+            key = f"{index_prefix(self.broker)}{self.state.seq + 1:020d}/{self.run_id}-L0.mqi"
+            data, entry = self.index.build(
+                added, self.packer.blocks_of, key=key, run_id=self.run_id
+            )
+            self.cold.put(key, data)
+            commit(
+                self.cold,
+                self.state,
+                added=added,
+                index_added=[entry],
+                run_id=self.run_id,
+                warnings=r.warnings,
+            )
             r.commits += 1
             r.committed_seq = self.state.seq
         self._committed = (r.messages, r.raw_bytes, r.queues_tiered)
@@ -556,6 +574,7 @@ class _Attempt:
         """Add a run to the open object; False when --max-requests leaves no room for it."""
         if not self.packer.add(plan.topic, plan.queue, run):
             return False
+        self.index.add(plan.topic, plan.queue, run)
         self.since_commit += run_bytes
         self.report.messages += len(run)
         self.report.raw_bytes += run_bytes
@@ -624,25 +643,26 @@ ABANDONED_WRITE_S: Final = 15 * 60
 
 
 def collect_garbage(cold: ColdStore, state: CatalogState) -> int:
-    """Delete data objects that no commit names and no commit can name any more.
+    """Delete data and index objects that no commit names and no commit can name any more.
 
     Objects live under the number of the commit they were made for; once that number is taken,
     an object not named by the state is an orphan of a failed, raced or killed run. Objects made
     for a later commit may belong to a run still in progress and are left alone.
     """
-    referenced = state.referenced_objects()
-    prefix = data_prefix(state.broker)
+    referenced = state.referenced_objects() | set(state.indexes)
+    orphans: list[str] = []
+    for prefix in (data_prefix(state.broker), index_prefix(state.broker)):
 
-    def settled(key: str) -> bool:
-        seq_part = key[len(prefix) :].split("/", 1)[0]
-        return seq_part.isdigit() and int(seq_part) <= state.seq
+        def settled(key: str, prefix: str = prefix) -> bool:
+            seq_part = key[len(prefix) :].split("/", 1)[0]
+            return seq_part.isdigit() and int(seq_part) <= state.seq
 
-    orphans = [i.key for i in cold.list(prefix) if settled(i.key) and i.key not in referenced]
-    # The same rule for writes killed before they became objects (a file tier's temporary
-    # files), once they are old enough not to be a live loser's upload in progress: deleting
-    # that would fail its run with an I/O error instead of the lost race it is (exit 5).
-    abandoned = cold.list_incomplete(prefix, older_than_s=ABANDONED_WRITE_S)
-    orphans += [key for key in abandoned if settled(key)]
+        orphans += [i.key for i in cold.list(prefix) if settled(i.key) and i.key not in referenced]
+        # The same rule for writes killed before they became objects (a file tier's temporary
+        # files), once they are old enough not to be a live loser's upload in progress:
+        # deleting that would fail its run with an I/O error instead of the lost race it is.
+        abandoned = cold.list_incomplete(prefix, older_than_s=ABANDONED_WRITE_S)
+        orphans += [key for key in abandoned if settled(key)]
     if orphans:
         log.info("deleting %d uncommitted objects", len(orphans))
         cold.delete(orphans)

@@ -16,7 +16,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mqtier.backend.base import ColdStore
-from mqtier.format.coldobject import CompressionMeter, ObjectBuilder, Segment, SourceRecord
+from mqtier.format.coldobject import (
+    Block,
+    CompressionMeter,
+    ObjectBuilder,
+    Segment,
+    SourceRecord,
+)
 
 OBJECT_BYTES = 8 << 20  # target compressed bytes per data object
 OBJECT_RAW_LIMIT = 32 << 20  # and at most this much raw (memory per object in flight)
@@ -55,6 +61,8 @@ class _Uploader:
         self.started = time.monotonic()
         self._pace = threading.Lock()
         self.finished: list[Future[list[Segment]]] = []  # done, in the order they were sealed
+        # each uploaded segment's blocks, by (object, topic, queue, first offset)
+        self.blocks: dict[tuple[str, str, int, int], list[Block]] = {}
 
     def submit(self, builder: ObjectBuilder) -> None:
         # Bound the objects held in memory; .result() re-raises a failed upload here, early.
@@ -74,6 +82,8 @@ class _Uploader:
             if delay > 0:
                 time.sleep(delay)
         self.cold.put(builder.key, data)
+        for seg, blocks in zip(builder.segments, builder.blocks, strict=True):
+            self.blocks[(seg.object, seg.topic, seg.queue, seg.first)] = blocks
         return builder.segments
 
     def drain(self) -> list[Segment]:
@@ -154,6 +164,10 @@ class ObjectPacker:
         """
         self.seal()
         return self._uploader.drain()
+
+    def blocks_of(self, seg: Segment) -> list[Block]:
+        """The blocks of a segment this packer uploaded (known once :meth:`drain` returned)."""
+        return self._uploader.blocks[(seg.object, seg.topic, seg.queue, seg.first)]
 
     def close(self) -> None:
         self._uploader.close()  # before the compressors: an upload in progress waits for blocks

@@ -1,0 +1,1 @@
+"""The cold key index: local cache, lookups in index objects, queries across both tiers."""
