@@ -21,6 +21,7 @@ from mqtier.cli._output import Column, Listing, Output
 from mqtier.cli._progress import CompactProgress
 from mqtier.cli.dispatch import MAX_OBJECT_BYTES
 from mqtier.errors import ConfigError
+from mqtier.index.merge import FANOUT, MergeOptions, merge_indexes
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.compact import CompactOptions
 from mqtier.tier.compact import compact as run_compact
@@ -60,6 +61,16 @@ def compact(
             "--object-size", metavar="SIZE", help="Target compressed bytes per new object."
         ),
     ] = "8M",
+    fanout: Annotated[
+        int,
+        typer.Option(
+            "--fanout",
+            metavar="N",
+            min=2,
+            max=1024,
+            help="Merge index objects N at a time, level by level.",
+        ),
+    ] = FANOUT,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would merge.")] = False,
     storage_option: StorageOptions = None,
     endpoint_url: EndpointUrl = None,
@@ -67,13 +78,16 @@ def compact(
     config: ConfigPath = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Merge each queue's runs of small cold segments into few large ones.
+    """Merge small cold segments into large ones, and small index objects into large ones.
 
     Quiet queues get one small segment per tiering run; reading them back costs two GETs per
     segment. Compaction reads such runs, checks every block and record, writes the records
     again (unchanged) into large objects, and swaps old for new in one commit: readers see one
-    or the other, never a gap. Objects nothing names any more are deleted. Safe to run beside
-    dispatch: if both commit at once, one of them exits with code 5 and commits nothing.
+    or the other, never a gap. Then it merges index objects: each tiering run adds one, and a
+    key query reads one slot of each, so every --fanout objects of a level become one of the
+    next (dropping expired entries); a query then consults a few per level. Objects nothing
+    names any more are deleted. Safe to run beside dispatch: if both commit at once, one of
+    them exits with code 5 and commits nothing.
 
     Example: mqtier compact --cold s3://bucket/prefix --broker broker-a --dry-run
 
@@ -95,10 +109,14 @@ def compact(
     try:
         with CompactProgress(json_out=json_out) as bar:
             hook = bar.update if bar.shown else None
-            report = run_compact(cold_store, load_catalog(cold_store, name), opts, on_progress=hook)
+            state = load_catalog(cold_store, name)
+            report = run_compact(cold_store, state, opts, on_progress=hook)
+        # on the state the segment compaction left (it commits into it)
+        merged = merge_indexes(cold_store, state, MergeOptions(fanout=fanout, dry_run=dry_run))
     finally:
         cold_store.close()
     doc = report.to_json()
+    doc["index"] = merged.to_json()
     doc["requests"] = bill.to_json()
     summary = ["nothing to compact"]
     if report.runs:
@@ -113,6 +131,13 @@ def compact(
                 f"deleted {report.objects_deleted} objects"
             )
         ]
+    if merged.merges:
+        verb = "would merge" if dry_run else "merged"
+        items = sum(e.items for g in merged.merges for e in g)
+        line = f"{verb} {doc['index']['objects_merged']} index objects ({items:,} entries)"
+        if not dry_run:
+            line += f" into {len(merged.written)}; dropped {merged.items_dropped:,} expired entries"
+        summary = [*(s for s in summary if s != "nothing to compact"), line]
     # The runs of small segments are the answer (what is, or was, merged).
     runs = [
         {

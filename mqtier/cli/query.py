@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from mqtier.backend.base import ColdStore
+from mqtier.backend.retrying import is_retryable
 from mqtier.cli._cold import (
     Broker,
     ColdTimeout,
@@ -39,7 +41,13 @@ from mqtier.cli._common import (
 from mqtier.cli._json import versioned
 from mqtier.cli._messages import B64, Full, MessageTemplate, Template, write_messages
 from mqtier.cli._output import Output
-from mqtier.errors import ConfigError, NotFoundError
+from mqtier.errors import (
+    ColdStoreError,
+    ColdTimeoutError,
+    ConfigError,
+    MissingCommittedObjectError,
+    NotFoundError,
+)
 from mqtier.format.message import parse_msg_id
 from mqtier.index.cache import ImmutableCache
 from mqtier.index.lookup import ColdIndex
@@ -104,21 +112,47 @@ def _open(tiers: _Tiers, json_out: bool) -> Iterator[tuple[Store | None, ColdInd
         with open_store_to_read(tiers.store or Path("store")) as st:
             yield st, None
         return
-    cold_store, bill = open_cold(tiers.cold, tiers.storage_option)
+    # The root (bucket, directory) is checked only when something turns out missing: a
+    # found catalog proves it exists, and the HEAD would be a 7th request on a warm-cache
+    # hit, past the 6 a query may cost in all (an empty tier, or an object gone, asks it
+    # then, so a wrong URL or a deleted bucket still says so, exit 3).
+    cold_store, bill = open_cold(tiers.cold, tiers.storage_option, root="none")
     with contextlib.ExitStack() as stack:
         hot = stack.enter_context(open_store_to_read(tiers.store)) if tiers.store else None
         name = broker_name(tiers.broker, hot.config.broker_name if hot is not None else None)
         if not name:
             raise ConfigError("querying the cold tier without --store needs --broker")
         cache = None if tiers.no_cache else ImmutableCache(cold_store.url)
-        index = open_cold_index(cold_store, name, cache=cache)
+        index = _load_index(cold_store, name, cache)
         stack.callback(index.close)
         if not index.state.queues and not index.state.seq:
+            cold_store.check_root(may_create=False)
             raise NotFoundError(f"broker {name!r} has nothing in the cold tier {cold_store.url}")
         if hot is not None:
             check_store_history(hot, index.state)  # another store's messages: exit 15
-        yield hot, index
+        try:
+            yield hot, index
+        except MissingCommittedObjectError:
+            cold_store.check_root(may_create=False)  # the whole tier gone, not one object
+            raise
+        except NotFoundError:
+            report_bill(bill, json_out=json_out, json_lines=True)  # a miss costs too
+            raise
     report_bill(bill, json_out=json_out, json_lines=True)
+
+
+def _load_index(cold: ColdStore, broker: str, cache: ImmutableCache | None) -> ColdIndex:
+    """The broker's cold index; a first request refused outright is explained by the root
+    check, which words a bad storage option as exit 2 (the first request without it fails
+    deep in the client library as ``AttributeError: ...``, exit 14)."""
+    try:
+        return open_cold_index(cold, broker, cache=cache)
+    except ColdStoreError as exc:
+        cause = exc.__cause__
+        if isinstance(exc, ColdTimeoutError) or cause is None or is_retryable(cause):
+            raise  # the tier is slow or unreachable: a HEAD would only wait again
+        cold.check_root(may_create=False)
+        raise
 
 
 def _known_topic(topic: str, hot: Store | None, index: ColdIndex | None) -> None:
@@ -263,6 +297,7 @@ def query_key(
     begin_ms = parse_time(begin, "--begin") if begin else 0
     end_ms = parse_time(end, "--end") if end else MAX_TIME_MS
     fmt = MessageTemplate(template) if template is not None else None  # a typo fails first
+    _check_key(key, "key")  # before any request: it could match nothing
     tiers = _Tiers(store, cold_url(cold), broker, storage_option, no_cache)
     _run(
         tiers,
@@ -352,6 +387,16 @@ def _by_id(
         raise
 
 
+def _check_key(key: str, what: str) -> None:
+    """Refuse a key no message can carry: the store refuses to write an empty one or one with
+    a 0x01/0x02 separator (it would split the properties), so asking would only cost requests
+    to answer "not found" (exit 3) for what is a typo or a quoting mistake."""
+    if not key or "\x01" in key or "\x02" in key:
+        raise ConfigError(
+            f"{what} {key!r} is empty or contains a 0x01/0x02 separator: no message can carry it"
+        )
+
+
 def _check_msg_id(msg_id: str) -> None:
     try:
         parse_msg_id(msg_id)
@@ -402,6 +447,7 @@ def query_uniq(
     Example: mqtier query uniq 7F00000100002A9F0000000000000001 --cold s3://b/mq --broker b
     """
     fmt = MessageTemplate(template) if template is not None else None  # a typo fails first
+    _check_key(uniq_key, "UNIQ_KEY")
     tiers = _Tiers(store, cold_url(cold), broker, storage_option, no_cache)
     _run(
         tiers,

@@ -127,9 +127,11 @@ def build_index_object(
     hashes = items["hash"].astype(np.uint64)
     slots = slots_of(hashes, bits)
     # slot ascending, then newest first; ties by queue and offset, newest first, so the bytes
-    # do not depend on the order items came in
+    # do not depend on the order items came in (then by hash: a message's KEYS, UNIQ_KEY and
+    # offset items tie on all the rest when they land in one slot)
     order = np.lexsort(
         (
+            hashes,
             -items["queue_offset"].astype(np.int64),
             -items["queue"].astype(np.int64),
             -items["store_ms"].astype(np.int64),
@@ -209,6 +211,12 @@ def parse_header(data: bytes, key: str) -> dict[str, Any]:
         raise CorruptionError(f"{key} @ 0: index header fails its CRC32")
     if fields[1] != L.COLD_INDEX_VERSION:
         raise UnsupportedFormatError(f"{key} @ 8: index format version {fields[1]}")
+    # a tool reading the object on its own takes the geometry from here: refuse what this
+    # reader does not know, as parse_tail does for the footer's copy
+    if fields[2] != L.COLD_INDEX_HASH_MMH3_64 or fields[3] != ITEM_BYTES or fields[5] != PAGE:
+        raise UnsupportedFormatError(
+            f"{key} @ 10: index hash {fields[2]}, item size {fields[3]}, page size {fields[5]}"
+        )
     names = ("version", "hash", "item_bytes", "slot_bits", "page_bytes", "items", "min_ts")
     doc = dict(zip(names, fields[1:8], strict=True))
     doc.update(max_ts=fields[8], created_ms=fields[9], run_id=fields[10].hex())
@@ -289,8 +297,14 @@ def parse_tail(data: bytes, key: str, size: int, tail_pos: int, tail_crc: int) -
             f"{where}: index hash {hash_id}, item size {item_bytes}, page size {page}"
         )
     body = data[:foot_at]
-    if dir_pos != tail_pos or zlib.crc32(body) != crc or crc != tail_crc:
+    if zlib.crc32(body) != crc:
         raise CorruptionError(f"{key} @ {tail_pos}: index directory and tables fail their CRC32")
+    if dir_pos != tail_pos or crc != tail_crc:
+        # sound on its own, but not the object the catalog committed: replaced under its name
+        raise CorruptionError(
+            f"{where}: index tail (directory at {dir_pos}, CRC32 {crc:08x}) is not the one the "
+            f"catalog recorded (at {tail_pos}, CRC32 {tail_crc:08x}); the object was replaced"
+        )
     n_slots = 1 << bits
     dir_len = tables_pos - dir_pos
     if (

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -73,6 +74,11 @@ class ImmutableCache:
                 path.unlink(missing_ok=True)
             except OSError:
                 pass
+
+    def clear(self) -> None:
+        """Drop everything cached for this cold tier (found to be from another history)."""
+        if self._writable:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)

@@ -214,13 +214,12 @@ class ColdIndex:
             self._tails[entry.object] = tail
         return tail
 
-    def _get(self, key: str, start: int, end: int) -> bytes:
+    def _get(self, key: str, start: int, end: int, what: str = "an index object") -> bytes:
         try:
             data = self.cold.get(key, start, end)
         except ColdObjectNotFoundError as exc:
             raise MissingCommittedObjectError(
-                f"{exc}: the cold tier lost an index object its catalog (commit "
-                f"{self.state.seq}) commits to"
+                f"{exc}: the cold tier lost {what} its catalog (commit {self.state.seq}) commits to"
             ) from exc
         if len(data) != end - start:
             raise CorruptionError(
@@ -361,7 +360,13 @@ class ColdIndex:
 
     def _read_block(self, cands: list[Candidate]) -> list[ColdHit | None]:
         c0 = cands[0]
-        frame = self._get(c0.object, c0.block_pos, c0.block_pos + c0.block_len)
+        try:
+            frame = self._get(c0.object, c0.block_pos, c0.block_pos + c0.block_len, "a data object")
+        except MissingCommittedObjectError:
+            # Compacted away since this query loaded the catalog (maintenance deletes what it
+            # dereferenced right after its commit): read through the catalog, whose reader
+            # loads it again once; an object the latest catalog still names is lost, exit 4.
+            return [self._read_moved(c) for c in cands]
         raw = decode_frame(frame, c0.object, c0.block_pos, c0.block_crc)
         where = records_by_offset(raw, f"{c0.object} @ {c0.block_pos}")
         span = (c0.block_pos, c0.block_pos + c0.block_len)
@@ -383,14 +388,16 @@ class ColdIndex:
         return out
 
     def _read_moved(self, c: Candidate) -> ColdHit | None:
-        if self._reader is None:
-            self._reader = ColdReader(
-                self.cold, self.state.broker, state=self.state, read_ahead=False
-            )
+        with self._lock:  # blocks are read on a pool (and fall back here): one reader for all
+            if self._reader is None:
+                self._reader = ColdReader(
+                    self.cold, self.state.broker, state=self.state, read_ahead=False
+                )
         msgs = self._reader.read(c.topic, c.queue, c.queue_offset, 1)
-        if not msgs:
-            return None
-        seg = self.state.segment_for((c.topic, c.queue), c.queue_offset)
+        if not msgs or msgs[0].queue_offset != c.queue_offset:
+            return None  # expired meanwhile (a read below a queue's start begins at its start)
+        # the reader's state: it loads a newer catalog when an object of this one is gone
+        seg = self._reader.state.segment_for((c.topic, c.queue), c.queue_offset)
         return ColdHit(msgs[0], seg.object if seg else c.object, (0, 0))
 
     def close(self) -> None:

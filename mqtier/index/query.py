@@ -96,11 +96,14 @@ def _cold_answers(
     begin_ms: int = 0,
     end_ms: int = MAX_TIME_MS,
     phy: int | None = None,
+    answered: frozenset[tuple[str, int, int]] = frozenset(),
 ) -> tuple[list[ColdHit], list[tuple[str, int, int, int]]]:
     if index is None:
         return [], []
     entries = index.entries(topic=topic, begin_ms=begin_ms, end_ms=end_ms, phy=phy)
     cands = index.candidates(h, entries, topic=topic, begin_ms=begin_ms, end_ms=end_ms)
+    # what the hot store answered is not fetched again (its copy is the one shown)
+    cands = [c for c in cands if (c.topic, c.queue, c.queue_offset) not in answered]
     return index.fetch(cands, accept, max_results), index.unindexed(topic)
 
 
@@ -128,7 +131,14 @@ def query_key(
         topic, key, begin_ms=begin_ms, end_ms=end_ms, max_results=max_results
     ))  # fmt: skip
     cold, unindexed = _cold_answers(
-        index, key_hash(key), accept, max_results, topic=topic, begin_ms=begin_ms, end_ms=end_ms
+        index,
+        key_hash(key),
+        accept,
+        max_results,
+        topic=topic,
+        begin_ms=begin_ms,
+        end_ms=end_ms,
+        answered=_ids(hot),
     )
     return _result(index, _merge(hot, cold, max_results), unindexed)
 
@@ -148,7 +158,9 @@ def query_uniq(
         return m.uniq_key == uniq_key and (topic is None or m.topic == topic)
 
     hot = _hot(store, lambda st: st.query_uniq(uniq_key, topic))
-    cold, unindexed = _cold_answers(index, key_hash(uniq_key), accept, max_results, topic=topic)
+    cold, unindexed = _cold_answers(
+        index, key_hash(uniq_key), accept, max_results, topic=topic, answered=_ids(hot)
+    )
     return _result(index, _merge(hot, cold, max_results), unindexed)
 
 
@@ -176,8 +188,16 @@ def query_msg_id(
     def accept(m: MessageRecord) -> bool:
         return m.phy_offset == phy
 
+    if phy < 0 or hot:
+        # No record starts at a negative offset (a UNIQ_KEY read as an offsetMsgId often
+        # reads so), and one the hot store has needs no cold request.
+        return _result(index, _merge(hot, [], 1), [])
     cold, unindexed = _cold_answers(index, offset_hash(phy), accept, 1, topic=None, phy=phy)
     return _result(index, _merge(hot, cold, 1), unindexed)
+
+
+def _ids(msgs: list[MessageRecord]) -> frozenset[tuple[str, int, int]]:
+    return frozenset((m.topic, m.queue_id, m.queue_offset) for m in msgs)
 
 
 def _hot(store: Store | None, ask: Callable[[Store], list[MessageRecord]]) -> list[MessageRecord]:

@@ -77,6 +77,7 @@ _COMMIT_FIELDS: Final = frozenset(
         "removed",
         "index_added",
         "index_removed",
+        "prev",
         CHECKSUM_FIELD,
     }
 )
@@ -87,7 +88,9 @@ _REMOVED_EXTRAS: Final = ("count", "stored_bytes", "raw_bytes")
 _SNAPSHOT_FIELDS: Final = frozenset(
     {"format", "version", "broker", "seq", "queues", "floors", "indexes", CHECKSUM_FIELD}
 )
-_LATEST_FIELDS: Final = frozenset({"version", "snapshot_seq", "snapshot_bytes", CHECKSUM_FIELD})
+_LATEST_FIELDS: Final = frozenset(
+    {"version", "snapshot_seq", "snapshot_bytes", "head_seq", "head_sha256", CHECKSUM_FIELD}
+)
 _BROKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%-]{0,126}$")
 
 QueueKey = tuple[str, int]
@@ -139,6 +142,11 @@ class CatalogState:
     # commit snapshots once the tail after it is SNAPSHOT_EVERY long, so a snapshot that
     # failed is tried again by the next commit (of this run or of any later one).
     snapshot_seq: int = 0
+    snapshot_bytes: int | None = None  # that snapshot's size, as LATEST records it
+    # The sha256 of commit record ``seq`` when known (records since the hash chain carry it;
+    # the next record names it as its ``prev``, which ties cached records to the tier's).
+    head_sha: str | None = None
+    shas: dict[int, str] = field(default_factory=dict)  # records' sha256 seen by the load
     # Whether check_history ran for the run that holds this state (once, before its first write)
     history_checked: bool = False
     # Where this run's work for its next commit began: when the state was loaded or last
@@ -190,6 +198,7 @@ class CatalogState:
             entry = IndexEntry.from_json(doc)
             self.indexes[entry.object] = entry
         self.seq = int(record["seq"])
+        self.head_sha = record.get(CHECKSUM_FIELD)
 
     def to_snapshot(self) -> dict[str, Any]:
         return {
@@ -261,15 +270,19 @@ class ObjectCache(Protocol):
     def get(self, key: str) -> bytes | None: ...
     def put(self, key: str, data: bytes) -> None: ...
     def forget(self, key: str) -> None: ...
+    def clear(self) -> None: ...
 
 
 def load_catalog(cold: ColdStore, broker: str, *, cache: ObjectCache | None = None) -> CatalogState:
     """The latest committed state of ``broker``'s cold tier (empty when it has none).
 
     With ``cache``, commit records and snapshots (never changed once written) are read from
-    it when there and kept in it when fetched; each cached copy is checked as a fetched one
-    is, and one that fails is dropped and fetched. ``LATEST`` and the first missing record,
-    which can change, are always asked of the cold tier.
+    it when there and kept in it when fetched. Cached copies are checked as fetched ones are,
+    and tied to the tier's history: each record names its predecessor's checksum (``prev``)
+    and ``LATEST`` the newest record's (``head_sha256``), so a cache left from another
+    history (a tier wiped and rebuilt, or restored from a backup) is noticed, emptied and not
+    used. ``LATEST`` and the first missing record, which can change, are always asked of the
+    cold tier; a tier whose ``LATEST`` predates ``head_sha256`` reads no record from the cache.
 
     Raises:
         CorruptionError: the catalog is damaged (a record or snapshot fails its checksum or
@@ -278,30 +291,59 @@ def load_catalog(cold: ColdStore, broker: str, *, cache: ObjectCache | None = No
     """
     check_broker(broker)
     started, bill_then = time.monotonic(), _bill_totals(cold)
+    pointer = _read_latest(cold, broker)
+    trusted = cache if cache is not None and pointer.head_sha is not None else None
+    if trusted is not None:
+        try:
+            state = _load(cold, broker, pointer, trusted, may_read_cache=True)
+            if _agrees_with_latest(state, pointer):
+                state.work_since, state.bill_since = started, bill_then
+                return state
+            log.warning("the local cache of %s's catalog is from another history", broker)
+        except CorruptionError as exc:
+            # Damage in the tier is found again below, without the cache, and reported then.
+            log.warning("the local cache of %s's catalog disagrees (%s); not using it", broker, exc)
+        trusted.clear()
+    state = _load(cold, broker, pointer, trusted, may_read_cache=False)
+    state.work_since, state.bill_since = started, bill_then
+    return state
+
+
+def _agrees_with_latest(state: CatalogState, pointer: _Latest) -> bool:
+    """Whether the state loaded (partly from a cache) holds the record ``LATEST`` names.
+
+    ``LATEST`` may lag (a writer's put of it failed, or a slower one overwrote a newer one):
+    any record up to the state's end will do, as each record is chained to the one before.
+    """
+    if pointer.head_seq is None or pointer.head_seq > state.seq:
+        return False
+    return state.shas.get(pointer.head_seq) == pointer.head_sha
+
+
+def _load(
+    cold: ColdStore,
+    broker: str,
+    pointer: _Latest,
+    cache: ObjectCache | None,
+    *,
+    may_read_cache: bool,
+) -> CatalogState:
+    """The state from ``LATEST``'s snapshot and the records after it (see load_catalog)."""
+    reading = cache if may_read_cache else None
     state = CatalogState(broker)
-    snap_seq, snap_bytes = _read_latest(cold, broker)
-    requests = 1
-    if snap_seq > 0:
+    requests = 1  # LATEST
+    if pointer.snap_seq > 0:
         requests += 2  # the snapshot and the commit record it summarises
-        loaded = None
-        if cache is not None:
-            try:
-                loaded = _load_snapshot(cold, broker, snap_seq, snap_bytes, cache)
-            except CorruptionError:
-                cache.forget(snapshot_key(broker, snap_seq))  # fetched again below
-                cache.forget(commit_key(broker, snap_seq))
-        if loaded is None:
-            loaded = _load_snapshot(cold, broker, snap_seq, snap_bytes)
+        loaded = _load_snapshot(cold, broker, pointer.snap_seq, pointer.snap_bytes, reading)
         state = loaded or CatalogState(broker)
+        state.snapshot_bytes = pointer.snap_bytes if loaded else None
     while True:
         key = commit_key(broker, state.seq + 1)
-        cached = cache.get(key) if cache is not None else None
-        if cache is not None and cached is not None:
-            try:
-                _apply_checked(state, cached, key)  # checks before it changes the state
-                continue
-            except CorruptionError:
-                cache.forget(key)
+        cached = reading.get(key) if reading is not None else None
+        if cached is not None:
+            _apply_checked(state, cached, key)
+            _remember_sha(state)
+            continue
         requests += 1
         try:
             data = cold.get(key)
@@ -312,11 +354,16 @@ def load_catalog(cold: ColdStore, broker: str, *, cache: ObjectCache | None = No
                 continue  # a writer committed it meanwhile: read on
             break
         _apply_checked(state, data, key)
+        _remember_sha(state)
         if cache is not None:
             cache.put(key, data)
     state.loaded_requests = requests
-    state.work_since, state.bill_since = started, bill_then
     return state
+
+
+def _remember_sha(state: CatalogState) -> None:
+    if state.head_sha is not None:
+        state.shas[state.seq] = state.head_sha
 
 
 def _bill_totals(cold: ColdStore) -> tuple[int, int, int] | None:
@@ -357,19 +404,29 @@ def _hole(broker: str, missing: int, evidence: str) -> CorruptionError:
     )
 
 
-def _read_latest(cold: ColdStore, broker: str) -> tuple[int, int | None]:
-    """``(snapshot seq, its size when LATEST records it)``; ``(0, None)`` without a snapshot."""
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    """What ``LATEST`` says: the newest snapshot and (since the hash chain) the newest record."""
+
+    snap_seq: int = 0
+    snap_bytes: int | None = None
+    head_seq: int | None = None
+    head_sha: str | None = None
+
+
+def _read_latest(cold: ColdStore, broker: str) -> _Latest:
+    """What ``LATEST`` says; all unknown without one (or with one half-written)."""
     key = latest_key(broker)
     try:
         pointer = _decode(cold.get(key), key, "LATEST pointer")
         snap_seq = int(pointer["snapshot_seq"])
     except ColdObjectNotFoundError:
-        return 0, None
+        return _Latest()
     except (CorruptionError, KeyError, TypeError, ValueError) as exc:
         # A put that landed half-written leaves no valid JSON. LATEST and snapshots only save
         # reading: every commit record is kept, so the state can be rebuilt from commit 1.
         log.warning("%s: unreadable (%s); reading every commit record", key, exc)
-        return 0, None
+        return _Latest()
     try:
         # A pointer that parses but fails its checksum was damaged after it was written
         _check_sealed(pointer, key, "LATEST pointer", _LATEST_FIELDS)
@@ -381,7 +438,10 @@ def _read_latest(cold: ColdStore, broker: str) -> tuple[int, int | None]:
             "from the commit records",
         ) from None
     size = pointer.get("snapshot_bytes")
-    return snap_seq, size if type(size) is int else None
+    head_seq, head_sha = pointer.get("head_seq"), pointer.get("head_sha256")
+    if type(head_seq) is not int or type(head_sha) is not str:
+        head_seq, head_sha = None, None
+    return _Latest(snap_seq, size if type(size) is int else None, head_seq, head_sha)
 
 
 def _load_snapshot(
@@ -492,6 +552,9 @@ def _cross_check(
     _check_sealed(record, rkey, "commit record", _COMMIT_FIELDS)
     if record.get("seq") != state.seq:
         raise CorruptionError(f"{rkey}: holds commit {record.get('seq')}, not {state.seq}")
+    state.head_sha = record.get(CHECKSUM_FIELD)
+    if state.head_sha is not None:
+        state.shas[state.seq] = state.head_sha
     for doc in record["added"]:
         seg = Segment.from_json(doc)
         if seg not in state.queues.get((seg.topic, seg.queue), []):
@@ -562,6 +625,11 @@ def _apply_checked(state: CatalogState, data: bytes, key: str) -> None:
             for doc in record.get("index_added", [])
         ]
         check_index_change(state, added, removed, index_added, record.get("index_removed", []))
+        prev = record.get("prev")
+        if prev is not None and state.head_sha is not None and prev != state.head_sha:
+            raise CorruptionError(
+                f"does not follow commit {seq - 1}: its prev checksum is not that record's"
+            )
         state.apply(record)
     except CorruptionError as exc:
         raise _damaged(key, str(exc).removeprefix(f"{key}: "), hint) from None
@@ -749,10 +817,14 @@ def check_index_change(
     if not index_added and not index_removed:
         return
     added = list(added)
-    gone = {(s.object, s.first) for s in removed}
+    gone = {(s.object, s.topic, s.queue, s.first) for s in removed}
     live: dict[QueueKey, tuple[int, int]] = {}
     for key in {*state.queues, *((s.topic, s.queue) for s in added)}:
-        segs = [s for s in state.queues.get(key, []) if (s.object, s.first) not in gone]
+        segs = [
+            s
+            for s in state.queues.get(key, [])
+            if (s.object, s.topic, s.queue, s.first) not in gone
+        ]
         segs += [s for s in added if (s.topic, s.queue) == key]
         if segs:
             live[key] = (min(s.first for s in segs), max(s.end for s in segs))
@@ -821,6 +893,8 @@ def commit(
         "host": os.uname().nodename,
         "operation": operation or operation_of(added, removed or []),
         **_work_since(cold, state),
+        # the previous record's checksum: a hash chain from record to record
+        **({"prev": state.head_sha} if state.head_sha is not None else {}),
         "added": [s.to_json() for s in added],
         "removed": [
             {
@@ -837,23 +911,31 @@ def commit(
         **({"index_removed": list(index_removed)} if index_removed else {}),
     }
     key = commit_key(state.broker, seq)
-    if not cold.create(key, _sealed(record)):
+    sealed = _sealed(record)
+    if not cold.create(key, sealed):
         raise CommitConflictError(
             f"{cold.url}/{key}: another tiering job created this commit first; what this run "
             "uploaded since its last commit stays uncommitted (a later run deletes it)"
         )
     state.apply(record)
+    state.head_sha = orjson.loads(sealed)[CHECKSUM_FIELD]
+    state.shas[seq] = state.head_sha
     state.work_since, state.bill_since = time.monotonic(), _bill_totals(cold)
-    if seq - state.snapshot_seq >= snapshot_every:
-        try:
+    try:
+        if seq - state.snapshot_seq >= snapshot_every:
             write_snapshot(cold, state)
-        except (ColdStoreError, OSError) as exc:
-            # Readers still find the latest state: every commit record is kept, and they
-            # read the tail after whichever snapshot LATEST names.
-            msg = f"commit {seq} is durable, but its catalog snapshot failed (retried later): {exc}"
-            log.warning("%s", msg)
-            if warnings is not None:
-                warnings.append(msg)
+        else:
+            write_latest(cold, state)
+    except (ColdStoreError, OSError) as exc:
+        # Readers still find the latest state: every commit record is kept, and they read
+        # the tail after whichever snapshot LATEST names (a lagging LATEST only costs reads).
+        msg = (
+            f"commit {seq} is durable, but its catalog snapshot or LATEST pointer failed "
+            f"(retried by the next commit): {exc}"
+        )
+        log.warning("%s", msg)
+        if warnings is not None:
+            warnings.append(msg)
     return seq
 
 
@@ -881,9 +963,19 @@ def _work_since(cold: ColdStore, state: CatalogState) -> dict[str, Any]:
 
 
 def write_snapshot(cold: ColdStore, state: CatalogState) -> None:
+    """Write the state as snapshot ``state.seq``, then ``LATEST`` naming it."""
     data = zstandard.ZstdCompressor(level=3).compress(_sealed(state.to_snapshot()))
     cold.put(snapshot_key(state.broker, state.seq), data)
-    # The size tells a half-written snapshot (a lost hint) from a damaged one
-    pointer = {"version": CATALOG_VERSION, "snapshot_seq": state.seq, "snapshot_bytes": len(data)}
+    state.snapshot_seq, state.snapshot_bytes = state.seq, len(data)
+    write_latest(cold, state)
+
+
+def write_latest(cold: ColdStore, state: CatalogState) -> None:
+    """Overwrite ``LATEST``: the newest snapshot (with its size, which tells a half-written
+    snapshot, a lost hint, from a damaged one) and the newest record with its checksum."""
+    pointer: dict[str, Any] = {"version": CATALOG_VERSION, "snapshot_seq": state.snapshot_seq}
+    if state.snapshot_bytes is not None:
+        pointer["snapshot_bytes"] = state.snapshot_bytes
+    if state.head_sha is not None:
+        pointer.update(head_seq=state.seq, head_sha256=state.head_sha)
     cold.put(latest_key(state.broker), _sealed(pointer))
-    state.snapshot_seq = state.seq

@@ -1,6 +1,8 @@
 """Cold-tier TTL: drop the oldest segments whose every message is older than its topic's TTL.
 
 Only a queue's leading segments go (dropping one in the middle would open a gap in the queue).
+Index objects that indexed nothing but what goes are removed in the same commit; the others
+keep the expired items until their next merge, and queries skip them (docs/FORMAT.md 15.6).
 The catalog entries go first, in one commit record; the objects follow once no committed segment
 names them (an object shared with a younger segment waits for that one).
 """
@@ -68,6 +70,26 @@ def expired_segments(
     return out
 
 
+def dead_indexes(state: CatalogState, removed: list[Segment]) -> list[str]:
+    """The index objects whose every covered offset goes with ``removed``: they go too (the
+    next merge would drop their items anyway, and queries need not consult them)."""
+    gone = {(s.object, s.topic, s.queue, s.first) for s in removed}
+    live: dict[tuple[str, int], tuple[int, int]] = {}
+    for key, segs in state.queues.items():
+        kept = [s for s in segs if (s.object, s.topic, s.queue, s.first) not in gone]
+        if kept:
+            live[key] = (kept[0].first, kept[-1].end)
+    dead = []
+    for entry in state.indexes.values():
+        alive = False
+        for t, q, a, b in entry.covers:
+            lo, hi = live.get((t, q), (0, 0))
+            alive = alive or max(a, lo) < min(b, hi)
+        if not alive:
+            dead.append(entry.object)
+    return dead
+
+
 def expire(
     cold: ColdStore,
     state: CatalogState,
@@ -88,7 +110,15 @@ def expire(
     )
     if dry_run or not segs:
         return report
-    commit(cold, state, added=[], removed=segs, run_id=run_id, warnings=report.warnings)
+    commit(
+        cold,
+        state,
+        added=[],
+        removed=segs,
+        index_removed=dead_indexes(state, segs),
+        run_id=run_id,
+        warnings=report.warnings,
+    )
     report.committed_seq = state.seq
     report.objects_deleted = collect_garbage(cold, state)
     return report

@@ -23,9 +23,12 @@ def test_expire_removes_old_segments_and_their_objects(hot: Store, cold: ColdSto
     run_dispatch(hot, cold, DispatchOptions(force=True))
     state = load_catalog(cold, BROKER)
     ttl = int(time.time() * 1000) - cut + 1  # everything stored before `cut` is older
+    old_index = next(iter(state.indexes))  # the first run's index object: only its messages
     report = expire(cold, state, default_ttl_ms=ttl)
     assert report.messages == 300
-    assert report.objects_deleted == len(old_objects)
+    # its data objects, and the index object that indexed nothing else (same commit)
+    assert report.objects_deleted == len(old_objects) + 1
+    assert old_index not in load_catalog(cold, BROKER).indexes and not cold.exists(old_index)
     left = {i.key for i in cold.list(f"{BROKER}/data/")}
     assert not (left & old_objects)
     after = load_catalog(cold, BROKER)
