@@ -33,7 +33,7 @@ from mqtier.format import layout as L
 from mqtier.format.coldindex import IndexEntry, IndexTail, parse_tail
 from mqtier.format.message import MessageRecord, decode_checked_record
 from mqtier.index.cache import ImmutableCache
-from mqtier.tier.catalog import CatalogState
+from mqtier.tier.catalog import CatalogState, load_catalog
 from mqtier.tier.reader import ColdReader
 
 log = logging.getLogger(__name__)
@@ -399,6 +399,21 @@ class ColdIndex:
         # the reader's state: it loads a newer catalog when an object of this one is gone
         seg = self._reader.state.segment_for((c.topic, c.queue), c.queue_offset)
         return ColdHit(msgs[0], seg.object if seg else c.object, (0, 0))
+
+    def reload(self) -> bool:
+        """Load the catalog again; True when it changed. A merge or compaction that committed
+        after this index was opened deletes the objects it replaced right away: a lookup
+        that finds one gone asks the new catalog once before calling it lost."""
+        fresh = load_catalog(self.cold, self.state.broker, cache=self.cache)
+        if fresh.seq == self.state.seq:
+            return False
+        with self._lock:
+            self.state = fresh
+            self._tails.clear()
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+        return True
 
     def close(self) -> None:
         if self._reader is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mqtier.backend.base import ColdStore
-from mqtier.errors import ConfigError, NotFoundError
+from mqtier.errors import ConfigError, MissingCommittedObjectError, NotFoundError
 from mqtier.format.coldindex import key_hash, offset_hash
 from mqtier.format.message import MessageRecord, parse_msg_id
 from mqtier.index.cache import ImmutableCache
@@ -100,6 +100,25 @@ def _cold_answers(
 ) -> tuple[list[ColdHit], list[tuple[str, int, int, int]]]:
     if index is None:
         return [], []
+    try:
+        return _ask_cold(index, h, accept, max_results, topic, begin_ms, end_ms, phy, answered)
+    except MissingCommittedObjectError:
+        if not index.reload():  # the latest catalog names it: lost, not replaced
+            raise
+        return _ask_cold(index, h, accept, max_results, topic, begin_ms, end_ms, phy, answered)
+
+
+def _ask_cold(
+    index: ColdIndex,
+    h: int,
+    accept: Callable[[MessageRecord], bool],
+    max_results: int,
+    topic: str | None,
+    begin_ms: int,
+    end_ms: int,
+    phy: int | None,
+    answered: frozenset[tuple[str, int, int]],
+) -> tuple[list[ColdHit], list[tuple[str, int, int, int]]]:
     entries = index.entries(topic=topic, begin_ms=begin_ms, end_ms=end_ms, phy=phy)
     cands = index.candidates(h, entries, topic=topic, begin_ms=begin_ms, end_ms=end_ms)
     # what the hot store answered is not fetched again (its copy is the one shown)

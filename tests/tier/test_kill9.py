@@ -44,11 +44,18 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT_S = 15.0
 
 
-def run_and_kill(store: Path, cold: Path, seed: int, delay: float, log: Path) -> list[int]:
+def run_and_kill(
+    store: Path,
+    cold: Path,
+    seed: int,
+    delay: float,
+    log: Path,
+    child: str = "tests.tier.dispatch_child",
+) -> list[int]:
     """Start the child, SIGKILL it ``delay`` seconds after it is ready; its reported commits."""
     with log.open("ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.tier.dispatch_child", str(store), str(cold), str(seed)],
+            [sys.executable, "-m", child, str(store), str(cold), str(seed)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=err,
