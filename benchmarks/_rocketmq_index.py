@@ -55,6 +55,9 @@ class SimFile:
     slots: int
     items: int
     size: int
+    first_item: int  # arrival number of its first item
+    min_time: int  # smallest and largest time_diff of its items (the run number here)
+    max_time: int
 
 
 @dataclass
@@ -81,6 +84,7 @@ def build_file(
     queue_ids: np.ndarray[Any, Any],
     offsets: np.ndarray[Any, Any],
     sizes: np.ndarray[Any, Any],
+    times: np.ndarray[Any, Any],
     slots: int,
 ) -> bytes:
     """One compacted, uploaded index file of these items (in arrival order)."""
@@ -94,6 +98,7 @@ def build_file(
     items["queue_id"] = queue_ids[order]
     items["offset"] = offsets[order]
     items["size"] = sizes[order]
+    items["time_diff"] = times[order]
     counts = np.bincount(slot, minlength=slots)
     starts = HEADER_BYTES + slots * SLOT_BYTES + (np.cumsum(counts) - counts) * ITEM_BYTES
     table = np.zeros((slots, 2), dtype=">i4")
@@ -110,19 +115,25 @@ def upload_files(
     queue_ids: np.ndarray[Any, Any],
     offsets: np.ndarray[Any, Any],
     sizes: np.ndarray[Any, Any],
+    times: np.ndarray[Any, Any],
     roll_items: int,
 ) -> list[SimFile]:
-    """Cut the items (arrival order) into files of ``roll_items`` and upload each."""
+    """Cut the items (arrival order) into files of ``roll_items`` and upload each.
+
+    ``times`` stands for RocketMQ's timeDiff: here the tiering run of the message, so that a
+    windowed query filters items as RocketMQ does (by time, without fetching the message).
+    """
     slots = slots_for(roll_items)
     out = []
     for n, start in enumerate(range(0, len(hashes), roll_items)):
         end = min(start + roll_items, len(hashes))
+        t = times[start:end]
         data = build_file(
-            hashes[start:end], queue_ids[start:end], offsets[start:end], sizes[start:end], slots
+            hashes[start:end], queue_ids[start:end], offsets[start:end], sizes[start:end], t, slots
         )
         key = f"{prefix}/{n:06d}"
         cold.put(key, data)
-        out.append(SimFile(key, slots, end - start, len(data)))
+        out.append(SimFile(key, slots, end - start, len(data), start, int(t.min()), int(t.max())))
     return out
 
 
@@ -146,7 +157,9 @@ class SimIndex:
     def close(self) -> None:
         self.pool.shutdown()
 
-    def _file(self, f: SimFile, h: int) -> tuple[list[tuple[int, int, int]], int, int]:
+    def _file(
+        self, f: SimFile, h: int, window: int | None
+    ) -> tuple[list[tuple[int, int, int]], int, int]:
         pos = HEADER_BYTES + (h % f.slots) * SLOT_BYTES
         start, length = np.frombuffer(self.cold.get(f.key, pos, pos + SLOT_BYTES), dtype=">i4")
         if length <= 0:
@@ -154,12 +167,18 @@ class SimIndex:
         length = min(int(length), MAX_READ_BYTES)
         raw = self.cold.get(f.key, int(start), int(start) + length)
         items = np.frombuffer(raw, dtype=ITEM_DTYPE)
-        match = items[(items["hash"] == h) & (items["topic_id"] == TOPIC_ID)]
+        keep = (items["hash"] == h) & (items["topic_id"] == TOPIC_ID)
+        if window is not None:
+            keep &= items["time_diff"] == window
+        match = items[keep]
         return [(int(m["queue_id"]), int(m["offset"]), int(m["size"])) for m in match], 1, 1
 
-    def lookup(self, h: int, max_results: int = 64) -> SimResult:
+    def lookup(self, h: int, max_results: int = 64, window: int | None = None) -> SimResult:
+        """Files overlapping the window (a run number; None: all), as if #9233 were fixed
+        (RocketMQ as written also skips files that began before the window)."""
         t0 = time.perf_counter()
-        parts = list(self.pool.map(lambda f: self._file(f, h), self.files))
+        files = [f for f in self.files if window is None or f.min_time <= window <= f.max_time]
+        parts = list(self.pool.map(lambda f: self._file(f, h, window), files))
         seen: dict[tuple[int, int], int] = {}
         for found, _, _ in parts:
             for q, off, size in found:
@@ -174,7 +193,7 @@ class SimIndex:
         list(self.pool.map(read, hits))
         return SimResult(
             hits=len(hits),
-            files=len(self.files),
+            files=len(files),
             slot_gets=sum(p[1] for p in parts),
             item_gets=sum(p[2] for p in parts),
             message_gets=len(hits),

@@ -21,6 +21,7 @@ from mqtier.cli._output import Column, Listing, Output
 from mqtier.cli._progress import CompactProgress
 from mqtier.cli.dispatch import MAX_OBJECT_BYTES
 from mqtier.errors import ConfigError
+from mqtier.index.backfill import backfill
 from mqtier.index.merge import FANOUT, MergeOptions, merge_indexes
 from mqtier.tier.catalog import load_catalog
 from mqtier.tier.compact import CompactOptions
@@ -71,6 +72,14 @@ def compact(
             help="Merge index objects N at a time, level by level.",
         ),
     ] = FANOUT,
+    full_index: Annotated[
+        bool,
+        typer.Option(
+            "--full-index",
+            help="Merge every index object, whatever its level, into as few as possible "
+            "(rewrites the whole index; the fewest requests per query).",
+        ),
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would merge.")] = False,
     storage_option: StorageOptions = None,
     endpoint_url: EndpointUrl = None,
@@ -111,12 +120,16 @@ def compact(
             hook = bar.update if bar.shown else None
             state = load_catalog(cold_store, name)
             report = run_compact(cold_store, state, opts, on_progress=hook)
-        # on the state the segment compaction left (it commits into it)
-        merged = merge_indexes(cold_store, state, MergeOptions(fanout=fanout, dry_run=dry_run))
+        # on the state the segment compaction left (it commits into it): first index what
+        # was tiered before the cold tier had an index, then merge
+        filled = backfill(cold_store, state, dry_run=dry_run)
+        merged = merge_indexes(
+            cold_store, state, MergeOptions(fanout=fanout, dry_run=dry_run, full=full_index)
+        )
     finally:
         cold_store.close()
     doc = report.to_json()
-    doc["index"] = merged.to_json()
+    doc["index"] = {**merged.to_json(), "backfill": filled.to_json()}
     doc["requests"] = bill.to_json()
     summary = ["nothing to compact"]
     if report.runs:
@@ -130,6 +143,15 @@ def compact(
                 else f" into {doc['segments_written']} segments in {report.objects} objects; "
                 f"deleted {report.objects_deleted} objects"
             )
+        ]
+    if filled.segments:
+        verb = "would index" if dry_run else "indexed"
+        summary = [
+            *(s for s in summary if s != "nothing to compact"),
+            (
+                f"{verb} {filled.messages:,} messages of {filled.segments} segments tiered "
+                "before the cold tier had an index"
+            ),
         ]
     if merged.merges:
         verb = "would merge" if dry_run else "merged"

@@ -46,6 +46,7 @@ from mqtier.errors import (
     ColdTimeoutError,
     ConfigError,
     MissingCommittedObjectError,
+    MqtierError,
     NotFoundError,
 )
 from mqtier.format.message import parse_msg_id
@@ -117,27 +118,31 @@ def _open(tiers: _Tiers, json_out: bool) -> Iterator[tuple[Store | None, ColdInd
     # hit, past the 6 a query may cost in all (an empty tier, or an object gone, asks it
     # then, so a wrong URL or a deleted bucket still says so, exit 3).
     cold_store, bill = open_cold(tiers.cold, tiers.storage_option, root="none")
-    with contextlib.ExitStack() as stack:
-        hot = stack.enter_context(open_store_to_read(tiers.store)) if tiers.store else None
-        name = broker_name(tiers.broker, hot.config.broker_name if hot is not None else None)
-        if not name:
-            raise ConfigError("querying the cold tier without --store needs --broker")
-        cache = None if tiers.no_cache else ImmutableCache(cold_store.url)
-        index = _load_index(cold_store, name, cache)
-        stack.callback(index.close)
-        if not index.state.queues and not index.state.seq:
-            cold_store.check_root(may_create=False)
-            raise NotFoundError(f"broker {name!r} has nothing in the cold tier {cold_store.url}")
-        if hot is not None:
-            check_store_history(hot, index.state)  # another store's messages: exit 15
-        try:
-            yield hot, index
-        except MissingCommittedObjectError:
-            cold_store.check_root(may_create=False)  # the whole tier gone, not one object
-            raise
-        except NotFoundError:
-            report_bill(bill, json_out=json_out, json_lines=True)  # a miss costs too
-            raise
+    try:
+        with contextlib.ExitStack() as stack:
+            hot = stack.enter_context(open_store_to_read(tiers.store)) if tiers.store else None
+            store_broker = hot.config.broker_name if hot is not None else None
+            name = broker_name(tiers.broker, store_broker)
+            if not name:
+                raise ConfigError("querying the cold tier without --store needs --broker")
+            cache = None if tiers.no_cache else ImmutableCache(cold_store.url)
+            index = _load_index(cold_store, name, cache)
+            stack.callback(index.close)
+            if not index.state.queues and not index.state.seq:
+                cold_store.check_root(may_create=False)
+                raise NotFoundError(
+                    f"broker {name!r} has nothing in the cold tier {cold_store.url}"
+                )
+            if hot is not None:
+                check_store_history(hot, index.state)  # another store's messages: exit 15
+            try:
+                yield hot, index
+            except MissingCommittedObjectError:
+                cold_store.check_root(may_create=False)  # the whole tier gone, not one object
+                raise
+    except MqtierError:
+        report_bill(bill, json_out=json_out, json_lines=True)  # a failed query costs too
+        raise
     report_bill(bill, json_out=json_out, json_lines=True)
 
 
@@ -178,11 +183,7 @@ def _show(
     explain: bool,
     with_tier: bool,
 ) -> None:
-    for t, q, a, b in result.unindexed:
-        note(
-            f"warning: {t}/{q} offsets {a}..{b - 1} were tiered before the cold tier had an "
-            "index and are not searched"
-        )
+    _warn_unindexed(result)
     out = Output.choose(json_out=json_out, full=full)
     if json_out and with_tier and template is None:
         _json_lines(result.hits, b64=b64, explain=explain)
@@ -190,6 +191,15 @@ def _show(
         write_messages(out, [result.messages], b64=b64, template=template)
     if explain:
         _explain(result, json_out=json_out)
+
+
+def _warn_unindexed(result: QueryResult) -> None:
+    """Say what the cold index could not search: never a silent "not found"."""
+    for t, q, a, b in result.unindexed:
+        note(
+            f"warning: {t}/{q} offsets {a}..{b - 1} were tiered before the cold tier had an "
+            "index and are not searched; `mqtier compact` indexes them"
+        )
 
 
 def _json_lines(hits: list[Hit], *, b64: bool, explain: bool) -> None:
@@ -212,10 +222,10 @@ def _explain(result: QueryResult, *, json_out: bool) -> None:
         sys.stderr.write(orjson.dumps(line).decode() + "\n")
         return
     for i, h in enumerate(result.hits, 1):
-        w = h.where()
-        span = f" bytes {w['bytes'][0]}-{w['bytes'][1]}" if "bytes" in w else ""
+        w, m = h.where(), h.message
+        span = f" bytes [{w['bytes'][0]}, {w['bytes'][1]})" if "bytes" in w else ""
         obj = f" {w['object']}" if "object" in w else ""
-        note(f"hit {i}: {w['tier']}{obj}{span}")
+        note(f"hit {i} ({m.topic}/{m.queue_id}@{m.queue_offset}): {w['tier']}{obj}{span}")
     note(
         f"index objects consulted: {doc['index_objects']}, slots read: {doc['slots_read']}, "
         f"candidates: {doc['candidates']}"
@@ -241,8 +251,7 @@ def _run(
             _known_topic(topic, hot, index)
         result = ask(hot, index)
         if not result.hits:
-            for t, q, a, b in result.unindexed:
-                note(f"warning: {t}/{q} offsets {a}..{b - 1} are not in the cold index")
+            _warn_unindexed(result)
             if explain:
                 _explain(result, json_out=json_out)
             raise nothing(hot)

@@ -678,10 +678,41 @@ def _topic_and_properties(buf: Buffer, p: int, magic: int) -> tuple[str, dict[st
 
 
 def record_index_keys(buf: Buffer, pos: int = 0) -> list[str]:
-    """The keys a validated record is found by: its KEYS tokens, then its UNIQ_KEY, each once."""
-    props = dispatch_fields(buf, pos)[6]
-    keys = dict.fromkeys(k for k in props.get(L.PROP_KEYS, "").split(L.KEY_SEPARATOR) if k)
-    uniq = props.get(L.PROP_UNIQ_KEY)
+    """The keys a validated record is found by: its KEYS tokens, then its UNIQ_KEY, each once.
+
+    Reads only the two properties (a record without either costs a substring search), with
+    :func:`decode_properties`'s rules: an entry needs a name, 0x01 and a non-empty value.
+    """
+    magic = _SIZE_MAGIC.unpack_from(buf, pos)[1]
+    sysflag = L.INT32.unpack_from(buf, pos + L.POS_SYSFLAG)[0]
+    p = pos + 68 + (20 if sysflag & L.SYSFLAG_BORNHOST_V6 else 8)
+    p += 20 if sysflag & L.SYSFLAG_STOREHOST_V6 else 8
+    p += 4 + L.INT32.unpack_from(buf, p)[0]  # past the body
+    if magic == _V2:
+        p += 2 + L.TOPIC_LEN_V2.unpack_from(buf, p)[0]
+    else:
+        p += 1 + L.TOPIC_LEN_V1.unpack_from(buf, p)[0]
+    plen = L.PROPS_LEN.unpack_from(buf, p)[0]
+    props = bytes(buf[p + 2 : p + 2 + plen])
+    if _KEYS_NAME not in props and _UNIQ_NAME not in props:
+        return []
+    keys: dict[str, None] = {}
+    uniq = None
+    for entry in props.split(_PROP_SEP):
+        name, sep, value = entry.partition(_NAME_SEP)
+        if not (sep and value):
+            continue
+        if name == b"KEYS":
+            text = value.decode("utf-8", "replace")
+            keys = dict.fromkeys(k for k in text.split(L.KEY_SEPARATOR) if k)  # the last wins
+        elif name == b"UNIQ_KEY":
+            uniq = value.decode("utf-8", "replace")
     if uniq:
         keys[uniq] = None
     return list(keys)
+
+
+_KEYS_NAME: Final = b"KEYS\x01"
+_UNIQ_NAME: Final = b"UNIQ_KEY\x01"
+_PROP_SEP: Final = L.PROPERTY_SEP.encode()
+_NAME_SEP: Final = L.NAME_VALUE_SEP.encode()

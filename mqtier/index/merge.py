@@ -24,7 +24,11 @@ from typing import Any
 import numpy as np
 
 from mqtier.backend.base import ColdStore
-from mqtier.errors import ColdObjectNotFoundError, MissingCommittedObjectError
+from mqtier.errors import (
+    ColdObjectNotFoundError,
+    CommitConflictError,
+    MissingCommittedObjectError,
+)
 from mqtier.format.coldindex import (
     HEADER,
     ITEM_DTYPE,
@@ -35,7 +39,7 @@ from mqtier.format.coldindex import (
     parse_tail,
 )
 from mqtier.format.coldobject import Segment, parse_block_index
-from mqtier.tier.catalog import CatalogState, check_history, commit, index_prefix
+from mqtier.tier.catalog import CatalogState, check_history, commit, index_prefix, load_catalog
 from mqtier.tier.dispatch import collect_garbage
 
 FANOUT = 8  # objects of one level merged into one of the next
@@ -49,6 +53,10 @@ class MergeOptions:
     fanout: int = FANOUT
     max_items: int = MAX_MERGED_ITEMS
     dry_run: bool = False
+    # Merge every index object, whatever its level, into as few as ``max_items`` allows: a
+    # query then reads one slot per ``max_items`` entries (a major compaction; it rewrites
+    # the whole index, so it is for when queries matter more than the bytes moved).
+    full: bool = False
 
 
 @dataclass
@@ -95,6 +103,8 @@ def plan_merges(state: CatalogState, opts: MergeOptions) -> list[list[IndexEntry
     """The merges due now, lowest level first: per level, each group of ``fanout`` of its
     oldest objects. A merge adds an object to the next level, which can make that level due:
     :func:`merge_indexes` plans again after each one."""
+    if opts.full:
+        return _full_merges(state, opts)
     by_level: dict[int, list[IndexEntry]] = {}
     for e in state.indexes.values():  # committed order: oldest first
         if e.items < opts.max_items:
@@ -104,6 +114,18 @@ def plan_merges(state: CatalogState, opts: MergeOptions) -> list[list[IndexEntry
         entries, n = by_level[level], opts.fanout
         plans += [entries[g * n : (g + 1) * n] for g in range(len(entries) // n)]
     return plans
+
+
+def _full_merges(state: CatalogState, opts: MergeOptions) -> list[list[IndexEntry]]:
+    """Every object not full yet, oldest first, in groups of at most ``max_items`` entries."""
+    groups: list[list[IndexEntry]] = [[]]
+    for e in state.indexes.values():
+        if e.items >= opts.max_items:
+            continue
+        if groups[-1] and sum(x.items for x in groups[-1]) + e.items > opts.max_items:
+            groups.append([])
+        groups[-1].append(e)
+    return [g for g in groups if len(g) >= 2]
 
 
 def merge_indexes(
@@ -136,7 +158,8 @@ def merge_indexes(
             report.written.append(entry)
         if on_progress is not None:
             on_progress(report)
-        plans = plan_merges(state, opts)  # a merge can make the next level due
+        # a merge can make the next level due; a full merge planned everything at once
+        plans = plans[1:] if opts.full else plan_merges(state, opts)
     report.seconds = time.perf_counter() - t0
     collect_garbage(cold, state)
     return report
@@ -172,7 +195,15 @@ def _merge_one(
     objects: dict[str, int] = {}
     queues: dict[tuple[str, int], int] = {}
     for entry in group:
-        items, objs, qs = read_items(cold, entry)
+        try:
+            items, objs, qs = read_items(cold, entry)
+        except MissingCommittedObjectError:
+            if entry.object in load_catalog(cold, state.broker).indexes:
+                raise  # the latest catalog still names it: lost, not merged by another job
+            raise CommitConflictError(
+                f"{entry.object}: another compaction merged this index object first; "
+                "nothing of this merge was committed"
+            ) from None
         report.items_read += len(items)
         report.bytes_read += entry.size
         obj_map = np.asarray([objects.setdefault(o, len(objects)) for o in objs], dtype=np.uint32)

@@ -20,6 +20,7 @@ from typing import Any
 from mqtier.backend.base import ColdStore
 from mqtier.format import layout as L
 from mqtier.format.coldobject import (
+    Block,
     Segment,
     SourceRecord,
     decode_block,
@@ -105,6 +106,13 @@ def small_runs(state: CatalogState, opts: CompactOptions) -> list[list[Segment]]
 
 def segment_records(cold: ColdStore, seg: Segment) -> list[SourceRecord]:
     """Every record of a segment, each block checked (two ranged GETs)."""
+    return segment_blocks_and_records(cold, seg)[1]
+
+
+def segment_blocks_and_records(
+    cold: ColdStore, seg: Segment
+) -> tuple[list[Block], list[SourceRecord]]:
+    """A segment's blocks and every record in them, each block checked (two ranged GETs)."""
     blocks = parse_block_index(
         cold.get(seg.object, seg.index_pos, seg.index_pos + seg.index_len), seg
     )
@@ -118,7 +126,7 @@ def segment_records(cold: ColdStore, seg: Segment) -> list[SourceRecord]:
             record = raw[starts[i] : starts[i + 1]]
             phy = L.INT64.unpack_from(record, L.POS_PHYSICAL_OFFSET)[0]
             out.append(SourceRecord(b.first + i, record_store_ts(record), phy, record))
-    return out
+    return blocks, out
 
 
 def compact(

@@ -139,6 +139,8 @@ COMMANDS: dict[str, list[str]] = {
     "expire": ["expire", "--cold", "{cold}", "--broker", "b"],
     "compact": ["compact", "--cold", "{cold}", "--broker", "b"],
     "query key": ["query", "key", "K", *STORE, "--topic", "orders"],
+    "query uniq": ["query", "uniq", "U", "--cold", "{cold}", "--broker", "b"],
+    "query id": ["query", "id", "7F00000100002A9F0000000000000000", "--cold", "{cold}"],
     "log": ["log", "--cold", "{cold}", "--broker", "b"],
 }
 # (command, option, kind, whether 0 is a valid value, prefix of the value)
@@ -170,9 +172,12 @@ OPTIONS: list[tuple[str, str, str, bool, str]] = [
     ("compact", "--small", "size", False, ""),
     ("compact", "--min-run", "int", False, ""),
     ("compact", "--object-size", "size", False, ""),
+    ("compact", "--fanout", "int", False, ""),
     ("query key", "--begin", "time", True, ""),
     ("query key", "--end", "time", True, ""),
     ("query key", "--max", "int", False, ""),
+    ("query uniq", "--max", "int", False, ""),
+    *((c, "--timeout", "duration", False, "") for c in ("query key", "query uniq", "query id")),
     *((c, "--timeout", "duration", False, "") for c in ("clean", "compact", "dispatch")),
     *((c, "--timeout", "duration", False, "") for c in ("expire", "offsets", "read")),
     ("log", "--limit", "int", True, ""),
