@@ -28,6 +28,7 @@ block is found by its QUEUEOFFSET), plus the store time in ms for exact time win
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ import zstandard
 
 from mqtier.errors import CorruptionError, UnsupportedFormatError
 from mqtier.format import layout as L
+from mqtier.format.coldobject import Block
 
 HEADER: Final = L.COLD_INDEX_HEADER
 FOOTER: Final = L.COLD_INDEX_FOOTER
@@ -403,6 +405,31 @@ class IndexEntry:
                 raise TypeError(f"index field {name!r} is {value!r}, not {want.__name__}")
         return entry
 
+    @classmethod
+    def of(
+        cls,
+        key: str,
+        geo: IndexGeometry,
+        *,
+        level: int,
+        cl_range: tuple[int, int],
+        covers: tuple[Cover, ...],
+    ) -> IndexEntry:
+        """The catalog entry of the object just built at ``key`` (``geo``)."""
+        return cls(
+            object=key,
+            level=level,
+            items=geo.items,
+            size=geo.size,
+            tail_pos=geo.tail_pos,
+            tail_crc=geo.tail_crc,
+            min_ts=geo.min_ts,
+            max_ts=geo.max_ts,
+            cl_min=cl_range[0],
+            cl_max=cl_range[1],
+            covers=covers,
+        )
+
     def covers_queue(self, topic: str | None) -> bool:
         return topic is None or any(c[0] == topic for c in self.covers)
 
@@ -416,3 +443,13 @@ def merge_covers(covers: list[Cover]) -> tuple[Cover, ...]:
         else:
             out.append([t, q, a, b])
     return tuple((t, q, a, b) for t, q, a, b in out)
+
+
+def point_at_blocks(items: Items, rows: npt.NDArray[np.int64], blocks: Sequence[Block]) -> None:
+    """Point ``items[rows]`` at the blocks (of one segment, in offset order) holding their
+    queue offsets: position, length and CRC32, what one ranged read of the block needs."""
+    firsts = np.asarray([b.first for b in blocks], dtype=np.int64)
+    at = np.searchsorted(firsts, items["queue_offset"][rows].astype(np.int64), side="right") - 1
+    items["block_pos"][rows] = np.asarray([b.offset for b in blocks], dtype=np.uint64)[at]
+    items["block_len"][rows] = np.asarray([b.clen for b in blocks], dtype=np.uint32)[at]
+    items["block_crc"][rows] = np.asarray([b.crc for b in blocks], dtype=np.uint32)[at]

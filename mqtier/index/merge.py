@@ -37,6 +37,7 @@ from mqtier.format.coldindex import (
     build_index_object,
     merge_covers,
     parse_tail,
+    point_at_blocks,
 )
 from mqtier.format.coldobject import Segment, parse_block_index
 from mqtier.tier.catalog import CatalogState, check_history, commit, index_prefix, load_catalog
@@ -236,17 +237,11 @@ def _merge_one(
         report.bytes_written += len(data)
         report.items_written += geo.items
         added.append(
-            IndexEntry(
-                object=key,
+            IndexEntry.of(
+                key,
+                geo,
                 level=level,
-                items=geo.items,
-                size=geo.size,
-                tail_pos=geo.tail_pos,
-                tail_crc=geo.tail_crc,
-                min_ts=geo.min_ts,
-                max_ts=geo.max_ts,
-                cl_min=min(e.cl_min for e in group),
-                cl_max=max(e.cl_max for e in group),
+                cl_range=(min(e.cl_min for e in group), max(e.cl_max for e in group)),
                 covers=covers,
             )
         )
@@ -323,9 +318,5 @@ def _repoint(cold: ColdStore, seg: Segment, items: Items, rows: Any, object_no: 
     blocks = parse_block_index(
         cold.get(seg.object, seg.index_pos, seg.index_pos + seg.index_len), seg
     )
-    firsts = np.asarray([b.first for b in blocks], dtype=np.int64)
-    at = np.searchsorted(firsts, items["queue_offset"][rows].astype(np.int64), side="right") - 1
-    items["block_pos"][rows] = np.asarray([b.offset for b in blocks], dtype=np.uint64)[at]
-    items["block_len"][rows] = np.asarray([b.clen for b in blocks], dtype=np.uint32)[at]
-    items["block_crc"][rows] = np.asarray([b.crc for b in blocks], dtype=np.uint32)[at]
+    point_at_blocks(items, rows, blocks)
     items["object"][rows] = object_no

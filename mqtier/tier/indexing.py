@@ -22,6 +22,7 @@ from mqtier.format.coldindex import (
     key_hash,
     merge_covers,
     offset_hash,
+    point_at_blocks,
 )
 from mqtier.format.coldobject import Block, Segment, SourceRecord
 from mqtier.format.message import record_index_keys
@@ -74,16 +75,11 @@ class IndexCollector:
             q = self._queues[(seg.topic, seg.queue)]
             offsets = np.asarray(q.offsets, dtype=np.int64)
             mine = (offsets >= seg.first) & (offsets < seg.end)
-            blocks = blocks_of(seg)
-            firsts = np.asarray([b.first for b in blocks], dtype=np.int64)
-            at = np.searchsorted(firsts, offsets[mine], side="right") - 1
             items = np.zeros(int(mine.sum()), dtype=ITEM_DTYPE)
             items["hash"] = np.asarray(q.hashes, dtype=np.uint64)[mine]
             items["store_ms"] = np.asarray(q.stamps, dtype=np.int64)[mine]
             items["queue_offset"] = offsets[mine]
-            items["block_pos"] = np.asarray([b.offset for b in blocks], dtype=np.uint64)[at]
-            items["block_len"] = np.asarray([b.clen for b in blocks], dtype=np.uint32)[at]
-            items["block_crc"] = np.asarray([b.crc for b in blocks], dtype=np.uint32)[at]
+            point_at_blocks(items, np.arange(len(items)), blocks_of(seg))
             items["object"] = object_no[seg.object]
             items["queue"] = queue_no[(seg.topic, seg.queue)]
             parts.append(items)
@@ -95,17 +91,11 @@ class IndexCollector:
             run_id=bytes.fromhex(run_id),
             created_ms=int(time.time() * 1000),
         )
-        entry = IndexEntry(
-            object=key,
+        entry = IndexEntry.of(
+            key,
+            geo,
             level=0,
-            items=geo.items,
-            size=geo.size,
-            tail_pos=geo.tail_pos,
-            tail_crc=geo.tail_crc,
-            min_ts=min(s.min_ts for s in segments),
-            max_ts=max(s.max_ts for s in segments),
-            cl_min=min(s.cl_min for s in segments),
-            cl_max=max(s.cl_max for s in segments),
+            cl_range=(min(s.cl_min for s in segments), max(s.cl_max for s in segments)),
             covers=merge_covers([(s.topic, s.queue, s.first, s.end) for s in segments]),
         )
         self.clear()
