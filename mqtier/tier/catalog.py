@@ -34,6 +34,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sized
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -337,6 +338,7 @@ def _load(
         loaded = _load_snapshot(cold, broker, pointer.snap_seq, pointer.snap_bytes, reading)
         state = loaded or CatalogState(broker)
         state.snapshot_bytes = pointer.snap_bytes if loaded else None
+    speculate = True
     while True:
         key = commit_key(broker, state.seq + 1)
         cached = reading.get(key) if reading is not None else None
@@ -345,14 +347,27 @@ def _load(
             _remember_sha(state)
             continue
         requests += 1
-        try:
-            data = cold.get(key)
-        except ColdObjectNotFoundError:
-            probes, landed = _probe_past(cold, broker, state.seq + 1)
-            requests += probes
-            if landed:
-                continue  # a writer committed it meanwhile: read on
-            break
+        if speculate and pointer.head_seq is not None and state.seq >= pointer.head_seq:
+            # At (or past) the record LATEST names, the next one is most likely missing: its
+            # probes go out with its GET, so the end of the history costs one round trip.
+            found, probed = _get_and_probe(cold, broker, state.seq + 1)
+            requests += len(probed)
+            if found is None:
+                requests += any(probed)  # the missing record asked again
+                if _judge_probes(cold, broker, state.seq + 1, probed):
+                    continue  # a writer committed it meanwhile: read on
+                break
+            data = found
+            speculate = False  # LATEST lags: read on one record at a time
+        else:
+            try:
+                data = cold.get(key)
+            except ColdObjectNotFoundError:
+                probes, landed = _probe_past(cold, broker, state.seq + 1)
+                requests += probes
+                if landed:
+                    continue  # a writer committed it meanwhile: read on
+                break
         _apply_checked(state, data, key)
         _remember_sha(state)
         if cache is not None:
@@ -375,24 +390,47 @@ def _bill_totals(cold: ColdStore) -> tuple[int, int, int] | None:
     return doc["requests"], doc["bytes_sent"], doc["bytes_received"]
 
 
+def _get_and_probe(cold: ColdStore, broker: str, seq: int) -> tuple[bytes | None, list[bool]]:
+    """Record ``seq`` (None when missing) and whether each of the ``PROBE_PAST`` records
+    after it exists, asked at the same time."""
+    with ThreadPoolExecutor(PROBE_PAST + 1, thread_name_prefix="mqtier-probe") as pool:
+        probes = [
+            pool.submit(cold.exists, commit_key(broker, seq + ahead))
+            for ahead in range(1, PROBE_PAST + 1)
+        ]
+        got = pool.submit(cold.get, commit_key(broker, seq))
+        try:
+            data: bytes | None = got.result()
+        except ColdObjectNotFoundError:
+            data = None
+        return data, [p.result() for p in probes]
+
+
+def _judge_probes(cold: ColdStore, broker: str, missing: int, probed: list[bool]) -> bool:
+    """After ``missing`` was not found: True when it has appeared meanwhile (a commit raced
+    the load); raises the hole when a later record exists and it still does not."""
+    if not any(probed):
+        return False
+    if cold.exists(commit_key(broker, missing)):
+        return True
+    ahead = probed.index(True) + 1
+    raise _hole(broker, missing, f"commit record {missing + ahead} exists")
+
+
 def _probe_past(cold: ColdStore, broker: str, missing: int) -> tuple[int, bool]:
     """Look for a hole: is a record after the first missing one there? (``PROBE_PAST`` GETs)
 
     A writer creates record N+1 only after reading N, and records are never deleted, so a
-    later record that exists while ``missing`` does not (read in that order) means ``missing``
-    was lost. Returns the requests made and whether ``missing`` appeared meanwhile (a commit
-    that raced this load).
+    later record that exists while ``missing`` does not (checked again after it) means
+    ``missing`` was lost. Returns the requests made and whether ``missing`` appeared meanwhile
+    (a commit that raced this load).
     """
-    requests = 0
+    probed: list[bool] = []
     for ahead in range(1, PROBE_PAST + 1):
-        requests += 1
-        if not cold.exists(commit_key(broker, missing + ahead)):
-            continue
-        requests += 1
-        if cold.exists(commit_key(broker, missing)):
-            return requests, True
-        raise _hole(broker, missing, f"commit record {missing + ahead} exists")
-    return requests, False
+        probed.append(cold.exists(commit_key(broker, missing + ahead)))
+        if probed[-1]:
+            break
+    return len(probed) + any(probed), _judge_probes(cold, broker, missing, probed)
 
 
 def _hole(broker: str, missing: int, evidence: str) -> CorruptionError:
