@@ -39,8 +39,15 @@ from mqtier.cli._common import (
     parse_time,
 )
 from mqtier.cli._json import versioned
-from mqtier.cli._messages import B64, Full, MessageTemplate, Template, write_messages
-from mqtier.cli._output import Output
+from mqtier.cli._messages import (
+    B64,
+    MESSAGE_COLUMNS,
+    Full,
+    MessageTemplate,
+    Template,
+    write_messages,
+)
+from mqtier.cli._output import Column, Listing, Output
 from mqtier.errors import (
     ColdStoreError,
     ColdTimeoutError,
@@ -187,6 +194,10 @@ def _show(
     out = Output.choose(json_out=json_out, full=full)
     if json_out and with_tier and template is None:
         _json_lines(result.hits, b64=b64, explain=explain)
+    elif with_tier and template is None:
+        # which tier answered, first: with both tiers given, that is what an operator asks
+        docs = ({"tier": h.tier, **h.message.to_json(b64=b64)} for h in result.hits)
+        out.rows(Listing((Column("tier"), *MESSAGE_COLUMNS), docs))
     else:
         write_messages(out, [result.messages], b64=b64, template=template)
     if explain:

@@ -5,8 +5,8 @@ hot and already tiered is one answer, the hot copy), newest first by store time,
 ``max_results``. Example::
 
     from mqtier.index.query import open_cold_index, query_key
-    index = open_cold_index(cold, "broker-a")
-    result = query_key(topic="orders", key="ORDER-42", index=index)
+    with open_cold_index(cold, "broker-a") as index:
+        result = query_key(topic="orders", key="ORDER-42", index=index)
     for hit in result.hits:
         print(hit.tier, hit.message.queue_offset, hit.message.body)
 """
@@ -96,16 +96,16 @@ def _cold_answers(
     begin_ms: int = 0,
     end_ms: int = MAX_TIME_MS,
     phy: int | None = None,
-    answered: frozenset[tuple[str, int, int]] = frozenset(),
+    hot_holds: Callable[[str, int, int], bool] | None = None,
 ) -> tuple[list[ColdHit], list[tuple[str, int, int, int]]]:
     if index is None:
         return [], []
     try:
-        return _ask_cold(index, h, accept, max_results, topic, begin_ms, end_ms, phy, answered)
+        return _ask_cold(index, h, accept, max_results, topic, begin_ms, end_ms, phy, hot_holds)
     except MissingCommittedObjectError:
         if not index.reload():  # the latest catalog names it: lost, not replaced
             raise
-        return _ask_cold(index, h, accept, max_results, topic, begin_ms, end_ms, phy, answered)
+        return _ask_cold(index, h, accept, max_results, topic, begin_ms, end_ms, phy, hot_holds)
 
 
 def _ask_cold(
@@ -117,12 +117,13 @@ def _ask_cold(
     begin_ms: int,
     end_ms: int,
     phy: int | None,
-    answered: frozenset[tuple[str, int, int]],
+    hot_holds: Callable[[str, int, int], bool] | None,
 ) -> tuple[list[ColdHit], list[tuple[str, int, int, int]]]:
     entries = index.entries(topic=topic, begin_ms=begin_ms, end_ms=end_ms, phy=phy)
     cands = index.candidates(h, entries, topic=topic, begin_ms=begin_ms, end_ms=end_ms)
-    # what the hot store answered is not fetched again (its copy is the one shown)
-    cands = [c for c in cands if (c.topic, c.queue, c.queue_offset) not in answered]
+    # What the hot store holds, it answered (its copy is the one shown): not fetched again.
+    if hot_holds is not None:
+        cands = [c for c in cands if not hot_holds(c.topic, c.queue, c.queue_offset)]
     return index.fetch(cands, accept, max_results), index.unindexed(topic)
 
 
@@ -157,7 +158,7 @@ def query_key(
         topic=topic,
         begin_ms=begin_ms,
         end_ms=end_ms,
-        answered=_ids(hot),
+        hot_holds=_holds(store),
     )
     return _result(index, _merge(hot, cold, max_results), unindexed)
 
@@ -178,7 +179,7 @@ def query_uniq(
 
     hot = _hot(store, lambda st: st.query_uniq(uniq_key, topic))
     cold, unindexed = _cold_answers(
-        index, key_hash(uniq_key), accept, max_results, topic=topic, answered=_ids(hot)
+        index, key_hash(uniq_key), accept, max_results, topic=topic, hot_holds=_holds(store)
     )
     return _result(index, _merge(hot, cold, max_results), unindexed)
 
@@ -215,8 +216,21 @@ def query_msg_id(
     return _result(index, _merge(hot, cold, 1), unindexed)
 
 
-def _ids(msgs: list[MessageRecord]) -> frozenset[tuple[str, int, int]]:
-    return frozenset((m.topic, m.queue_id, m.queue_offset) for m in msgs)
+def _holds(store: Store | None) -> Callable[[str, int, int], bool] | None:
+    """Whether the hot store still holds a queue offset (then its own query found it, if it
+    was among the newest ``max_results``), per queue from its readable range."""
+    if store is None:
+        return None
+    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    for qo in store.offsets():
+        first = store.first_readable(qo.topic, qo.queue_id)
+        ranges[(qo.topic, qo.queue_id)] = (first, qo.max_offset)
+
+    def holds(topic: str, queue: int, offset: int) -> bool:
+        lo, hi = ranges.get((topic, queue), (0, 0))
+        return lo <= offset < hi
+
+    return holds
 
 
 def _hot(store: Store | None, ask: Callable[[Store], list[MessageRecord]]) -> list[MessageRecord]:

@@ -38,7 +38,7 @@ from mqtier.errors import (
 )
 from mqtier.format.coldobject import Block, Segment, decode_block, parse_block_index, record_starts
 from mqtier.format.message import MessageRecord, decode_checked_record, record_store_ts
-from mqtier.tier.catalog import CatalogState, QueueKey, load_catalog
+from mqtier.tier.catalog import CatalogState, ObjectCache, QueueKey, load_catalog
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,11 @@ class ColdReader:
         max_fetch_bytes: int = 8 << 20,
         min_fetch_bytes: int = MIN_FETCH_BYTES,
         max_window: int = 1 << 16,
+        cache: ObjectCache | None = None,
     ) -> None:
+        """``cache`` keeps segments' block indexes (immutable) across processes."""
         self.cold = cold
+        self._cache = cache
         self.state = state or load_catalog(cold, broker)
         self._indexes: dict[tuple[str, int], list[Block]] = {}
         self._blocks: OrderedDict[BlockKey, _Decoded] = OrderedDict()
@@ -181,8 +184,22 @@ class ColdReader:
         return self._load_index(seg)
 
     def _load_index(self, seg: Segment) -> list[Block]:
-        data = self.cold.get(seg.object, seg.index_pos, seg.index_pos + seg.index_len)
-        blocks = parse_block_index(data, seg)
+        # a segment's block index never changes under its object's key: a cached copy that
+        # passes the CRC the catalog holds for it is as good as a fetched one
+        ckey = f"{seg.object}.blocks-{seg.index_pos}"
+        data = self._cache.get(ckey) if self._cache is not None else None
+        blocks = None
+        if data is not None:
+            try:
+                blocks = parse_block_index(data, seg)
+            except CorruptionError:
+                assert self._cache is not None
+                self._cache.forget(ckey)
+        if blocks is None:
+            data = self.cold.get(seg.object, seg.index_pos, seg.index_pos + seg.index_len)
+            blocks = parse_block_index(data, seg)
+            if self._cache is not None:
+                self._cache.put(ckey, data)
         self._indexes[(seg.object, seg.index_pos)] = blocks
         return blocks
 
