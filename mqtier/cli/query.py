@@ -56,6 +56,7 @@ from mqtier.errors import (
     MqtierError,
     NotFoundError,
 )
+from mqtier.format import layout as L
 from mqtier.format.message import parse_msg_id
 from mqtier.index.cache import ImmutableCache
 from mqtier.index.lookup import ColdIndex
@@ -331,7 +332,7 @@ def query_key(
             max_results=max_results,
         ),
         lambda _hot: NotFoundError(
-            f"no message with key {key!r} in topic {topic!r} of {tiers.where()}"
+            f"no message with key {_shown(key)} in topic {topic!r} of {tiers.where()}"
         ),
         b64=b64,
         full=full,
@@ -373,7 +374,11 @@ def query_id(
 
     def nothing(hot: Store | None) -> NotFoundError:
         if _looks_like_uniq_key(msg_id, hot):
-            where = f"--store {shlex.quote(str(store))}" if store is not None else "--store DIR"
+            where = (
+                f"--cold {shlex.quote(tiers.cold)} --broker {shlex.quote(tiers.broker or 'NAME')}"
+                if tiers.cold is not None
+                else f"--store {shlex.quote(str(store or Path('store')))}"
+            )
             return NotFoundError(
                 f"no message with offsetMsgId {msg_id} in {tiers.where()}: this looks like a "
                 "UNIQ_KEY (the client-side message id)",
@@ -413,8 +418,21 @@ def _check_key(key: str, what: str) -> None:
     to answer "not found" (exit 3) for what is a typo or a quoting mistake."""
     if not key or "\x01" in key or "\x02" in key:
         raise ConfigError(
-            f"{what} {key!r} is empty or contains a 0x01/0x02 separator: no message can carry it"
+            f"{what} {_shown(key)} is empty or contains a 0x01/0x02 separator: no message can "
+            "carry it"
         )
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > L.MAX_PROPERTIES_BYTES:
+        raise ConfigError(
+            f"{what} {_shown(key)} is {size:,} bytes: a message's properties hold at most "
+            f"{L.MAX_PROPERTIES_BYTES:,}, so no message can carry it"
+        )
+
+
+def _shown(key: str, limit: int = 120) -> str:
+    """A key as an error line shows it: quoted, and cut short when long."""
+    text = repr(key)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(key):,} characters)"
 
 
 def _check_msg_id(msg_id: str) -> None:
@@ -474,7 +492,9 @@ def query_uniq(
         lambda hot, index: find_uniq(
             uniq_key=uniq_key, topic=topic, store=hot, index=index, max_results=max_results
         ),
-        lambda _hot: NotFoundError(f"no message with UNIQ_KEY {uniq_key} in {tiers.where()}"),
+        lambda _hot: NotFoundError(
+            f"no message with UNIQ_KEY {_shown(uniq_key)} in {tiers.where()}"
+        ),
         b64=b64,
         full=full,
         template=fmt,

@@ -325,7 +325,7 @@ def test_a_malformed_offset_msg_id_is_exit_2(tier: Tier, msg_id: str) -> None:
     assert "requests:" not in res.stderr  # refused before any request
 
 
-@pytest.mark.parametrize("key", ["", "a\x01b", "x\x02"])
+@pytest.mark.parametrize("key", ["", "a\x01b", "x\x02", "k" * 40_000])
 def test_a_key_no_message_can_carry_is_exit_2(tier: Tier, key: str) -> None:
     """The store refuses to write an empty key or one holding a property separator, so such
     a query is a quoting mistake: exit 2 before any request, not a costly "not found"."""
@@ -335,6 +335,14 @@ def test_a_key_no_message_can_carry_is_exit_2(tier: Tier, key: str) -> None:
         assert "no message can carry it" in res.stderr and "requests:" not in res.stderr
     res = mq("query", "key", key, "--topic", "orders", "--store", str(tier.store))
     assert res.exit_code == 2, res.output
+    assert len(res.stderr) < 600  # a huge key is cut short in the error line
+
+
+def test_a_uniq_key_given_to_query_id_gets_a_try_line_for_the_same_tier(tier: Tier) -> None:
+    uniq = "7F0000012CAFEAE85E8005B38A284B17"  # its "port" (0x2CAFEAE8) is no TCP port
+    res = tier.query("id", uniq)
+    assert res.exit_code == 3 and res.stdout == "", res.output
+    assert f"try: mqtier query uniq {uniq} --cold {tier.url} --broker" in res.stderr
 
 
 # -- the local cache ------------------------------------------------------------------------------
