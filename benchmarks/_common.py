@@ -431,24 +431,60 @@ def fill_store(
     }
 
 
-class MotoS3:
-    """A moto S3 server in this process on 127.0.0.1, as machine-facts 4 and the tests run it.
+# ``python -m moto.server -H 127.0.0.1 -p PORT``, with werkzeug's access log at WARNING as the
+# in-process server has it (a log line per request costs the server CPU the client then lacks).
+# Its stderr goes to an unnamed temporary file (a pipe nobody reads could fill and stall it),
+# read back only when it fails to start. A watchdog thread ends it once its parent is gone, so a
+# benchmark killed before close() leaves no server behind.
+MOTO_PROCESS_CODE = """
+import logging, os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", sys.argv[1]])
+"""
 
-    The client and the server share the GIL and the 2 vCPUs: figures against it describe the
-    test environment, not real S3. Objects over ~5 MiB spill to moto's temporary files
-    (``tempfile.gettempdir()``; the scripts point it at their work directory).
+
+class MotoS3:
+    """A moto S3 server on 127.0.0.1, as machine-facts 4 and the tests run it.
+
+    ``process=False`` (the default): moto's ``ThreadedMotoServer`` in this process. The client
+    and the server then share the GIL (and the 2 vCPUs): requests cannot overlap, so N
+    concurrent GETs take about N times one GET. ``process=True``: ``python -m moto.server`` in a
+    child process (``MOTO_PROCESS_CODE``), so the server's work runs beside the client's, as a
+    real object store's does; it still runs on the same 2 vCPUs, and moto itself handles
+    requests under its own GIL. Either way the figures describe the test environment, not real
+    S3. Objects over ~5 MiB spill to moto's temporary files (``tempfile.gettempdir()`` in this
+    process, ``$TMPDIR`` = ``tmpdir`` in the child; the scripts point them at their work
+    directory).
+
+    Neither mode applies tests/moto_s3.py's atomic-PUT patch (object PUTs one at a time, so two
+    racing ``If-None-Match: *`` creates of one key cannot both succeed): the benchmarks run one
+    writer at a time (one dispatcher, one merge), so no two conditional creates race, and reads
+    do not touch the patched path.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, process: bool = False, tmpdir: Path | None = None) -> None:
         import logging
 
         import boto3
-        from moto.server import ThreadedMotoServer
 
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        _host, port = self.server.get_host_and_port()
+        self.server: Any = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        if process:
+            port = self._start_process(tmpdir)
+        else:
+            from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request
+            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self.server.start()
+            _host, port = self.server.get_host_and_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self.client = boto3.client(
             "s3",
@@ -458,6 +494,51 @@ class MotoS3:
             region_name="us-east-1",
         )
         self.buckets: list[str] = []
+
+    def _start_process(self, tmpdir: Path | None) -> int:
+        """Start moto's server in a child process on a free port; wait until it listens."""
+        import socket
+
+        with socket.socket() as s:  # a free port; the child binds it right after
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        env = dict(os.environ)
+        if tmpdir is not None:
+            env["TMPDIR"] = str(tmpdir)
+        self._log = tempfile.TemporaryFile(dir=tmpdir)  # noqa: SIM115 (closed in _stop_process)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", MOTO_PROCESS_CODE, str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._log.seek(0)
+                err = self._log.read().decode(errors="replace").strip()
+                self._log.close()
+                raise RuntimeError(f"moto server process exited ({self.proc.returncode}): {err}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return port
+            except OSError:
+                time.sleep(0.1)
+        self._stop_process()
+        raise RuntimeError(f"moto server process did not listen on 127.0.0.1:{port} in 30 s")
+
+    def _stop_process(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()  # moto.server exits on SIGTERM
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._log.close()
 
     def storage_options(self) -> dict[str, Any]:
         return {
@@ -489,7 +570,9 @@ class MotoS3:
                 self.empty(b)
                 self.client.delete_bucket(Bucket=b)
         finally:
-            self.server.stop()
+            if self.server is not None:
+                self.server.stop()
+            self._stop_process()
 
 
 def open_warm_cold(url: str, storage_options: dict[str, Any] | None, bill: Any) -> Any:
