@@ -51,7 +51,7 @@ from mqtier.errors import (
     CorruptionError,
     UnsupportedFormatError,
 )
-from mqtier.format.coldindex import Cover, IndexEntry, merge_covers
+from mqtier.format.coldindex import IndexEntry, merge_covers
 from mqtier.format.coldobject import Segment
 
 log = logging.getLogger(__name__)
@@ -809,14 +809,19 @@ def check_contiguous(
     of them replaced by segments holding the same offsets (compaction); a queue's end never
     moves back.
     """
-    added, removed = list(added), list(removed)
-    for key in sorted({(s.topic, s.queue) for s in [*added, *removed]}):
+    adds: dict[QueueKey, list[Segment]] = {}
+    drops: dict[QueueKey, set[tuple[str, int]]] = {}
+    for seg in added:
+        adds.setdefault((seg.topic, seg.queue), []).append(seg)
+    for seg in removed:
+        drops.setdefault((seg.topic, seg.queue), set()).add((seg.object, seg.first))
+    for key in sorted({*adds, *drops}):  # grouped first: a change of n queues costs O(n)
         before = state.queues.get(key, [])
-        gone = {(s.object, s.first) for s in removed if (s.topic, s.queue) == key}
+        gone = drops.get(key, set())
         if len(gone) != sum(1 for s in before if (s.object, s.first) in gone):
             raise CorruptionError(f"{key[0]}/{key[1]}: removes a segment it does not have")
         after = [s for s in before if (s.object, s.first) not in gone]
-        after += [s for s in added if (s.topic, s.queue) == key]
+        after += adds.get(key, [])
         after.sort(key=lambda s: s.first)
         expected = state.next_offset(key) if not before else None
         for seg in after:
@@ -854,38 +859,50 @@ def check_index_change(
             raise CorruptionError(f"removes an index object {obj} it does not have")
     if not index_added and not index_removed:
         return
-    added = list(added)
+    added_by_queue: dict[QueueKey, list[Segment]] = {}
+    for seg in added:
+        added_by_queue.setdefault((seg.topic, seg.queue), []).append(seg)
     gone = {(s.object, s.topic, s.queue, s.first) for s in removed}
+    new_covers: dict[QueueKey, list[tuple[int, int]]] = {}
+    for t, q, a, b in merge_covers([c for e in index_added for c in e.covers]):
+        new_covers.setdefault((t, q), []).append((a, b))
+    old_covers = [c for obj in index_removed for c in state.indexes[obj].covers]
+    # Only the queues the change touches are looked at: a record's check stays small however
+    # many queues the tier holds (a load checks every record it reads).
+    touched = {*added_by_queue, *new_covers, *((t, q) for t, q, _a, _b in old_covers)}
     live: dict[QueueKey, tuple[int, int]] = {}
-    for key in {*state.queues, *((s.topic, s.queue) for s in added)}:
+    for key in touched:
         segs = [
             s
             for s in state.queues.get(key, [])
             if (s.object, s.topic, s.queue, s.first) not in gone
         ]
-        segs += [s for s in added if (s.topic, s.queue) == key]
+        segs += added_by_queue.get(key, [])
         if segs:
             live[key] = (min(s.first for s in segs), max(s.end for s in segs))
-    new_covers = merge_covers([c for e in index_added for c in e.covers])
-    for t, q, _first, end in new_covers:
+    for (t, q), ranges in new_covers.items():
+        end = max(b for _a, b in ranges)
         if end > live.get((t, q), (0, 0))[1] and end > state.floors.get((t, q), 0):
             raise CorruptionError(f"{t}/{q}: an index object covers offsets up to {end - 1}, past "
                                   "the committed ones")  # fmt: skip
     if not index_removed:
-        for seg in added:
-            _require_covered(new_covers, seg.topic, seg.queue, seg.first, seg.end, "tiered")
+        for key, segs in added_by_queue.items():
+            for seg in segs:
+                _require_covered(new_covers, key, seg.first, seg.end, "tiered")
         return
-    for obj in index_removed:
-        for t, q, a, b in state.indexes[obj].covers:
-            lo, hi = live.get((t, q), (b, b))
-            if max(a, lo) < min(b, hi):
-                _require_covered(new_covers, t, q, max(a, lo), min(b, hi), "indexed")
+    for t, q, a, b in old_covers:
+        lo, hi = live.get((t, q), (b, b))
+        if max(a, lo) < min(b, hi):
+            _require_covered(new_covers, (t, q), max(a, lo), min(b, hi), "indexed")
 
 
-def _require_covered(covers: tuple[Cover, ...], t: str, q: int, a: int, b: int, what: str) -> None:
-    if not any(ct == t and cq == q and ca <= a and b <= cb for ct, cq, ca, cb in covers):
+def _require_covered(
+    covers: dict[QueueKey, list[tuple[int, int]]], key: QueueKey, a: int, b: int, what: str
+) -> None:
+    if not any(ca <= a and b <= cb for ca, cb in covers.get(key, [])):
         raise CorruptionError(
-            f"{t}/{q}: offsets {a}..{b - 1} are {what} but no index object of the commit covers them"
+            f"{key[0]}/{key[1]}: offsets {a}..{b - 1} are {what} but no index object of the "
+            "commit covers them"
         )
 
 
