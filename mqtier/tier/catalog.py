@@ -177,8 +177,17 @@ class CatalogState:
         """The data objects the committed segments name (index objects: :attr:`indexes`)."""
         return {s.object for segs in self.queues.values() for s in segs}
 
-    def apply(self, record: dict[str, Any]) -> None:
-        """Add one commit record's changes (they were checked when it was created)."""
+    def apply(
+        self,
+        record: dict[str, Any],
+        added: list[Segment] | None = None,
+        indexes: list[IndexEntry] | None = None,
+    ) -> None:
+        """Add one commit record's changes (they were checked when it was created).
+
+        ``added`` and ``indexes`` are its added segments and index objects, when the caller
+        parsed them already.
+        """
         for doc in record.get("removed", []):
             key = (doc["topic"], int(doc["queue"]))
             segs = self.queues.get(key, [])
@@ -188,15 +197,16 @@ class CatalogState:
                 self.floors[key] = max(self.floors.get(key, 0), s.end)
             if not self.queues[key]:
                 del self.queues[key]
-        for doc in record.get("added", []):
-            seg = Segment.from_json(doc)
+        for seg in added if added is not None else map(Segment.from_json, record["added"]):
             segs = self.queues.setdefault((seg.topic, seg.queue), [])
             segs.append(seg)
-            segs.sort(key=lambda s: s.first)
+            if len(segs) > 1 and segs[-2].first > seg.first:  # compaction adds in the middle
+                segs.sort(key=lambda s: s.first)
         for obj in record.get("index_removed", []):
             self.indexes.pop(obj, None)
-        for doc in record.get("index_added", []):
-            entry = IndexEntry.from_json(doc)
+        if indexes is None:
+            indexes = [IndexEntry.from_json(doc) for doc in record.get("index_added", [])]
+        for entry in indexes:
             self.indexes[entry.object] = entry
         self.seq = int(record["seq"])
         self.head_sha = record.get(CHECKSUM_FIELD)
@@ -655,20 +665,16 @@ def _apply_checked(state: CatalogState, data: bytes, key: str) -> None:
     seq = state.seq + 1
     hint = _repair_hint(state.broker)
     try:
-        record, added = _checked_record(data, key, state.broker, seq)
+        record, added, index_added = _checked_record(data, key, state.broker, seq)
         removed = [_removed_segment(state, doc) for doc in record["removed"]]
         check_contiguous(state, added, removed)
-        index_added = [
-            _index_entry(doc, state.broker, seq, exact=True)
-            for doc in record.get("index_added", [])
-        ]
         check_index_change(state, added, removed, index_added, record.get("index_removed", []))
         prev = record.get("prev")
         if prev is not None and state.head_sha is not None and prev != state.head_sha:
             raise CorruptionError(
                 f"does not follow commit {seq - 1}: its prev checksum is not that record's"
             )
-        state.apply(record)
+        state.apply(record, added, index_added)
     except CorruptionError as exc:
         raise _damaged(key, str(exc).removeprefix(f"{key}: "), hint) from None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -680,7 +686,7 @@ def _apply_checked(state: CatalogState, data: bytes, key: str) -> None:
 
 def _checked_record(
     data: bytes, key: str, broker: str, seq: int
-) -> tuple[dict[str, Any], list[Segment]]:
+) -> tuple[dict[str, Any], list[Segment], list[IndexEntry]]:
     """Commit record ``seq`` checked on its own (checksum, fields, shape) and what it adds.
 
     Raises CorruptionError, or KeyError/TypeError/ValueError for a wrong shape; the callers
@@ -697,13 +703,12 @@ def _checked_record(
     added = [_segment(doc, broker, seq, exact=True) for doc in record["added"]]
     for doc in record["removed"]:
         _check_removed_shape(doc)
-    for doc in record.get("index_added", []):
-        _index_entry(doc, broker, seq, exact=True)
+    indexes = [_index_entry(doc, broker, seq, exact=True) for doc in record.get("index_added", [])]
     gone = record.get("index_removed", [])
     if not isinstance(gone, list) or any(type(obj) is not str for obj in gone):
         raise TypeError(f"index_removed is {gone!r}")
     _check_work_fields(record)
-    return record, added
+    return record, added, indexes
 
 
 def _check_removed_shape(doc: Any) -> None:
@@ -818,6 +823,9 @@ def check_contiguous(
     for key in sorted({*adds, *drops}):  # grouped first: a change of n queues costs O(n)
         before = state.queues.get(key, [])
         gone = drops.get(key, set())
+        if not gone:
+            _check_appended(state, key, before, adds[key])
+            continue
         if len(gone) != sum(1 for s in before if (s.object, s.first) in gone):
             raise CorruptionError(f"{key[0]}/{key[1]}: removes a segment it does not have")
         after = [s for s in before if (s.object, s.first) not in gone]
@@ -837,6 +845,29 @@ def check_contiguous(
                 f"{key[0]}/{key[1]}: the committed offsets would end at {after[-1].end}, "
                 f"before {old_end}"
             )
+
+
+def _check_appended(
+    state: CatalogState, key: QueueKey, before: list[Segment], new: list[Segment]
+) -> None:
+    """``new`` segments go after the queue's last one (or its floor): no gap, no overlap.
+    Only the queue's end is looked at, so a load costs the same however long its history."""
+    expected = before[-1].end if before else state.next_offset(key)
+    first_new = min(s.first for s in new)
+    if before and first_new < before[-1].end:
+        # not an append: inserted among the committed segments (compaction adds the same
+        # offsets it removes, so a segment here without a removal overlaps)
+        raise CorruptionError(
+            f"{key[0]}/{key[1]}: segment starts at {first_new}, but the committed offsets "
+            f"end at {expected}"
+        )
+    for seg in sorted(new, key=lambda s: s.first):
+        if expected is not None and seg.first != expected:
+            raise CorruptionError(
+                f"{seg.topic}/{seg.queue}: segment starts at {seg.first}, "
+                f"but the committed offsets end at {expected}"
+            )
+        expected = seg.end
 
 
 def check_index_change(
@@ -871,13 +902,14 @@ def check_index_change(
     # many queues the tier holds (a load checks every record it reads).
     touched = {*added_by_queue, *new_covers, *((t, q) for t, q, _a, _b in old_covers)}
     live: dict[QueueKey, tuple[int, int]] = {}
+    gone_queues = {(t, q) for _o, t, q, _f in gone}
     for key in touched:
-        segs = [
-            s
-            for s in state.queues.get(key, [])
-            if (s.object, s.topic, s.queue, s.first) not in gone
-        ]
-        segs += added_by_queue.get(key, [])
+        segs = state.queues.get(key, [])
+        if key in gone_queues:
+            segs = [s for s in segs if (s.object, s.topic, s.queue, s.first) not in gone]
+        else:
+            segs = segs[:1] + segs[-1:]  # in offset order: the ends are the range
+        segs = segs + added_by_queue.get(key, [])
         if segs:
             live[key] = (min(s.first for s in segs), max(s.end for s in segs))
     for (t, q), ranges in new_covers.items():
