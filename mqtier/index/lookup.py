@@ -145,6 +145,7 @@ class ColdIndex:
         self._lock = threading.Lock()
         self._reader: ColdReader | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._queries = 0
 
     # -- which index objects ---------------------------------------------------------------------
 
@@ -408,6 +409,14 @@ class ColdIndex:
         # the reader's state: it loads a newer catalog when an object of this one is gone
         seg = self._reader.state.segment_for((c.topic, c.queue), c.queue_offset)
         return ColdHit(msgs[0], seg.object if seg else c.object, (0, 0))
+
+    def new_query(self) -> Explain:
+        """A fresh :attr:`explain` for the next query (the first one keeps the catalog load
+        that opening the index cost), so each query reports only its own steps."""
+        if self._queries:
+            self.explain = Explain()
+        self._queries += 1
+        return self.explain
 
     def reload(self) -> bool:
         """Load the catalog again; True when it changed. A merge or compaction that committed

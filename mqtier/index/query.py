@@ -100,6 +100,7 @@ def _cold_answers(
 ) -> tuple[list[ColdHit], list[tuple[str, int, int, int]]]:
     if index is None:
         return [], []
+    index.new_query()
     try:
         return _ask_cold(index, h, accept, max_results, topic, begin_ms, end_ms, phy, hot_holds)
     except MissingCommittedObjectError:

@@ -123,3 +123,17 @@ def test_a_dry_run_changes_nothing(tiered) -> None:
     report = merge_indexes(cold, load_catalog(cold, BROKER), MergeOptions(fanout=4, dry_run=True))
     assert report.merges and not report.written
     assert {i.key for i in cold.list("")} == before
+
+
+def test_each_query_on_one_index_explains_only_itself(tiered) -> None:
+    cold, by_key = tiered
+    keys = sorted(by_key)[:3]
+    with open_cold_index(cold, BROKER) as index:
+        objects = len(index.state.indexes)
+        first = query_key(topic=TOPIC, key=keys[0], index=index).explain.to_json()
+        assert first["index_objects"] == objects
+        assert first["steps"][0]["step"] == "catalog"  # opening the index cost it
+        for k in keys[1:]:
+            doc = query_key(topic=TOPIC, key=k, index=index).explain.to_json()
+            assert doc["index_objects"] == objects  # not added up across queries
+            assert "catalog" not in [s["step"] for s in doc["steps"]]
