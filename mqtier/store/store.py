@@ -1039,13 +1039,15 @@ class Store:
             CorruptRecordError: the bytes there fail verification.
         """
         cl = self.commitlog
+        # Before the cache: a record of a file `clean` has deleted may still be cached, and
+        # must not be found here when the store no longer holds it.
+        if phy < cl.min_offset or phy + 8 > cl.durable_end:
+            raise NotFoundError(
+                f"commit-log offset {phy} is outside [{cl.min_offset}, {cl.durable_end})"
+            )
         rec = self.cache.get(phy)
         if rec is None:
             if size is None:
-                if phy < cl.min_offset or phy + 8 > cl.durable_end:
-                    raise NotFoundError(
-                        f"commit-log offset {phy} is outside [{cl.min_offset}, {cl.durable_end})"
-                    )
                 size = L.INT32.unpack(cl.read(phy, 4))[0]
                 if size <= 0 or phy + size > cl.durable_end:
                     f = cl.file_for(phy)
