@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 
 from mqtier.backend.base import ColdStore
-from mqtier.format.coldindex import merge_covers
 from mqtier.format.coldobject import (
     Block,
     Segment,
@@ -46,10 +45,7 @@ class BackfillReport:
 
 def unindexed_segments(state: CatalogState) -> list[Segment]:
     """The committed segments with an offset no index object covers, oldest first per queue."""
-    covered: dict[tuple[str, int], list[tuple[int, int]]] = {}
-    # the union over every index object: a compacted segment may span two objects' covers
-    for t, q, a, b in merge_covers([c for e in state.indexes.values() for c in e.covers]):
-        covered.setdefault((t, q), []).append((a, b))
+    covered = state.indexed_ranges()
     out: list[Segment] = []
     for key, segs in sorted(state.queues.items()):
         ranges = covered.get(key, [])

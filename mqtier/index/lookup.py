@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -174,16 +175,13 @@ class ColdIndex:
 
         A query cannot find messages there; callers say so rather than answer "not found".
         """
-        covered: dict[tuple[str, int], list[tuple[int, int]]] = {}
-        for e in self.state.indexes.values():
-            for t, q, a, b in e.covers:
-                covered.setdefault((t, q), []).append((a, b))
+        covered = self.state.indexed_ranges()
         out = []
         for (t, q), segs in sorted(self.state.queues.items()):
             if topic is not None and t != topic:
                 continue
             pos, end = segs[0].first, segs[-1].end
-            for a, b in sorted(covered.get((t, q), [])):
+            for a, b in covered.get((t, q), []):
                 if a > pos:
                     out.append((t, q, pos, min(a, end)))
                 pos = max(pos, b)
@@ -450,8 +448,6 @@ class ColdIndex:
 
 def decode_frame(frame: bytes, object_key: str, pos: int, crc: int) -> bytes:
     """A block read through the index: its CRC32 checked, then decompressed (bounded)."""
-    import zlib
-
     if zlib.crc32(frame) != crc:
         raise CorruptionError(f"{object_key} @ {pos}: block of {len(frame)} bytes fails its CRC32")
     try:

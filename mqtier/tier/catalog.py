@@ -173,6 +173,14 @@ class CatalogState:
             return segs[i]
         return None
 
+    def indexed_ranges(self) -> dict[QueueKey, list[tuple[int, int]]]:
+        """Per queue, the offset ranges the index objects cover: their union, sorted and
+        joined (a compacted segment may span two objects' covers)."""
+        out: dict[QueueKey, list[tuple[int, int]]] = {}
+        for t, q, a, b in merge_covers([c for e in self.indexes.values() for c in e.covers]):
+            out.setdefault((t, q), []).append((a, b))
+        return out
+
     def referenced_objects(self) -> set[str]:
         """The data objects the committed segments name (index objects: :attr:`indexes`)."""
         return {s.object for segs in self.queues.values() for s in segs}
