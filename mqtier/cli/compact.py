@@ -160,6 +160,9 @@ def compact(
         if not dry_run:
             line += f" into {len(merged.written)}; dropped {merged.items_dropped:,} expired entries"
         summary = [*(s for s in summary if s != "nothing to compact"), line]
+    if merged.objects_deleted:
+        line = f"deleted {merged.objects_deleted} objects no commit names any more"
+        summary = [*(s for s in summary if s != "nothing to compact"), line]
     # The runs of small segments are the answer (what is, or was, merged).
     runs = [
         {

@@ -72,6 +72,7 @@ class MergeReport:
     items_repointed: int = 0  # moved by segment compaction
     bytes_read: int = 0
     bytes_written: int = 0
+    objects_deleted: int = 0  # replaced index objects and orphans of killed or raced jobs
     seconds: float = 0.0
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -96,6 +97,7 @@ class MergeReport:
             "items_repointed": self.items_repointed,
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,
+            "objects_deleted": self.objects_deleted,
             "seconds": round(self.seconds, 3),
         }
 
@@ -146,11 +148,12 @@ def merge_indexes(
     t0 = time.perf_counter()
     report = MergeReport(dry_run=opts.dry_run)
     plans = plan_merges(state, opts)
-    if opts.dry_run or not plans:
+    if opts.dry_run:
         report.merges = plans
         report.seconds = time.perf_counter() - t0
         return report
-    check_history(cold, state)
+    if plans:
+        check_history(cold, state)
     while plans:
         group = plans[0]
         entry = _merge_one(cold, state, group, report)
@@ -161,8 +164,10 @@ def merge_indexes(
             on_progress(report)
         # a merge can make the next level due; a full merge planned everything at once
         plans = plans[1:] if opts.full else plan_merges(state, opts)
+    # Also with nothing to merge: a merge killed between its commit and this deletion left
+    # the objects it replaced, and the rerun is what finishes its work.
+    report.objects_deleted = collect_garbage(cold, state)
     report.seconds = time.perf_counter() - t0
-    collect_garbage(cold, state)
     return report
 
 

@@ -13,7 +13,7 @@ import pytest
 from mqtier import Store
 from mqtier.backend.memory_store import MemoryColdStore
 from mqtier.errors import CommitConflictError
-from mqtier.index.merge import MergeOptions, merge_indexes
+from mqtier.index.merge import MergeOptions, merge_indexes, plan_merges
 from mqtier.index.query import open_cold_index, query_key
 from mqtier.tier.catalog import index_prefix, load_catalog
 from mqtier.tier.compact import CompactOptions, compact
@@ -115,6 +115,31 @@ def test_two_merges_racing_on_one_prefix_cannot_both_commit(tiered) -> None:
     keys = sorted(by_key)[:20]
     assert _answers(cold, keys) == {k: by_key[k] for k in keys}
     assert len(load_catalog(cold, BROKER).indexes) == 1
+
+
+def test_a_rerun_with_nothing_due_deletes_what_a_stopped_merge_replaced(
+    tiered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cold, by_key = tiered
+
+    def stopped(keys: list[str]) -> None:
+        raise KeyboardInterrupt  # the merge stops right after its commit, before deleting
+
+    with monkeypatch.context() as m:
+        m.setattr(cold, "delete", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            merge_indexes(cold, load_catalog(cold, BROKER), MergeOptions(full=True))
+    state = load_catalog(cold, BROKER)
+    assert len(state.indexes) == 1
+    left = {i.key for i in cold.list(index_prefix(BROKER))} - set(state.indexes)
+    assert len(left) == RUNS  # the objects the committed merge replaced are still there
+    assert not plan_merges(state, MergeOptions())
+    report = merge_indexes(cold, state, MergeOptions())
+    assert report.objects_deleted == RUNS and not report.merges
+    assert {i.key for i in cold.list(index_prefix(BROKER))} == set(state.indexes)
+    assert merge_indexes(cold, state, MergeOptions()).objects_deleted == 0
+    keys = sorted(by_key)[:20]
+    assert _answers(cold, keys) == {k: by_key[k] for k in keys}
 
 
 def test_a_dry_run_changes_nothing(tiered) -> None:
