@@ -124,7 +124,15 @@ def compact(
         # was tiered before the cold tier had an index, then merge
         filled = backfill(cold_store, state, dry_run=dry_run)
         merged = merge_indexes(
-            cold_store, state, MergeOptions(fanout=fanout, dry_run=dry_run, full=full_index)
+            cold_store,
+            state,
+            MergeOptions(
+                fanout=fanout,
+                dry_run=dry_run,
+                full=full_index,
+                # a segment compaction that committed has just collected the garbage
+                collect_when_idle=not report.runs,
+            ),
         )
     finally:
         cold_store.close()

@@ -58,6 +58,9 @@ class MergeOptions:
     # query then reads one slot per ``max_items`` entries (a major compaction; it rewrites
     # the whole index, so it is for when queries matter more than the bytes moved).
     full: bool = False
+    # Collect garbage even when no merge is due (see merge_indexes); off for a caller that
+    # has just collected it on the same state.
+    collect_when_idle: bool = True
 
 
 @dataclass
@@ -166,7 +169,8 @@ def merge_indexes(
         plans = plans[1:] if opts.full else plan_merges(state, opts)
     # Also with nothing to merge: a merge killed between its commit and this deletion left
     # the objects it replaced, and the rerun is what finishes its work.
-    report.objects_deleted = collect_garbage(cold, state)
+    if report.merges or opts.collect_when_idle:
+        report.objects_deleted = collect_garbage(cold, state)
     report.seconds = time.perf_counter() - t0
     return report
 
