@@ -196,6 +196,12 @@ class IndexService:
                 if not (p.name.isdigit() and len(p.name) == 17):
                     continue
                 actual = p.stat().st_size
+                if actual == 0:
+                    # Killed between creating the file and sizing it: it never held an item.
+                    if writable:
+                        p.unlink()
+                        log.info("%s: empty index file a crash left; removed", p)
+                    continue
                 if actual != size:
                     # A foreign store with other geometry: derive slots/items is impossible
                     # from the size alone, so such files are skipped with a warning.

@@ -122,11 +122,13 @@ def read_queue(st: Store, topic: str, queue_id: int, start: int, end: int) -> li
     return out
 
 
-def check_store(store_dir: Path, acks: list[Ack]) -> None:
+def check_store(store_dir: Path, acks: list[Ack], log: Path | None = None) -> None:
     """Every acknowledged append is present exactly once, intact, by every read path."""
     lost_keys: list[Ack] = []
+    before_open = _index_files(store_dir)
     st = Store.open(store_dir, writable=True)
     try:
+        opened = f"recovery: {st.recovery}; rebuild: {st.rebuild_report}"
         assert st.recovery is not None
         assert st.recovery.clean_shutdown is False  # a writer ran and never closed
         # Per (topic, queue): offsets contiguous from 0, each record in its own place.
@@ -185,7 +187,25 @@ def check_store(store_dir: Path, acks: list[Ack]) -> None:
         assert after == before
     finally:
         st.close()
-    assert not lost_keys, f"{len(lost_keys)} of {len(acks)} acknowledged keys lost"
+    if lost_keys:
+        phys = sorted(a.phy_offset for a in lost_keys)
+        pytest.fail(
+            f"{len(lost_keys)} of {len(acks)} acknowledged keys lost, at commit-log offsets "
+            f"{phys[0]}..{phys[-1]}, of runs {sorted({a.seed for a in lost_keys})};\n"
+            f"index files before the check's open: {before_open};\n{opened};\n"
+            f"index files after it: {_index_files(store_dir)};\n"
+            f"writers' stderr: {log.read_text(errors='replace')[-3000:] if log else ''}"
+        )
+
+
+def _index_files(store_dir: Path) -> list[str]:
+    """Each IndexFile as name, size and stored header, to diagnose a lost key."""
+    out = []
+    for p in sorted((store_dir / L.DIR_INDEX).glob("*")):
+        head = p.read_bytes()[: L.INDEX_HEADER.size]
+        fields = L.INDEX_HEADER.unpack(head) if len(head) == L.INDEX_HEADER.size else ()
+        out.append(f"{p.name} {p.stat().st_size} B header {fields}")
+    return out
 
 
 @pytest.mark.parametrize("seed", range(1, 13))
@@ -198,7 +218,7 @@ def test_sigkill_keeps_every_acknowledged_append(seed: int, tmp_path: Path) -> N
     for run in range(runs):
         acks.extend(run_and_kill(store_dir, seed * 100 + run, rng, log))
     if acks:
-        check_store(store_dir, acks)
+        check_store(store_dir, acks, log)
     elif is_store_dir(store_dir):
         # Killed before any acknowledgement: nothing was promised, but the store must open.
         Store.open(store_dir, writable=True).close()

@@ -4,9 +4,11 @@ again from the commit log, byte for byte what the store had built."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mqtier import Message, Store
@@ -95,3 +97,24 @@ def test_a_queue_whose_head_is_gone_starts_at_its_file_not_at_offset_zero(tmp_pa
     assert cq.min_offset == 100_000 and cq.max_offset == 100_001
     assert cq.unit(100_000) == (4096, 100, 0)
     cq.close()
+
+
+def test_an_empty_index_file_a_crash_left_is_removed_by_a_writable_open_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # kill -9 between creating an IndexFile and sizing it leaves a 0-byte file: it never held
+    # an item, so it is no foreign store's file to warn about on every open
+    root = tmp_path / "s"
+    build(root)
+    with Store.open(root) as st:
+        want = [m.phy_offset for m in st.query_key("t1", "K7")]
+    assert len(want) == 1
+    empty = root / "index" / "29991231235959999"
+    empty.touch()
+    with caplog.at_level(logging.WARNING), Store.open(root) as st:
+        assert [m.phy_offset for m in st.query_key("t1", "K7")] == want
+    assert empty.exists() and not caplog.records  # looking changes nothing
+    with Store.open(root, writable=True) as st:
+        assert [m.phy_offset for m in st.query_key("t1", "K7")] == want
+    assert not empty.exists()
+    assert not caplog.records
