@@ -15,6 +15,7 @@ import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from mqtier.errors import ConfigError, CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 _BLANK_HEAD = L.RECORD_SIZE_MAGIC
 _NEVER = 2**63  # an offset no append reaches
+
+
+# What one pread takes at a record's start when its size is not known yet: most records
+# are smaller, and a page of the page cache costs about what 4 bytes of it do.
+READ_AHEAD_BYTES: Final = 1024
 
 
 @dataclass(slots=True)
@@ -238,6 +244,29 @@ class CommitLog:
             )
         f = self.file_for(offset)
         return os.pread(f.fd, size, offset - f.base)
+
+    def read_record(self, offset: int) -> bytes:
+        """The bytes of the record starting at ``offset``, as long as its TOTALSIZE says.
+
+        One pread for a record of up to READ_AHEAD_BYTES (most are), instead of one for the
+        size and one for the rest: a key query reads each candidate this way.
+
+        Raises:
+            NotFoundError: ``offset`` is outside the local store.
+            CorruptRecordError: no record of a plausible size starts there.
+        """
+        end = self.durable_end
+        if offset < self.min_offset or offset + 8 > end:
+            raise NotFoundError(f"commit-log offset {offset} is outside [{self.min_offset}, {end})")
+        f = self.file_for(offset)
+        pos = offset - f.base
+        buf = os.pread(f.fd, min(READ_AHEAD_BYTES, end - offset, self.file_bytes - pos), pos)
+        size = L.INT32.unpack_from(buf)[0]
+        if size <= 0 or offset + size > end:
+            raise CorruptRecordError(f.path, offset, f"no record starts here (size {size})")
+        if size <= len(buf):
+            return buf if size == len(buf) else buf[:size]
+        return buf + os.pread(f.fd, size - len(buf), pos + len(buf))
 
     def map_file(self, f: CommitLogFile) -> mmap.mmap:
         """A read-only map of a whole file, for scans."""

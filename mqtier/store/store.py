@@ -38,6 +38,7 @@ from mqtier.format.message import (
     decode_record,
     dispatch_fields,
     encode_record,
+    header_plausible,
     make_msg_id,
     parse_host,
     parse_msg_id,
@@ -1047,22 +1048,18 @@ class Store:
             )
         rec = self.cache.get(phy)
         if rec is None:
-            if size is None:
-                size = L.INT32.unpack(cl.read(phy, 4))[0]
-                if size <= 0 or phy + size > cl.durable_end:
-                    f = cl.file_for(phy)
-                    raise CorruptRecordError(f.path, phy, f"no record starts here (size {size})")
-            rec = cl.read(phy, size)
+            rec = cl.read_record(phy) if size is None else cl.read(phy, size)
         try:
             msg = decode_record(rec, 0, verify_crc=True)
             # The CRCs do not cover the header: a flipped byte there must not become data.
-            if unit is None:
-                check_record_header(rec, 0, expect_phy=phy, expect_size=size)
-            else:
-                check_record_header(
-                    rec, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
-                    expect_queue=unit[1], expect_queue_offset=unit[2],
-                )  # fmt: skip
+            if not header_plausible(msg, phy, unit) or (size is not None and msg.size != size):
+                if unit is None:
+                    check_record_header(rec, 0, expect_phy=phy, expect_size=size)
+                else:
+                    check_record_header(
+                        rec, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
+                        expect_queue=unit[1], expect_queue_offset=unit[2],
+                    )  # fmt: skip
         except CorruptRecordError as exc:
             # The file is named only on failure: looking it up costs a read ~1 us.
             raise CorruptRecordError(cl.file_for(phy).path, phy, exc.detail) from None

@@ -23,16 +23,20 @@ from mqtier.format.message import (
     END_OF_FILE,
     Message,
     MessageRecord,
+    _decode_common,
     body_crc,
     check_max_size,
     check_record,
+    check_record_header,
     crc32_property_digits,
+    decode_checked_record,
     decode_properties,
     decode_record,
     dispatch_fields,
     encode_properties,
     encode_record,
     format_host,
+    header_plausible,
     make_msg_id,
     parse_host,
     parse_msg_id,
@@ -698,3 +702,85 @@ def test_a_corrupt_record_error_names_the_file_within_the_store() -> None:
     assert str(cl) == "commitlog/00000000000000000000 @ 1280: bad"
     assert str(cq) == "consumequeue/t1/1/00000000000000000000 @ 40: bad"
     assert str(CorruptRecordError("/elsewhere/x.bin", 0, "bad")) == "x.bin @ 0: bad"
+
+
+# --- the one-pass decode agrees with the two passes -------------------------------------------
+
+
+def _two_pass(buf: bytes, verify_crc: bool) -> object:
+    """check_record then decode_checked_record: what decode_record must equal."""
+    try:
+        size = check_record(buf, 0, len(buf), verify_crc=verify_crc)
+    except CorruptRecordError:
+        return "corrupt"
+    return decode_checked_record(buf, 0, size) if size > 0 else size
+
+
+RAW_PROPS = st.one_of(
+    st.binary(max_size=40),  # anything, invalid UTF-8 and stray separators included
+    st.lists(
+        st.tuples(st.sampled_from(["", "a", "KEYS", "é"]), st.sampled_from(["", "\x01", "x"])),
+        max_size=4,
+    ).map(lambda es: "".join(f"{n}{s}\x02" for n, s in es).encode()),
+)
+
+
+@settings(max_examples=400)
+@given(
+    records(),
+    RAW_PROPS,
+    st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=3),
+    BOOLS,
+    BOOLS,
+)
+def test_the_one_pass_decode_accepts_only_what_the_full_checks_accept(
+    args, raw, flips, use_raw, verify
+):
+    kwargs, _ = args
+    if use_raw:
+        kwargs = {**kwargs, "properties": raw, "append_prop_crc": False}
+    buf = bytearray(encode_record(**kwargs))
+    for at, value in flips:
+        buf[at % len(buf)] = value
+    data = bytes(buf)
+    fast = _decode_common(data, 0, len(data), verify)
+    if fast is not None:
+        assert _two_pass(data, verify) == fast
+    # and decode_record, whichever path it takes, says what the two passes say
+    try:
+        got: object = decode_record(data, 0, verify_crc=verify)
+    except CorruptRecordError:
+        got = "corrupt"
+    want = _two_pass(data, verify)
+    assert got == (want if isinstance(want, MessageRecord) else "corrupt")
+
+
+@settings(max_examples=300)
+@given(
+    records(prop_crc=st.just(False)),
+    st.lists(st.tuples(st.integers(0, 100), st.integers(0, 255)), max_size=3),
+    st.booleans(),
+)
+def test_a_plausible_header_is_one_the_full_header_check_passes(args, flips, with_unit):
+    kwargs, _ = args
+    # times the check accepts, so that the flips decide
+    kwargs = {**kwargs, "store_ts": 1_700_000_000_000, "born_ts": 1_699_999_999_000}
+    buf = bytearray(encode_record(**kwargs))
+    for at, value in flips:
+        buf[at % len(buf)] = value
+    data = bytes(buf)
+    try:
+        msg = decode_record(data, 0, verify_crc=False)
+    except CorruptRecordError:
+        return
+    phy = kwargs["phy_offset"]
+    topic = kwargs["topic"].decode("utf-8", "replace")
+    unit = (topic, kwargs["queue_id"], kwargs["queue_offset"]) if with_unit else None
+    if header_plausible(msg, phy, unit):
+        if unit is None:
+            check_record_header(data, 0, expect_phy=phy)
+        else:
+            check_record_header(
+                data, 0, expect_phy=phy, expect_topic=unit[0], expect_queue=unit[1],
+                expect_queue_offset=unit[2],
+            )  # fmt: skip
