@@ -73,7 +73,7 @@ item 5: an id hit, catalog loaded, <= 2 requests; hot ``query_key`` p50 <= 1x SQ
 issue's "within 1x").
 
     .venv/bin/python benchmarks/query.py [--quick] [--messages 1000000] [--keys N] [--runs 100] [--picks 200]
-        [--fanout 8] [--compact-items 2M] [--skip compact,hot,rocketmq,cold,full]
+        [--fanout 8] [--compact-items 2M] [--skip queries,compact,hot,rocketmq,cold,full]
         [--moto process|in-process] [--json]
 
 ``--json`` prints the results document on stdout (progress and tables go to stderr); it is
@@ -140,7 +140,11 @@ def parse_args() -> argparse.Namespace:
         default=0.864,
         help="RocketMQ index files per tiering run (default 0.864: 86.4 a day, 100 runs a day)",
     )
-    ap.add_argument("--skip", default="", help="comma list of: compact, hot, rocketmq, cold, full")
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma list of: queries (all but compact), compact, hot, rocketmq, cold, full",
+    )
     ap.add_argument(
         "--moto",
         choices=("process", "in-process"),
@@ -681,6 +685,10 @@ def verdict(ok: bool) -> str:
 
 
 def summary(results: dict[str, Any]) -> None:
+    if "baseline_get" not in results:  # --skip queries: the goals table only
+        say()
+        say(C.table(results["goals"], ["goal", "figure", "measured", "verdict"]))
+        return
     get = results["baseline_get"]
     rmq = results.get("rocketmq", {})
     rows = []
@@ -807,19 +815,21 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
     out = []
     for phase in results["phases"]:
         out.extend(stage_goals(results, phase))
-    after = results["phases"][[*results["phases"]][-1]]  # the last stage run
-    get = results["baseline_get"]["p50_ms"]
-    get_x8 = results["baseline_get"]["x8_concurrent_p50_ms"]
-    out.append(
-        [
-            "8 concurrent GETs p50 / one GET p50 (~1x: requests overlap)",
-            f"{get_x8:.2f} ms vs {get:.2f} ms",
-            f"{C.ratio(get_x8, get):.2f}x",
-            "report",
-        ]
-    )
+    stages = [*results["phases"]]
+    after = results["phases"][stages[-1]] if stages else {}  # the last stage run
+    if "baseline_get" in results:
+        get = results["baseline_get"]["p50_ms"]
+        get_x8 = results["baseline_get"]["x8_concurrent_p50_ms"]
+        out.append(
+            [
+                "8 concurrent GETs p50 / one GET p50 (~1x: requests overlap)",
+                f"{get_x8:.2f} ms vs {get:.2f} ms",
+                f"{C.ratio(get_x8, get):.2f}x",
+                "report",
+            ]
+        )
     rmq = results.get("rocketmq")
-    if rmq:
+    if rmq and after:
         for kind in RMQ_KINDS:
             ours = after[f"{kind} | warm | catalog excl"]["requests_mean"]
             out.append(
@@ -886,9 +896,6 @@ def main() -> None:
     args = parse_args()
     if args.json:
         out = sys.stderr
-    from mqtier.index.merge import MergeOptions, merge_indexes
-    from mqtier.tier.catalog import load_catalog
-
     info = C.machine_info()
     say(
         f"mqtier query benchmark: {info['date']}, {info['nproc']} CPUs, Python {info['python']}; "
@@ -899,63 +906,8 @@ def main() -> None:
     results: dict[str, Any] = {"machine": info, "params": vars(args) | {"skip": sorted(args.skip)}}
     results["phases"] = {}
     try:
-        with moto_tier(work, args.moto) as (_moto, cold, bill):
-            data = Data(args.messages, args.keys, args.seed)
-            st = C.bench_store(work / "store", BROKER, 1 << 30, TOPIC, QUEUES)
-            try:
-                say("setup:")
-                setup = fill_and_tier(st, cold, data, args.runs)
-                results["setup"] = setup
-                say(
-                    f"  setup: {setup['messages']:,} msgs ({setup['record_bytes'] / 1e6:.0f} MB "
-                    f"of records) in {setup['runs']} runs, {setup['data_objects']} data objects: "
-                    f"{setup['seconds']:.0f} s (append {setup['append_s']:.0f} s, dispatch "
-                    f"{setup['dispatch_s']:.0f} s)"
-                )
-                picks = make_picks(data, args.picks, args.seed)
-                state = load_catalog(cold, BROKER)
-                seg = next(iter(state.queues.values()))[0]
-                data_obj = (seg.object, seg.index_pos)  # the blocks end where its index begins
-                results["baseline_get"] = get_cell(
-                    cold, bill, data_obj[0], data_obj[1], args.picks, args.seed
-                )
-                g = results["baseline_get"]
-                say(
-                    f"  one GET of 1 KiB: p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms; "
-                    f"8 concurrent: p50 {g['x8_concurrent_p50_ms']:.2f} ms"
-                )
-                if "rocketmq" not in args.skip:
-                    results["rocketmq"] = rocketmq_cells(
-                        cold, bill, data, picks, args.rmq_files_per_run, args.runs, data_obj
-                    )
-                if "hot" not in args.skip:
-                    results["hot"] = hot_cells(st, data, picks, work)
-            finally:
-                st.close()
-                C.remove_tree(work / "store")
-            say("queries before compaction:")
-            results["phases"]["before"] = phase_cells(cold, bill, picks, work, "before", args.skip)
-            rep = merge_indexes(cold, load_catalog(cold, BROKER), MergeOptions(fanout=args.fanout))
-            results["compaction_of_query_setup"] = merge_json(rep)
-            say(
-                f"level compaction: {len(rep.merges)} merges, {rep.items_read:,} items read in "
-                f"{rep.seconds:.1f} s"
-            )
-            say("queries after compaction:")
-            results["phases"]["after"] = phase_cells(cold, bill, picks, work, "after", args.skip)
-            if "full" not in args.skip:
-                rep = merge_indexes(cold, load_catalog(cold, BROKER), MergeOptions(full=True))
-                results["full_compaction_of_query_setup"] = merge_json(rep)
-                say(
-                    f"full compaction: {len(rep.merges)} merges, {rep.items_read:,} items read in "
-                    f"{rep.seconds:.1f} s"
-                )
-                say("queries after full compaction:")
-                results["phases"]["full"] = phase_cells(cold, bill, picks, work, "full", args.skip)
-            # a second baseline GET run after the queries, to see the drift of the machine
-            results["baseline_get_end"] = get_cell(
-                cold, bill, data_obj[0], data_obj[1], args.picks, args.seed + 1
-            )
+        if "queries" not in args.skip:
+            query_stages(args, work, results)
         if "compact" not in args.skip:
             results["compact"] = compact_cell(
                 work, count_items(args.compact_items), args.compact_keys, args.fanout
@@ -968,6 +920,70 @@ def main() -> None:
     say(f"results: {path}")
     if args.json:
         print(json.dumps(results, indent=2, default=str))
+
+
+def query_stages(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
+    """The query setup, its baselines and the query stages (all but ``compact``)."""
+    from mqtier.index.merge import MergeOptions, merge_indexes
+    from mqtier.tier.catalog import load_catalog
+
+    with moto_tier(work, args.moto) as (_moto, cold, bill):
+        data = Data(args.messages, args.keys, args.seed)
+        st = C.bench_store(work / "store", BROKER, 1 << 30, TOPIC, QUEUES)
+        try:
+            say("setup:")
+            setup = fill_and_tier(st, cold, data, args.runs)
+            results["setup"] = setup
+            say(
+                f"  setup: {setup['messages']:,} msgs ({setup['record_bytes'] / 1e6:.0f} MB "
+                f"of records) in {setup['runs']} runs, {setup['data_objects']} data objects: "
+                f"{setup['seconds']:.0f} s (append {setup['append_s']:.0f} s, dispatch "
+                f"{setup['dispatch_s']:.0f} s)"
+            )
+            picks = make_picks(data, args.picks, args.seed)
+            state = load_catalog(cold, BROKER)
+            seg = next(iter(state.queues.values()))[0]
+            data_obj = (seg.object, seg.index_pos)  # the blocks end where its index begins
+            results["baseline_get"] = get_cell(
+                cold, bill, data_obj[0], data_obj[1], args.picks, args.seed
+            )
+            g = results["baseline_get"]
+            say(
+                f"  one GET of 1 KiB: p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms; "
+                f"8 concurrent: p50 {g['x8_concurrent_p50_ms']:.2f} ms"
+            )
+            if "rocketmq" not in args.skip:
+                results["rocketmq"] = rocketmq_cells(
+                    cold, bill, data, picks, args.rmq_files_per_run, args.runs, data_obj
+                )
+            if "hot" not in args.skip:
+                results["hot"] = hot_cells(st, data, picks, work)
+        finally:
+            st.close()
+            C.remove_tree(work / "store")
+        say("queries before compaction:")
+        results["phases"]["before"] = phase_cells(cold, bill, picks, work, "before", args.skip)
+        rep = merge_indexes(cold, load_catalog(cold, BROKER), MergeOptions(fanout=args.fanout))
+        results["compaction_of_query_setup"] = merge_json(rep)
+        say(
+            f"level compaction: {len(rep.merges)} merges, {rep.items_read:,} items read in "
+            f"{rep.seconds:.1f} s"
+        )
+        say("queries after compaction:")
+        results["phases"]["after"] = phase_cells(cold, bill, picks, work, "after", args.skip)
+        if "full" not in args.skip:
+            rep = merge_indexes(cold, load_catalog(cold, BROKER), MergeOptions(full=True))
+            results["full_compaction_of_query_setup"] = merge_json(rep)
+            say(
+                f"full compaction: {len(rep.merges)} merges, {rep.items_read:,} items read in "
+                f"{rep.seconds:.1f} s"
+            )
+            say("queries after full compaction:")
+            results["phases"]["full"] = phase_cells(cold, bill, picks, work, "full", args.skip)
+        # a second baseline GET run after the queries, to see the drift of the machine
+        results["baseline_get_end"] = get_cell(
+            cold, bill, data_obj[0], data_obj[1], args.picks, args.seed + 1
+        )
 
 
 if __name__ == "__main__":

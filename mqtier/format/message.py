@@ -563,13 +563,16 @@ def _decode_common(buf: Buffer, pos: int, limit: int, verify_crc: bool) -> Messa
     It never accepts what :func:`check_record` refuses; where it declines, the caller runs the
     full checks, which name the problem (or accept an odd but valid record).
     """
-    if limit - pos < _POS_SYSFLAG + 4:
-        return None
-    header = _HEADER_BY_HOST_BITS[_INT32_unpack_from(buf, pos + _POS_SYSFLAG)[0] & _HOST_V6_BITS]
-    body_at = pos + header.size
+    body_at = pos + _HEADER_V4V4.size
     if body_at > limit:
         return None
-    f = header.unpack_from(buf, pos)
+    f = _HEADER_V4V4.unpack_from(buf, pos)  # IPv4 hosts, as nearly every record has
+    if f[7] & _HOST_V6_BITS:
+        header = _HEADER_BY_HOST_BITS[f[7] & _HOST_V6_BITS]
+        body_at = pos + header.size
+        if body_at > limit:
+            return None
+        f = header.unpack_from(buf, pos)
     size, magic, body_len = f[0], f[1], f[16]
     end = pos + size
     if (magic != _V1 and magic != _V2) or body_at > end or end > limit or body_len < 0:
@@ -610,8 +613,9 @@ def _decode_common(buf: Buffer, pos: int, limit: int, verify_crc: bool) -> Messa
                 return None
             if value:
                 props[name] = value
+    body = bytes(buf[body_at:body_end])
     if verify_crc:
-        if zlib.crc32(buf[body_at:body_end]) & 0x7FFFFFFF != f[2]:
+        if zlib.crc32(body) & 0x7FFFFFFF != f[2]:
             return None
         crc_at = end - L.CRC32_RESERVED_LEN
         if plen >= L.CRC32_RESERVED_LEN and buf[crc_at : crc_at + 9] == _CRC32_ENTRY:
@@ -620,7 +624,7 @@ def _decode_common(buf: Buffer, pos: int, limit: int, verify_crc: bool) -> Messa
         MessageRecord,
         (
             size, magic, f[2], f[3], f[4], f[5], f[6], f[7], f[8], (f[9], f[10]), f[11],
-            (f[12], f[13]), f[14], f[15], bytes(buf[body_at:body_end]),
+            (f[12], f[13]), f[14], f[15], body,
             str(buf[topic_at:plen_at], "utf-8", "replace"), props,
         ),
     )  # fmt: skip
