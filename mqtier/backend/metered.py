@@ -50,6 +50,10 @@ class RequestBill:
     def requests(self) -> int:
         return sum(s.requests for s in self.kinds.values())
 
+    @property
+    def bytes_received(self) -> int:
+        return sum(s.bytes_in for s in self.kinds.values())
+
     def count(self, kind: str) -> int:
         return self.kinds[kind].requests
 

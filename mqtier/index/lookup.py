@@ -115,14 +115,14 @@ class _Timed:
     def __enter__(self) -> None:
         bill = bill_of(self.cold)
         self.t0 = time.perf_counter()
-        self.bill0 = (bill.requests, bill.to_json()["bytes_received"]) if bill else None
+        self.bill0 = (bill.requests, bill.bytes_received) if bill else None
 
     def __exit__(self, *exc: object) -> None:
         self.step.seconds += time.perf_counter() - self.t0
         bill = bill_of(self.cold)
         if bill is not None and self.bill0 is not None:
             self.step.requests += bill.requests - self.bill0[0]
-            self.step.bytes += bill.to_json()["bytes_received"] - self.bill0[1]
+            self.step.bytes += bill.bytes_received - self.bill0[1]
 
 
 class ColdIndex:
