@@ -1160,7 +1160,11 @@ class Store:
                 continue
             seen.add(phy)
             msg = self.read_at(phy)
-            if msg.topic != topic or (key not in msg.keys and msg.uniq_key != key):
+            props = msg.properties  # KEYS split here: msg.keys builds a tuple per candidate
+            if msg.topic != topic or (
+                props.get(L.PROP_UNIQ_KEY) != key
+                and (not key or key not in props.get(L.PROP_KEYS, "").split(" "))
+            ):
                 continue
             if not begin_ms <= msg.store_ts <= end_ms:
                 continue
