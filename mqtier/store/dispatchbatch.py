@@ -3,8 +3,8 @@
 Per key, a Python ``IndexFile.put`` plus the hash costs about 4 us; the dispatcher indexes two
 or more keys per message, so at 100k messages/s that alone would need most of a core. Here the
 batch costs a few array operations, and the bytes written are exactly those of the same items
-put one by one (a property test holds the two to it). Kept apart from ``indexfile`` so that
-commands which only read never import numpy.
+put one by one (a property test holds the two to it), item bytes before slot heads. Kept apart
+from ``indexfile`` so that commands which only read never import numpy.
 """
 
 from __future__ import annotations
@@ -69,10 +69,9 @@ def put_items(f: IndexFile, hashes: Int64s, phys: Int64s, stamps: Int64s) -> int
     slot_table = np.frombuffer(f.mm, dtype=">i4", count=f.slots, offset=L.INDEX_HEADER.size)
     try:
         heads = slot_table[slots].astype(np.int64)
-        slot_table[by_slot[is_last]] = numbers[order][is_last]
     finally:
         del slot_table  # a live view would keep the map from closing
-    heads[(heads <= 0) | (heads > first)] = 0  # garbage or a rewound tail: no chain
+    heads[(heads <= 0) | (heads >= first)] = 0  # garbage or a rewound tail: no chain
     prev_sorted = heads[order]
     prev_sorted[1:][same] = numbers[order][:-1][same]
     prev = np.empty(k, dtype=np.int64)
@@ -93,12 +92,25 @@ def put_items(f: IndexFile, hashes: Int64s, phys: Int64s, stamps: Int64s) -> int
     items["prev"] = prev
     at = f.items_at + first * L.INDEX_ITEM_BYTES
     f.mm[at : at + k * L.INDEX_ITEM_BYTES] = items.tobytes()
+    # Only then the slot heads: a kill -9 between the two leaves heads that point at items
+    # already written, which recovery's rewind can follow. Heads written first pointed at
+    # zeros (the file was dropped and rebuilt) or, in a file rewound before, at the items of
+    # an earlier run, whose links lead into other slots' chains and lose their keys.
+    _link_heads(f, by_slot[is_last], numbers[order][is_last])
     h.slot_count += int(np.count_nonzero(prev == 0))
     h.index_count = first + k
     h.end_phy = int(phys[-1])
     h.end_ts = max(h.end_ts, int(stamps.max()))
     f.file.dirty = True
     return k
+
+
+def _link_heads(f: IndexFile, slots: Int64s, heads: Int64s) -> None:
+    slot_table = np.frombuffer(f.mm, dtype=">i4", count=f.slots, offset=L.INDEX_HEADER.size)
+    try:
+        slot_table[slots] = heads
+    finally:
+        del slot_table  # a live view would keep the map from closing
 
 
 def _seconds_since(stamps: Int64s, begin_ts: int) -> Int64s:

@@ -82,7 +82,7 @@ class IndexFile:
             return False
         slot_pos = L.INDEX_HEADER.size + (key_hash % self.slots) * L.INDEX_SLOT_BYTES
         prev = _SLOT.unpack_from(self.mm, slot_pos)[0]
-        if prev <= 0 or prev > h.index_count:
+        if prev <= 0 or prev >= h.index_count:  # item index_count is not written yet
             prev = 0
         if h.begin_ts <= 0:
             diff = 0
@@ -220,6 +220,14 @@ class IndexService:
     def writable_file(self) -> IndexFile:
         if self.files and not self.files[-1].full:
             return self.files[-1]
+        prev = self.files[-1] if self.files else None
+        if prev is not None:
+            # Store the full file's header before the next file exists: only the last file is
+            # rewound after a crash, so once another file follows it, this header must count
+            # every item its slot heads point to (a kill -9 between creating the next file and
+            # this flush left heads past a stale count: the file's keys hidden, and cut when
+            # recovery later appended to it).
+            prev.flush()
         self.directory.mkdir(parents=True, exist_ok=True)
         ms = int(time.time() * 1000)
         name = index_file_name(ms)
@@ -227,9 +235,7 @@ class IndexService:
             ms += 1
             name = index_file_name(ms)
         f = IndexFile(self.directory / name, self.slots, self.items, writable=True, create=True)
-        if self.files:  # a new file continues where the full one ended
-            prev = self.files[-1]
-            prev.flush()
+        if prev is not None:  # a new file continues where the full one ended
             f.header.begin_phy = f.header.end_phy = prev.header.end_phy
             f.header.begin_ts = f.header.end_ts = prev.header.end_ts
         self.files.append(f)
