@@ -53,6 +53,9 @@ class RecordCache:
                 self._bytes -= len(evicted)
 
     def get(self, offset: int) -> bytes | None:
+        if not self._data:  # a read-only store's (or a new one's): no lock for nothing
+            self.misses += 1
+            return None
         with self._lock:
             rec = self._data.get(offset)
             if rec is None:

@@ -111,10 +111,18 @@ class IndexFile:
         )
         self.file.dirty = True
 
-    def query(self, key_hash: int, begin_ms: int, end_ms: int, limit: int) -> list[int]:
-        """Commit-log offsets of items with ``key_hash`` stored within ``[begin_ms, end_ms]``."""
+    def query(
+        self,
+        key_hash: int,
+        begin_ms: int,
+        end_ms: int,
+        limit: int,
+        header: IndexHeader | None = None,
+    ) -> list[int]:
+        """Commit-log offsets of items with ``key_hash`` stored within ``[begin_ms, end_ms]``
+        (``header``: :meth:`current_header`, when the caller has just taken it)."""
         out: list[int] = []
-        h = self.current_header()
+        h = header or self.current_header()
         slot_pos = L.INDEX_HEADER.size + (key_hash % self.slots) * L.INDEX_SLOT_BYTES
         cur = _SLOT.unpack_from(self.mm, slot_pos)[0]
         hops = 0
@@ -262,7 +270,7 @@ class IndexService:
                 continue
             if h.end_ts < begin_ms - 999 or h.begin_ts > end_ms:
                 continue
-            out.extend(f.query(key_hash, begin_ms, end_ms, limit - len(out)))
+            out.extend(f.query(key_hash, begin_ms, end_ms, limit - len(out), h))
             if len(out) >= limit:
                 break
         return out
