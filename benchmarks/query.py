@@ -999,23 +999,20 @@ def query_stages(args: argparse.Namespace, work: Path, results: dict[str, Any]) 
             return  # setup, baselines and the hot store only
         say("queries before compaction:")
         results["phases"]["before"] = phase_cells(cold, bill, picks, work, "before", args.skip)
-        rep = merge_indexes(cold, load_catalog(cold, BROKER), MergeOptions(fanout=args.fanout))
-        results["compaction_of_query_setup"] = merge_json(rep)
-        say(
-            f"level compaction: {len(rep.merges)} merges, {rep.items_read:,} items read in "
-            f"{rep.seconds:.1f} s"
-        )
-        say("queries after compaction:")
-        results["phases"]["after"] = phase_cells(cold, bill, picks, work, "after", args.skip)
+        stages = [("after", "level", "compaction_of_query_setup", MergeOptions(fanout=args.fanout))]
         if "full" not in args.skip:
-            rep = merge_indexes(cold, load_catalog(cold, BROKER), MergeOptions(full=True))
-            results["full_compaction_of_query_setup"] = merge_json(rep)
+            stages.append(
+                ("full", "full", "full_compaction_of_query_setup", MergeOptions(full=True))
+            )
+        for phase, what, name, opts in stages:
+            rep = merge_indexes(cold, load_catalog(cold, BROKER), opts)
+            results[name] = merge_json(rep)
             say(
-                f"full compaction: {len(rep.merges)} merges, {rep.items_read:,} items read in "
+                f"{what} compaction: {len(rep.merges)} merges, {rep.items_read:,} items read in "
                 f"{rep.seconds:.1f} s"
             )
-            say("queries after full compaction:")
-            results["phases"]["full"] = phase_cells(cold, bill, picks, work, "full", args.skip)
+            say(f"queries after {what} compaction:")
+            results["phases"][phase] = phase_cells(cold, bill, picks, work, phase, args.skip)
         # a second baseline GET run after the queries, to see the drift of the machine
         results["baseline_get_end"] = get_cell(
             cold, bill, data_obj[0], data_obj[1], args.picks, args.seed + 1

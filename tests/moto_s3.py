@@ -50,3 +50,16 @@ def start_moto_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client of the moto server at ``endpoint`` (to make buckets, look at keys)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+    )

@@ -619,7 +619,11 @@ def _decode_common(buf: Buffer, pos: int, limit: int, verify_crc: bool) -> Messa
             return None
         crc_at = end - L.CRC32_RESERVED_LEN
         if plen >= L.CRC32_RESERVED_LEN and buf[crc_at : crc_at + 9] == _CRC32_ENTRY:
-            return None  # a whole-record CRC (rare): the full check verifies it
+            # the whole-record CRC some brokers append, as _verify_crcs reads it
+            digits = bytes(buf[crc_at + 9 : crc_at + 19])
+            want = sum((d - 48) * 10**i for i, d in enumerate(digits))
+            if want != zlib.crc32(buf[pos:crc_at]) & 0x7FFFFFFF:
+                return None
     return _new_record(
         MessageRecord,
         (

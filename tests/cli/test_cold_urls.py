@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -28,7 +27,7 @@ from mqtier.cli import _cold
 from mqtier.errors import ConfigError
 from mqtier.redact import redact, redact_options, redact_url, remember_secrets
 from tests.cli.test_cli import SMALL, run, write_jsonl
-from tests.moto_s3 import start_moto_server
+from tests.moto_s3 import s3_client, start_moto_server
 
 BROKER = "broker-cli"
 
@@ -61,13 +60,7 @@ def moto() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def s3(moto: str) -> Any:
-    return boto3.client(
-        "s3",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        endpoint_url=moto,
-        region_name="us-east-1",
-    )
+    return s3_client(moto)
 
 
 MOTO_KEY = "AKIAMOTOKEYID0001"

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from typer.testing import CliRunner
 
@@ -40,7 +39,7 @@ from mqtier.cli import _cold, app
 from mqtier.index.cache import ImmutableCache
 from mqtier.index.query import open_cold_index, query_key, query_msg_id
 from tests.cli.test_cli import SMALL, write_jsonl
-from tests.moto_s3 import start_moto_server
+from tests.moto_s3 import s3_client, start_moto_server
 
 runner = CliRunner()
 BROKER = "broker-cli"
@@ -60,13 +59,7 @@ def moto() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def s3(moto: str) -> Any:
-    return boto3.client(
-        "s3",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        endpoint_url=moto,
-        region_name="us-east-1",
-    )
+    return s3_client(moto)
 
 
 def options(endpoint: str) -> list[str]:
