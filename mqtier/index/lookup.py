@@ -372,7 +372,9 @@ class ColdIndex:
             # loads it again once; an object the latest catalog still names is lost, exit 4.
             return [self._read_moved(c) for c in cands]
         raw = decode_frame(frame, c0.object, c0.block_pos, c0.block_crc)
-        where = records_by_offset(raw, f"{c0.object} @ {c0.block_pos}")
+        where = records_by_offset(
+            raw, f"{c0.object} @ {c0.block_pos}", until=max(c.queue_offset for c in cands)
+        )
         span = (c0.block_pos, c0.block_pos + c0.block_len)
         out: list[ColdHit | None] = []
         for c in cands:
@@ -459,12 +461,16 @@ def decode_frame(frame: bytes, object_key: str, pos: int, crc: int) -> bytes:
         raise CorruptionError(f"{object_key} @ {pos}: block does not decompress: {exc}") from None
 
 
-def records_by_offset(raw: bytes, where: str) -> dict[int, tuple[int, int]]:
-    """Queue offset -> (position, size) of each record of a decoded block (consecutive)."""
+def records_by_offset(
+    raw: bytes, where: str, until: int | None = None
+) -> dict[int, tuple[int, int]]:
+    """Queue offset -> (position, size) of each record of a decoded block (consecutive), up
+    to queue offset ``until`` (the rest of a block is not walked for a lookup's hits: the
+    frame's CRC has covered it)."""
     out: dict[int, tuple[int, int]] = {}
     pos = 0
     prev = None
-    while pos < len(raw):
+    while pos < len(raw) and (prev is None or until is None or prev < until):
         if pos + L.POS_QUEUE_OFFSET + 8 > len(raw):
             raise CorruptionError(f"{where}: a record is cut short at byte {pos} of the block")
         size = L.INT32.unpack_from(raw, pos)[0]
