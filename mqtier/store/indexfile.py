@@ -126,10 +126,16 @@ class IndexFile:
         slot_pos = L.INDEX_HEADER.size + (key_hash % self.slots) * L.INDEX_SLOT_BYTES
         cur = _SLOT.unpack_from(self.mm, slot_pos)[0]
         hops = 0
-        while 0 < cur < h.index_count and len(out) < limit and hops < self.items:
+        # A head past the stored count is a writer's item not yet counted (it runs, or was
+        # killed before its next flush): a reader follows it too, or every older item of the
+        # slot, counted or not, would be hidden behind it. Writers store an item before the
+        # head that points to it; an item that reads as zeros ends the chain all the same.
+        while 0 < cur < self.items and len(out) < limit and hops < self.items:
             item_hash, phy, diff, prev = _ITEM.unpack_from(
                 self.mm, self.items_at + cur * L.INDEX_ITEM_BYTES
             )
+            if cur >= h.index_count and not (item_hash or phy or diff or prev):
+                break
             ts = h.begin_ts + diff * 1000
             if ts < begin_ms - 999:  # timeDiff is in whole seconds: allow the rounding
                 break

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +17,8 @@ import pytest
 from mqtier import Message, Store
 from mqtier.store import store as store_module
 from tests.geometry import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class LaggingOwner:
@@ -116,3 +121,41 @@ def test_the_owner_dispatching_during_a_read_only_open_leaves_no_gap(
         with Store.open(root) as ro:
             assert {(q.queue_id, q.max_offset) for q in ro.offsets()} == {(0, 170), (1, 170)}
             assert len(ro.read("t", 1, 0, 1000)) == 170
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from mqtier import Message, Store
+st = Store.open(sys.argv[1], writable=True)
+msgs = [Message(topic="t", body=b"n%d" % i, queue_id=0, keys=("new%d" % i,)) for i in range(20)]
+st.append_batch(msgs)
+assert st.wait_dispatched(10)
+os.kill(os.getpid(), signal.SIGKILL)  # dispatched, never flushed: the header counts less
+"""
+
+
+def test_a_read_only_query_follows_slot_heads_past_the_stored_item_count(tmp_path: Path) -> None:
+    # A writer killed after dispatching (or one still running) leaves slot heads newer than
+    # the IndexFile's stored header: a reader that stopped at such a head hid every older key
+    # of that slot, the ones the header counts included.
+    root = tmp_path / "s"
+    quiet = TINY.with_changes(flush_interval_ms=3_600_000)  # the header is stored at close only
+    with Store.open(root, create=True, config=quiet) as st:
+        msgs = [
+            Message(topic="t", body=b"b%d" % i, queue_id=0, keys=(f"key{i}",)) for i in range(60)
+        ]
+        acked = {m.keys[0]: r.phy_offset for m, r in zip(msgs, st.append_batch(msgs), strict=True)}
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(root)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    before = {p.name: p.read_bytes() for p in (root / "index").iterdir()}
+    with Store.open(root) as ro:
+        found = {k: [m.phy_offset for m in ro.query_key("t", k)] for k in acked}
+        new = [m.queue_offset for i in range(20) for m in ro.query_key("t", f"new{i}")]
+    assert found == {k: [phy] for k, phy in acked.items()}
+    assert sorted(new) == list(range(60, 80))
+    assert {p.name: p.read_bytes() for p in (root / "index").iterdir()} == before  # looked only
