@@ -252,6 +252,9 @@ class IndexService:
         if prev is not None:  # a new file continues where the full one ended
             f.header.begin_phy = f.header.end_phy = prev.header.end_phy
             f.header.begin_ts = f.header.end_ts = prev.header.end_ts
+            # Stored now: a crash before the next checkpoint would leave a zero header, whose
+            # begin offset 0 makes recovery index the whole commit log again.
+            f.flush()
         self.files.append(f)
         return f
 

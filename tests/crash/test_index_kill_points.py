@@ -11,6 +11,8 @@ next recovery between a batch's slot heads and its item bytes, lost up to half a
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from tests.geometry import TINY
 
 pytestmark = pytest.mark.crash
 
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = TINY.with_changes(flush_interval_ms=3_600_000)  # checkpoints only at close
 
 Tracer = Callable[[FrameType, str, Any], Any]
@@ -120,3 +123,31 @@ def test_every_kill_point_of_a_roll_and_of_the_next_recovery_keeps_every_key(
                 failures.append(f"{image1.name} then {image2.name}: {len(lost)} keys lost")
         shutil.rmtree(tmp_path / "k2" / image1.name, ignore_errors=True)
     assert not failures, "\n".join(failures)
+
+
+_ROLL_AND_DIE = """
+import os, signal, sys
+from mqtier import Message, Store
+st = Store.open(sys.argv[1], writable=True)
+st.append_batch([Message(topic="t", body=b"y", keys=("n%d" % i,)) for i in range(40)])  # rolls
+assert st.wait_dispatched(10) and len(st.index.files) == 2
+os.kill(os.getpid(), signal.SIGKILL)  # before the next checkpoint
+"""
+
+
+def test_a_kill_after_a_roll_replays_from_the_new_file_not_the_whole_log(tmp_path: Path) -> None:
+    # The new file's header is stored when it is made: a zero header's begin offset (0) made
+    # recovery index the whole commit log again, duplicating every key once per such crash.
+    root = tmp_path / "s"
+    with Store.open(root, create=True, config=QUIET) as st:
+        acked = _append(st, 0, 240)  # 480 items of a file's 511: the next 40 messages roll it
+    done = subprocess.run(
+        [sys.executable, "-c", _ROLL_AND_DIE, str(root)], check=False, cwd=ROOT, capture_output=True
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    with Store.open(root, writable=True) as st:
+        assert st.recovery is not None
+        assert st.recovery.messages_redispatched <= 40, st.recovery
+        assert [len(st.query_key("t", k)) for k in acked] == [1] * len(acked)
+        # items: each message's two keys, plus at most the replayed 40 messages' again
+        assert sum(f.header.index_count - 1 for f in st.index.files) <= 2 * (280 + 40)
