@@ -261,7 +261,7 @@ class CommitLog:
         f = self.file_for(offset)
         pos = offset - f.base
         buf = os.pread(f.fd, min(READ_AHEAD_BYTES, end - offset, self.file_bytes - pos), pos)
-        size = L.INT32.unpack_from(buf)[0]
+        size = L.INT32.unpack_from(buf)[0] if len(buf) >= 8 else 0  # the file's last bytes
         if size <= 0 or offset + size > end:
             raise CorruptRecordError(f.path, offset, f"no record starts here (size {size})")
         if size <= len(buf):

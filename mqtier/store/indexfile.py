@@ -210,7 +210,7 @@ class IndexService:
                 if not (p.name.isdigit() and len(p.name) == 17):
                     continue
                 actual = p.stat().st_size
-                if actual == 0:
+                if actual == 0 and p.is_file():
                     # Killed between creating the file and sizing it: it never held an item.
                     if writable:
                         p.unlink()

@@ -90,3 +90,27 @@ def test_a_crash_after_everything_was_dispatched_reports_nothing_missing(tmp_pat
         assert st.health.undispatched == 0
         assert "missing" not in (st.health.warning(root) or "")
         assert [m.keys for m in st.query_key("t1", "K39")] == [("K39",)]
+
+
+@pytest.mark.parametrize("back", [8, 3, 2, 1])
+def test_an_offset_in_a_files_last_bytes_is_no_record(tmp_path: Path, back: int) -> None:
+    # read_at of an offset a user gave (read --offset, a message id) in the last bytes of a
+    # commit-log file that another follows: an error naming the place, not struct.error
+    with Store.open(tmp_path / "s", create=True, config=TINY) as st:
+        for i in range(0, 400, 50):
+            st.append_batch(
+                [Message(topic="t", body=b"x" * 300, keys=(f"k{j}",)) for j in range(i, i + 50)]
+            )
+        assert st.commitlog.durable_end > TINY.commitlog_file_bytes
+        with pytest.raises(CorruptRecordError, match="no record starts here"):
+            st.read_at(TINY.commitlog_file_bytes - back)
+
+
+def test_a_directory_named_like_an_index_file_is_skipped_not_fatal(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    with Store.open(root, create=True, config=TINY) as st:
+        st.append(Message(topic="t", body=b"x", keys=("k",)))
+    (root / "index" / "29991231235959999").mkdir()
+    with Store.open(root, writable=True) as st:
+        assert len(st.query_key("t", "k")) == 1
+    assert (root / "index" / "29991231235959999").is_dir()
