@@ -104,12 +104,9 @@ class IndexFile:
         self.file.dirty = True
         return True
 
-    def write_header(self) -> None:
+    def _packed_header(self) -> bytes:
         h = self.header
-        _HDR.pack_into(
-            self.mm, 0, h.begin_ts, h.end_ts, h.begin_phy, h.end_phy, h.slot_count, h.index_count
-        )
-        self.file.dirty = True
+        return _HDR.pack(h.begin_ts, h.end_ts, h.begin_phy, h.end_phy, h.slot_count, h.index_count)
 
     def query(
         self,
@@ -188,7 +185,19 @@ class IndexFile:
         return IndexHeader(*_HDR.unpack_from(self.mm, 0))
 
     def flush(self) -> None:
-        self.write_header()
+        """Store the items and slot heads, then the header that counts them.
+
+        Two syncs, in that order: a power cut during one sync may keep any subset of its
+        pages, and a header on disk that counts items whose pages were lost would make
+        recovery skip their records (it replays from the header's end). A file whose header
+        is unchanged and that holds nothing unsynced costs nothing.
+        """
+        packed = self._packed_header()
+        if not self.file.dirty and self.mm[: _HDR.size] == packed:
+            return
+        self.file.flush()
+        self.mm[: _HDR.size] = packed
+        self.file.dirty = True
         self.file.flush()
 
     def close(self) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mqtier.format import layout as L
 from mqtier.format.javahash import index_key_hash, java_string_hash
 from mqtier.format.javahash_batch import index_key_hashes, java_hashes
 from mqtier.store.consumequeue import ConsumeQueue
 from mqtier.store.dispatchbatch import index_keys, put_items
 from mqtier.store.indexfile import IndexFile, IndexService
+from mqtier.store.mapped import MappedFile
 
 # Keys mix ASCII with characters outside ASCII and outside the BMP (two UTF-16 units).
 keys = st.text(alphabet=st.sampled_from("aZ09#_-. é中😀"), min_size=0, max_size=40)
@@ -90,8 +93,8 @@ def test_put_items_writes_the_bytes_of_put_one_by_one(
             )
             assert done == fitted
             assert many.header == one.header
-            one.write_header()
-            many.write_header()
+            one.flush()
+            many.flush()
             assert many.mm[:] == one.mm[:]
     finally:
         one.close()
@@ -119,8 +122,8 @@ def test_index_keys_rolls_files_and_skips_what_is_indexed(tmp_path: Path) -> Non
     assert len(many.files) == len(one.files) == 3
     for a, b in zip(one.files, many.files, strict=True):
         assert a.header == b.header
-        a.write_header()
-        b.write_header()
+        a.flush()
+        b.flush()
         assert a.mm[:] == b.mm[:]
     one.close()
     many.close()
@@ -150,3 +153,31 @@ def test_put_run_writes_the_bytes_of_put(
         assert a.mm[:] == b.mm[:]
     one.close()
     many.close()
+
+
+def test_a_flush_syncs_the_items_before_the_header_that_counts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power cut during one msync may keep any subset of its pages: the header that counts
+    # new items must go in a later sync than the items, or recovery would skip their records.
+    f = IndexFile(tmp_path / "i", 5, 10, writable=True, create=True)
+    try:
+        f.put(index_key_hash("t", "a"), 100, 1_700_000_000_000)
+        f.flush()
+        seen: list[int] = []  # the item count each sync finds in the mapped header
+        real = MappedFile.flush
+
+        def sync(self: MappedFile) -> None:
+            if self is f.file and self.dirty:
+                seen.append(L.INDEX_HEADER.unpack_from(f.mm, 0)[5])
+            real(self)
+
+        monkeypatch.setattr(MappedFile, "flush", sync)
+        f.put(index_key_hash("t", "b"), 200, 1_700_000_000_001)
+        f.flush()
+        assert seen == [2, 3]  # the items synced under the old header, then the new header
+        seen.clear()
+        f.flush()
+        assert seen == []  # nothing new: no sync at all
+    finally:
+        f.close()
