@@ -169,7 +169,8 @@ def compact(
             line += f" into {len(merged.written)}; dropped {merged.items_dropped:,} expired entries"
         summary = [*(s for s in summary if s != "nothing to compact"), line]
     if merged.objects_deleted:
-        line = f"deleted {merged.objects_deleted} objects no commit names any more"
+        n = merged.objects_deleted
+        line = f"deleted {n} object{'s' if n != 1 else ''} no commit names any more"
         summary = [*(s for s in summary if s != "nothing to compact"), line]
     # The runs of small segments are the answer (what is, or was, merged).
     runs = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -162,3 +163,25 @@ def test_each_query_on_one_index_explains_only_itself(tiered) -> None:
             doc = query_key(topic=TOPIC, key=k, index=index).explain.to_json()
             assert doc["index_objects"] == objects  # not added up across queries
             assert "catalog" not in [s["step"] for s in doc["steps"]]
+
+
+def test_compact_says_what_it_deleted_when_no_merge_was_due(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mqtier.backend.open import open_cold_store
+    from mqtier.cli import app
+
+    url = f"file://{tmp_path / 'cold'}"
+    with Store.open(tmp_path / "s", config=CONFIG, create=True, writable=True) as st:
+        append(st, Ledger(), make_messages(random.Random(3), 10))
+        run_dispatch(st, open_cold_store(url), DispatchOptions(force=True))
+    left = tmp_path / "cold" / index_prefix(BROKER) / f"{1:020d}" / "killed-L0.mqi"
+    left.write_bytes(b"an object a killed merge uploaded")  # settled: seq 1 is committed
+    runner = CliRunner()
+    res = runner.invoke(app, ["compact", "--cold", url, "--broker", BROKER])
+    assert res.exit_code == 0, res.output
+    assert "deleted 1 object no commit names any more" in res.output
+    assert not left.exists()
+    res = runner.invoke(app, ["compact", "--cold", url, "--broker", BROKER, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["index"]["objects_deleted"] == 0
