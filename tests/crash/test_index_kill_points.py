@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from mqtier import Message, Store
+from mqtier.format import layout as L
 from mqtier.store import dispatchbatch, indexfile
 from tests.geometry import TINY
 
@@ -151,3 +152,27 @@ def test_a_kill_after_a_roll_replays_from_the_new_file_not_the_whole_log(tmp_pat
         assert [len(st.query_key("t", k)) for k in acked] == [1] * len(acked)
         # items: each message's two keys, plus at most the replayed 40 messages' again
         assert sum(f.header.index_count - 1 for f in st.index.files) <= 2 * (280 + 40)
+
+
+def test_recovery_rewinds_the_file_that_becomes_last_when_a_torn_one_is_dropped(
+    tmp_path: Path,
+) -> None:
+    # A disk an older writer or a power cut can leave: a full IndexFile whose stored header
+    # is stale (its slot heads point past the count), then a last file whose heads point at
+    # items that never reached the disk. Recovery drops the torn file; the full one, now last,
+    # must be rewound before the replay appends to it, or the appends cut its chains.
+    root = tmp_path / "s"
+    with Store.open(root, create=True, config=QUIET) as st:
+        acked = _append(st, 0, 100)  # 200 items: the close stores A's header with 201
+    (a_path,) = (root / "index").iterdir()
+    stale = a_path.read_bytes()[: L.INDEX_HEADER.size]
+    with Store.open(root, writable=True, config=QUIET) as st:
+        acked.update(_append(st, 100, 300))  # A fills and rolls into B
+    a_path.write_bytes(stale + a_path.read_bytes()[L.INDEX_HEADER.size :])  # A's old header
+    b_path = max((root / "index").iterdir())
+    b = bytearray(b_path.read_bytes())
+    torn = L.INDEX_HEADER.size + 3 * L.INDEX_SLOT_BYTES  # slot 3's head at an unwritten item
+    b[torn : torn + 4] = (QUIET.index_items - 1).to_bytes(4, "big")
+    b_path.write_bytes(bytes(b))
+    (root / L.FILE_ABORT).write_text("1")  # a crash, not a clean close
+    assert _lost(root, acked) == []
