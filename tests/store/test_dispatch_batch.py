@@ -181,3 +181,29 @@ def test_a_flush_syncs_the_items_before_the_header_that_counts_them(
         assert seen == []  # nothing new: no sync at all
     finally:
         f.close()
+
+
+def test_a_head_at_the_next_item_number_is_no_chain(tmp_path: Path) -> None:
+    # A slot head equal to the item count names the item about to be written: linking to it
+    # would make that item its own predecessor (a loop that hides the slot's older items).
+    for batch in (False, True):
+        f = IndexFile(tmp_path / f"i{batch}", 5, 10, writable=True, create=True)
+        try:
+            h = index_key_hash("t", "a")
+            f.put(h, 100, 1_700_000_000_000)
+            n = f.header.index_count  # the next item's number
+            slot_pos = L.INDEX_HEADER.size + (h % 5) * L.INDEX_SLOT_BYTES
+            f.mm[slot_pos : slot_pos + 4] = n.to_bytes(4, "big")  # garbage a crash left
+            if batch:
+                put_items(
+                    f,
+                    np.array([h], dtype=np.int64),
+                    np.array([200], dtype=np.int64),
+                    np.array([1_700_000_000_001], dtype=np.int64),
+                )
+            else:
+                f.put(h, 200, 1_700_000_000_001)
+            item = L.INDEX_ITEM.unpack_from(f.mm, f.items_at + n * L.INDEX_ITEM_BYTES)
+            assert item[3] == 0, item  # prev: no chain, not itself
+        finally:
+            f.close()
