@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import pytest
 
 from mqtier.backend.base import ColdStore
@@ -27,6 +26,7 @@ from mqtier.backend.file_store import FileColdStore
 from mqtier.backend.fsspec_store import FsspecColdStore
 from mqtier.backend.memory_store import MemoryColdStore
 from mqtier.backend.open import raw_cold_store
+from tests.moto_s3 import s3_client as moto_s3_client
 from tests.moto_s3 import start_moto_server
 
 COLD_KINDS = ("file", "file-url", "memory", "s3")
@@ -47,13 +47,7 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_client(moto_endpoint: str) -> Any:
     """A boto3 client on the moto server (dummy credentials, passed explicitly)."""
-    return boto3.client(
-        "s3",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-    )
+    return moto_s3_client(moto_endpoint)
 
 
 @pytest.fixture(scope="session")
