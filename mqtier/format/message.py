@@ -383,13 +383,16 @@ def _header_problem(
     return None
 
 
-def header_plausible(msg: MessageRecord, phy: int, unit: tuple[str, int, int] | None) -> bool:
+def header_plausible(
+    msg: MessageRecord, phy: int, unit: tuple[str, int, int] | None, size: int | None = None
+) -> bool:
     """What :func:`check_record_header` checks, on a record already decoded; True only where
     it would pass (False: call it for the error). Cheaper on a read's hot path than another
     unpack of the header."""
     sysflag = msg.sysflag
     if (
         msg.phy_offset != phy
+        or (size is not None and msg.size != size)
         or msg.queue_id < 0
         or msg.queue_offset < 0
         or sysflag & _UNKNOWN_SYSFLAG
@@ -485,6 +488,14 @@ class MessageRecord(NamedTuple):
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(k for k in self.properties.get(L.PROP_KEYS, "").split(" ") if k)
+
+    def carries_key(self, key: str) -> bool:
+        """Whether ``key`` is this record's UNIQ_KEY or one of its KEYS tokens (a key query's
+        re-check of each candidate: no tuple of tokens is built)."""
+        props = self.properties
+        return props.get(L.PROP_UNIQ_KEY) == key or (
+            bool(key) and key in props.get(L.PROP_KEYS, "").split(" ")
+        )
 
     @property
     def tags(self) -> str | None:

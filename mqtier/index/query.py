@@ -142,11 +142,7 @@ def query_key(
     within ``[begin_ms, end_ms]``, from the hot store and/or the cold index."""
 
     def accept(m: MessageRecord) -> bool:
-        return (
-            m.topic == topic
-            and (key in m.keys or m.uniq_key == key)
-            and begin_ms <= m.store_ts <= end_ms
-        )
+        return m.topic == topic and m.carries_key(key) and begin_ms <= m.store_ts <= end_ms
 
     hot = _hot(store, lambda st: st.query_key(
         topic, key, begin_ms=begin_ms, end_ms=end_ms, max_results=max_results

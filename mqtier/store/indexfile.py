@@ -119,7 +119,7 @@ class IndexFile:
         """Commit-log offsets of items with ``key_hash`` stored within ``[begin_ms, end_ms]``
         (``header``: :meth:`current_header`, when the caller has just taken it)."""
         out: list[int] = []
-        h = header or self.current_header()
+        h = header if header is not None else self.current_header()
         slot_pos = L.INDEX_HEADER.size + (key_hash % self.slots) * L.INDEX_SLOT_BYTES
         cur = _SLOT.unpack_from(self.mm, slot_pos)[0]
         hops = 0

@@ -231,7 +231,6 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
         # one after it was dropped (its stored header may be older than its slot heads).
         while abnormal and store.index.files and not store.index.files[-1].rewind_to_header():
             dropped.extend(store.index.drop_last())
-            dropped.extend(store.index.drop_after(end))
         report.index_files_dropped = [p.name for p in dropped]
         if store.index.files:
             # Replay from the last indexed record: the items the stored header counts end there.

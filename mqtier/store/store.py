@@ -1052,7 +1052,7 @@ class Store:
         try:
             msg = decode_record(rec, 0, verify_crc=True)
             # The CRCs do not cover the header: a flipped byte there must not become data.
-            if not header_plausible(msg, phy, unit) or (size is not None and msg.size != size):
+            if not header_plausible(msg, phy, unit, size):
                 if unit is None:
                     check_record_header(rec, 0, expect_phy=phy, expect_size=size)
                 else:
@@ -1160,11 +1160,7 @@ class Store:
                 continue
             seen.add(phy)
             msg = self.read_at(phy)
-            props = msg.properties  # KEYS split here: msg.keys builds a tuple per candidate
-            if msg.topic != topic or (
-                props.get(L.PROP_UNIQ_KEY) != key
-                and (not key or key not in props.get(L.PROP_KEYS, "").split(" "))
-            ):
+            if msg.topic != topic or not msg.carries_key(key):
                 continue
             if not begin_ms <= msg.store_ts <= end_ms:
                 continue

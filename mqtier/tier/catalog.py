@@ -176,10 +176,7 @@ class CatalogState:
     def indexed_ranges(self) -> dict[QueueKey, list[tuple[int, int]]]:
         """Per queue, the offset ranges the index objects cover: their union, sorted and
         joined (a compacted segment may span two objects' covers)."""
-        out: dict[QueueKey, list[tuple[int, int]]] = {}
-        for t, q, a, b in merge_covers([c for e in self.indexes.values() for c in e.covers]):
-            out.setdefault((t, q), []).append((a, b))
-        return out
+        return ranges_by_queue(self.indexes.values())
 
     def referenced_objects(self) -> set[str]:
         """The data objects the committed segments name (index objects: :attr:`indexes`)."""
@@ -902,9 +899,7 @@ def check_index_change(
     for seg in added:
         added_by_queue.setdefault((seg.topic, seg.queue), []).append(seg)
     gone = {(s.object, s.topic, s.queue, s.first) for s in removed}
-    new_covers: dict[QueueKey, list[tuple[int, int]]] = {}
-    for t, q, a, b in merge_covers([c for e in index_added for c in e.covers]):
-        new_covers.setdefault((t, q), []).append((a, b))
+    new_covers = ranges_by_queue(index_added)
     old_covers = [c for obj in index_removed for c in state.indexes[obj].covers]
     # Only the queues the change touches are looked at: a record's check stays small however
     # many queues the tier holds (a load checks every record it reads).
@@ -934,6 +929,14 @@ def check_index_change(
         lo, hi = live.get((t, q), (b, b))
         if max(a, lo) < min(b, hi):
             _require_covered(new_covers, (t, q), max(a, lo), min(b, hi), "indexed")
+
+
+def ranges_by_queue(entries: Iterable[IndexEntry]) -> dict[QueueKey, list[tuple[int, int]]]:
+    """The union of the entries' covers, per queue: sorted, disjoint offset ranges."""
+    out: dict[QueueKey, list[tuple[int, int]]] = {}
+    for t, q, a, b in merge_covers([c for e in entries for c in e.covers]):
+        out.setdefault((t, q), []).append((a, b))
+    return out
 
 
 def _require_covered(
