@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
@@ -36,6 +37,7 @@ from mqtier.format.message import (
     check_max_size,
     check_record_header,
     decode_record,
+    decode_sound_record,
     dispatch_fields,
     encode_record,
     header_plausible,
@@ -44,6 +46,7 @@ from mqtier.format.message import (
     parse_msg_id,
     record_queue,
     record_size,
+    unit_plausible,
     validate_topic,
 )
 from mqtier.store.cache import RecordCache
@@ -1049,6 +1052,24 @@ class Store:
         rec = self.cache.get(phy)
         if rec is None:
             rec = cl.read_record(phy) if size is None else cl.read(phy, size)
+        msg = decode_sound_record(rec, 0, len(rec), True, phy, -1 if size is None else size)
+        if msg is None or (unit is not None and not unit_plausible(msg, unit)):
+            msg = self._decode_or_raise(rec, phy, size, unit)
+        if unit is None and msg.sysflag & L.SYSFLAG_TRANSACTION_MASK in L.QUEUED_TX_KINDS:
+            cq = self._cqs.get((msg.topic, msg.queue_id))
+            if (
+                cq is not None
+                and cq.min_offset <= msg.queue_offset < cq.max_offset
+                and cq.unit(msg.queue_offset)[0] != phy
+            ):
+                self._check_queue_claim(msg, cq)
+        return msg
+
+    def _decode_or_raise(
+        self, rec: bytes, phy: int, size: int | None, unit: tuple[str, int, int] | None
+    ) -> MessageRecord:
+        """:meth:`read_at`'s full checks, where the one-pass decode declined: an odd but valid
+        record is decoded, anything else raises the error that names what is wrong."""
         try:
             msg = decode_record(rec, 0, verify_crc=True)
             # The CRCs do not cover the header: a flipped byte there must not become data.
@@ -1062,22 +1083,16 @@ class Store:
                     )  # fmt: skip
         except CorruptRecordError as exc:
             # The file is named only on failure: looking it up costs a read ~1 us.
-            raise CorruptRecordError(cl.file_for(phy).path, phy, exc.detail) from None
-        if unit is None:
-            self._check_queue_claim(msg)
+            raise CorruptRecordError(self.commitlog.file_for(phy).path, phy, exc.detail) from None
         return msg
 
-    def _check_queue_claim(self, msg: MessageRecord) -> None:
+    def _check_queue_claim(self, msg: MessageRecord, cq: ConsumeQueue) -> None:
         """A record read without its unit must be the one its queue's unit at its offset names.
 
-        Checked where that unit exists (the record is of a queued kind and its queue holds its
-        offset); a garbled QUEUEID, QUEUEOFFSET or TOPIC usually names another record's unit.
+        Checked (by :meth:`read_at`) where that unit exists: the record is of a queued kind and
+        ``cq``, its queue, holds its offset. A garbled QUEUEID, QUEUEOFFSET or TOPIC usually
+        names another record's unit.
         """
-        if msg.sysflag & L.SYSFLAG_TRANSACTION_MASK not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
-            return
-        cq = self._cqs.get((msg.topic, msg.queue_id))
-        if cq is None or not cq.min_offset <= msg.queue_offset < cq.max_offset:
-            return
         unit_phy, unit_size, _ = cq.unit(msg.queue_offset)
         if unit_phy == msg.phy_offset or (unit_phy, unit_size, 0) == L.PRE_BLANK_UNIT:
             return
@@ -1154,9 +1169,13 @@ class Store:
         seen: set[int] = set()
         # Ask for more candidates than needed: hash collisions are filtered out below.
         candidates = self.index.query(index_key_hash(topic, key), begin_ms, end_ms, max_results * 4)
-        tail = self._memory_keys.get(f"{topic}#{key}", [])  # newer than anything indexed
-        for phy in [*reversed(tail), *candidates]:  # newest first, as the index answers
-            if phy in seen or phy < self.commitlog.min_offset or phy >= self.commitlog.durable_end:
+        if self._memory_keys:  # a read-only view's tail: newer than anything indexed
+            tail = self._memory_keys.get(f"{topic}#{key}")
+            if tail:
+                candidates = [*reversed(tail), *candidates]  # newest first, as the index
+        lo, end = self.commitlog.min_offset, self.commitlog.durable_end
+        for phy in candidates:
+            if phy in seen or phy < lo or phy >= end:
                 continue
             seen.add(phy)
             msg = self.read_at(phy)
@@ -1167,7 +1186,8 @@ class Store:
             found.append(msg)
             if len(found) >= max_results:
                 break
-        found.sort(key=lambda m: m.phy_offset)
+        if len(found) > 1:
+            found.sort(key=attrgetter("phy_offset"))
         return found
 
     def query_uniq(self, uniq_key: str, topic: str | None = None) -> list[MessageRecord]:

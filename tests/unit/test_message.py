@@ -23,7 +23,6 @@ from mqtier.format.message import (
     END_OF_FILE,
     Message,
     MessageRecord,
-    _decode_common,
     body_crc,
     check_max_size,
     check_record,
@@ -32,6 +31,7 @@ from mqtier.format.message import (
     decode_checked_record,
     decode_properties,
     decode_record,
+    decode_sound_record,
     dispatch_fields,
     encode_properties,
     encode_record,
@@ -707,6 +707,10 @@ def test_a_corrupt_record_error_names_the_file_within_the_store() -> None:
 # --- the one-pass decode agrees with the two passes -------------------------------------------
 
 
+# Where each field of an IPv4 record header starts (sign bytes first), and -1: the topic length.
+HEADER_FIELD_STARTS = [0, 4, 8, 12, 16, 20, 28, 36, 40, 48, 52, 56, 64, 68, 72, 76, 84, -1]
+
+
 def _two_pass(buf: bytes, verify_crc: bool) -> object:
     """check_record then decode_checked_record: what decode_record must equal."""
     try:
@@ -743,7 +747,7 @@ def test_the_one_pass_decode_accepts_only_what_the_full_checks_accept(
     for at, value in flips:
         buf[at % len(buf)] = value
     data = bytes(buf)
-    fast = _decode_common(data, 0, len(data), verify)
+    fast = decode_sound_record(data, 0, len(data), verify)
     if fast is not None:
         assert _two_pass(data, verify) == fast
     # and decode_record, whichever path it takes, says what the two passes say
@@ -753,6 +757,52 @@ def test_the_one_pass_decode_accepts_only_what_the_full_checks_accept(
         got = "corrupt"
     want = _two_pass(data, verify)
     assert got == (want if isinstance(want, MessageRecord) else "corrupt")
+
+
+@settings(max_examples=400)
+@given(
+    records(),
+    # flips aimed at the first byte of a header field or at the topic length (-1) half the time
+    st.lists(
+        st.tuples(
+            st.one_of(st.sampled_from(HEADER_FIELD_STARTS), st.integers(0, 2000)),
+            st.integers(0, 255),
+        ),
+        max_size=3,
+    ),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([0, 0, 0, 1, -8]),
+)
+def test_the_read_decode_accepts_only_what_decode_and_header_checks_accept(
+    args, flips, plausible, give_size, phy_shift
+):
+    kwargs, _ = args
+    if plausible:  # a header the checks accept (no whole-record CRC): the flips decide
+        kwargs = {
+            **kwargs, "store_ts": 1_700_000_000_000, "born_ts": 1_699_999_999_000, "sysflag": 0,
+            "append_prop_crc": False,
+        }  # fmt: skip
+    buf = bytearray(encode_record(**kwargs))
+    size = len(buf)
+    topic_len_at = L.RECORD_HEADER_V4V4.size + len(kwargs["body"])
+    for at, value in flips:
+        buf[(topic_len_at if at < 0 else at) % len(buf)] = value
+    data = bytes(buf)
+    phy = max(0, kwargs["phy_offset"] + phy_shift)  # a shift: the record read at another offset
+    got = decode_sound_record(data, 0, len(data), True, phy, size if give_size else -1)
+    try:
+        want: MessageRecord | None = decode_record(data, 0, verify_crc=True)
+    except CorruptRecordError:
+        want = None
+    if want is not None and not header_plausible(want, phy, None, size if give_size else None):
+        want = None
+    if got is not None:
+        assert got == want
+        check_record_header(data, 0, expect_phy=phy, expect_size=size if give_size else None)
+    elif want is not None:
+        # declined, yet both checks pass: only an odd record the one pass leaves to them
+        assert decode_sound_record(data, 0, len(data), True) is None
 
 
 @settings(max_examples=300)
@@ -784,3 +834,26 @@ def test_a_plausible_header_is_one_the_full_header_check_passes(args, flips, wit
                 data, 0, expect_phy=phy, expect_topic=unit[0], expect_queue=unit[1],
                 expect_queue_offset=unit[2],
             )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "read_at", "size_delta"),
+    [
+        ({}, 8, 0),  # read at another offset than the header's
+        ({}, 0, 1),  # a unit of another size
+        ({"queue_id": -1}, 0, 0),
+        ({"queue_offset": -1}, 0, 0),
+        ({"sysflag": 1 << 30}, 0, 0),  # a bit RocketMQ does not define
+        ({"sysflag": 7 << L.SYSFLAG_COMPRESSION_SHIFT}, 0, 0),
+        ({"store_ts": 0}, 0, 0),
+        ({"born_ts": -1}, 0, 0),
+        ({"topic": b""}, 0, 0),
+    ],
+)
+def test_the_read_decode_declines_each_implausible_header_field(overrides, read_at, size_delta):
+    good = simple_record()
+    assert decode_sound_record(good, 0, len(good), True, 0, len(good)) == decode_record(good)
+    data = simple_record(**overrides)
+    assert decode_sound_record(data, 0, len(data), True, read_at, len(data) + size_delta) is None
+    with pytest.raises(CorruptRecordError):
+        check_record_header(data, 0, expect_phy=read_at, expect_size=len(data) + size_delta)
