@@ -61,8 +61,6 @@ SYSFLAG_TRANSACTION_MASK: Final = 0xC
 SYSFLAG_TRANSACTION_PREPARED: Final = 0x4
 SYSFLAG_TRANSACTION_COMMIT: Final = 0x8
 SYSFLAG_TRANSACTION_ROLLBACK: Final = 0xC
-# The transaction kinds a consume queue holds a unit for (plain messages and commits).
-QUEUED_TX_KINDS: Final = (0, SYSFLAG_TRANSACTION_COMMIT)
 SYSFLAG_BORNHOST_V6: Final = 0x10
 SYSFLAG_STOREHOST_V6: Final = 0x20
 # Every bit RocketMQ 5 defines: the above, NEED_UNWRAP 0x40, INNER_BATCH 0x80 and a 3-bit

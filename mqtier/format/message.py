@@ -719,7 +719,8 @@ def decode_checked_record(buf: Buffer, pos: int, size: int) -> MessageRecord:
 _new_record: Final = tuple.__new__
 _CRC32_ENTRY: Final = b"__CRC32#\x01"
 # The transaction types a consume queue holds (prepared and rolled-back messages are not queued).
-_QUEUED_TX: Final = L.QUEUED_TX_KINDS
+QUEUED_TX_KINDS: Final = (0, L.SYSFLAG_TRANSACTION_COMMIT)
+_QUEUED_TX: Final = QUEUED_TX_KINDS
 _TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
 _UNKNOWN_SYSFLAG: Final = ~L.SYSFLAG_KNOWN_BITS
 _COMPRESSION_SHIFT: Final = L.SYSFLAG_COMPRESSION_SHIFT

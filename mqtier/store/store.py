@@ -32,6 +32,7 @@ from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint, pack_dispatch_offset, unpack_dispatch_offset
 from mqtier.format.javahash import index_key_hash, java_string_hash, tags_code
 from mqtier.format.message import (
+    QUEUED_TX_KINDS,
     Message,
     MessageRecord,
     check_max_size,
@@ -1055,7 +1056,7 @@ class Store:
         msg = decode_sound_record(rec, 0, len(rec), True, phy, -1 if size is None else size)
         if msg is None or (unit is not None and not unit_plausible(msg, unit)):
             msg = self._decode_or_raise(rec, phy, size, unit)
-        if unit is None and msg.sysflag & L.SYSFLAG_TRANSACTION_MASK in L.QUEUED_TX_KINDS:
+        if unit is None and msg.sysflag & L.SYSFLAG_TRANSACTION_MASK in QUEUED_TX_KINDS:
             cq = self._cqs.get((msg.topic, msg.queue_id))
             if (
                 cq is not None
