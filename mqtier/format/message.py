@@ -367,7 +367,7 @@ def _header_problem(
         return "QUEUEOFFSET", f"{queue_offset} (its consume-queue unit)", qoff
     if sysflag & _UNKNOWN_SYSFLAG or (sysflag >> _COMPRESSION_SHIFT) & 7 > _COMPRESSION_MAX:
         return "SYSFLAG", f"only the bits RocketMQ defines ({L.SYSFLAG_KNOWN_BITS:#x})", sysflag
-    if queue_offset is not None and sysflag & _TX_MASK not in _QUEUED_TX:
+    if queue_offset is not None and sysflag & _TX_MASK not in QUEUED_TX_KINDS:
         return "SYSFLAG", "a normal or committed message (it is in a consume queue)", sysflag
     if not _TS_MIN <= store_ts < _TS_MAX:
         return "STORETIMESTAMP", "a time in 2000..2099", store_ts
@@ -417,7 +417,7 @@ def unit_plausible(msg: MessageRecord, unit: tuple[str, int, int]) -> bool:
         and "\ufffd" not in msg.topic
         and msg.queue_id == unit[1]
         and msg.queue_offset == unit[2]
-        and msg.sysflag & _TX_MASK in _QUEUED_TX
+        and msg.sysflag & _TX_MASK in QUEUED_TX_KINDS
     )
 
 
@@ -720,7 +720,6 @@ _new_record: Final = tuple.__new__
 _CRC32_ENTRY: Final = b"__CRC32#\x01"
 # The transaction types a consume queue holds (prepared and rolled-back messages are not queued).
 QUEUED_TX_KINDS: Final = (0, L.SYSFLAG_TRANSACTION_COMMIT)
-_QUEUED_TX: Final = QUEUED_TX_KINDS
 _TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
 _UNKNOWN_SYSFLAG: Final = ~L.SYSFLAG_KNOWN_BITS
 _COMPRESSION_SHIFT: Final = L.SYSFLAG_COMPRESSION_SHIFT

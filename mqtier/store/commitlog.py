@@ -261,10 +261,7 @@ class CommitLog:
         # file_for without its checks: the files are contiguous from min_offset to past end
         f = self.files[bisect.bisect_right(self._bases, offset) - 1]
         pos = offset - f.base
-        ahead = self.file_bytes - pos
-        ahead = min(ahead, READ_AHEAD_BYTES)
-        ahead = min(ahead, end - offset)
-        buf = os.pread(f.fd, ahead, pos)
+        buf = os.pread(f.fd, min(READ_AHEAD_BYTES, end - offset, self.file_bytes - pos), pos)
         size = L.INT32.unpack_from(buf)[0] if len(buf) >= 8 else 0  # the file's last bytes
         if size <= 0 or offset + size > end:
             raise CorruptRecordError(f.path, offset, f"no record starts here (size {size})")

@@ -1058,12 +1058,10 @@ class Store:
             msg = self._decode_or_raise(rec, phy, size, unit)
         if unit is None and msg.sysflag & L.SYSFLAG_TRANSACTION_MASK in QUEUED_TX_KINDS:
             cq = self._cqs.get((msg.topic, msg.queue_id))
-            if (
-                cq is not None
-                and cq.min_offset <= msg.queue_offset < cq.max_offset
-                and cq.unit(msg.queue_offset)[0] != phy
-            ):
-                self._check_queue_claim(msg, cq)
+            if cq is not None and cq.min_offset <= msg.queue_offset < cq.max_offset:
+                unit_phy, unit_size, _ = cq.unit(msg.queue_offset)
+                if unit_phy != phy:
+                    self._check_queue_claim(msg, unit_phy, unit_size)
         return msg
 
     def _decode_or_raise(
@@ -1087,15 +1085,14 @@ class Store:
             raise CorruptRecordError(self.commitlog.file_for(phy).path, phy, exc.detail) from None
         return msg
 
-    def _check_queue_claim(self, msg: MessageRecord, cq: ConsumeQueue) -> None:
+    def _check_queue_claim(self, msg: MessageRecord, unit_phy: int, unit_size: int) -> None:
         """A record read without its unit must be the one its queue's unit at its offset names.
 
-        Checked (by :meth:`read_at`) where that unit exists: the record is of a queued kind and
-        ``cq``, its queue, holds its offset. A garbled QUEUEID, QUEUEOFFSET or TOPIC usually
-        names another record's unit.
+        Called by :meth:`read_at` where that unit exists (the record is of a queued kind and
+        its queue holds its offset) and points elsewhere, at (``unit_phy``, ``unit_size``):
+        a garbled QUEUEID, QUEUEOFFSET or TOPIC usually names another record's unit.
         """
-        unit_phy, unit_size, _ = cq.unit(msg.queue_offset)
-        if unit_phy == msg.phy_offset or (unit_phy, unit_size, 0) == L.PRE_BLANK_UNIT:
+        if (unit_phy, unit_size, 0) == L.PRE_BLANK_UNIT:
             return
         raise CorruptRecordError(
             str(self.commitlog.file_for(msg.phy_offset).path),  # named only on failure (~1 us)
