@@ -245,6 +245,16 @@ class CommitLog:
         f = self.file_for(offset)
         return os.pread(f.fd, size, offset - f.base)
 
+    def read_ahead(self, offset: int) -> bytes:
+        """Up to READ_AHEAD_BYTES from ``offset`` (never past ``durable_end`` or its file): one
+        pread that holds most records whole, for a decode that finds the record's end itself.
+        The caller checks ``min_offset <= offset`` and ``offset + 8 <= durable_end``."""
+        f = self.files[bisect.bisect_right(self._bases, offset) - 1]
+        pos = offset - f.base
+        return os.pread(
+            f.fd, min(READ_AHEAD_BYTES, self.durable_end - offset, self.file_bytes - pos), pos
+        )
+
     def read_record(self, offset: int) -> bytes:
         """The bytes of the record starting at ``offset``, as long as its TOTALSIZE says.
 

@@ -202,6 +202,13 @@ class ConsumeQueue:
         result: tuple[int, int, int] = _UNIT.unpack_from(f.mm, pos - f.base)
         return result
 
+    def unit_if_held(self, offset: int) -> tuple[int, int, int] | None:
+        """:meth:`unit` of queue ``offset`` where the queue holds it, else None (one call for
+        a read's check of the unit that claims a record)."""
+        if offset < self.first_offset or offset >= self.max_offset:
+            return None
+        return self.unit(offset)
+
     def damaged_unit(self, offset: int, detail: str) -> CorruptRecordError:
         """The error for the unit at queue ``offset`` that fails a check: names its file."""
         pos = offset * _UB

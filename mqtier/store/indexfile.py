@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 _HDR = L.INDEX_HEADER
 _SLOT = L.INDEX_SLOT
 _ITEM = L.INDEX_ITEM
+_ITEM_BYTES = L.INDEX_ITEM_BYTES
 _INT_MAX = 0x7FFFFFFF
 
 
@@ -127,14 +128,15 @@ class IndexFile:
         # killed before its next flush): a reader follows it too, or every older item of the
         # slot, counted or not, would be hidden behind it. Writers store an item before the
         # head that points to it; an item that reads as zeros ends the chain all the same.
-        while 0 < cur < self.items and len(out) < limit and hops < self.items:
-            item_hash, phy, diff, prev = _ITEM.unpack_from(
-                self.mm, self.items_at + cur * L.INDEX_ITEM_BYTES
-            )
-            if cur >= h.index_count and not (item_hash or phy or diff or prev):
+        # Locals: a shared key's chain is walked item by item on a query's hot path.
+        items, mm, items_at, unpack = self.items, self.mm, self.items_at, _ITEM.unpack_from
+        counted, begin_ts, oldest = h.index_count, h.begin_ts, begin_ms - 999
+        while 0 < cur < items and len(out) < limit and hops < items:
+            item_hash, phy, diff, prev = unpack(mm, items_at + cur * _ITEM_BYTES)
+            if cur >= counted and not (item_hash or phy or diff or prev):
                 break
-            ts = h.begin_ts + diff * 1000
-            if ts < begin_ms - 999:  # timeDiff is in whole seconds: allow the rounding
+            ts = begin_ts + diff * 1000
+            if ts < oldest:  # timeDiff is in whole seconds: allow the rounding
                 break
             if item_hash == key_hash and ts <= end_ms:
                 out.append(phy)

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from mqtier.store.rebuild import RebuildReport
 from mqtier.store.topics import MAX_QUEUES, TopicTable
 
+_TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
 log = logging.getLogger(__name__)
 
 # Most records a read-only open dispatches in memory (those durable past the consume queues).
@@ -1052,16 +1053,19 @@ class Store:
             )
         rec = self.cache.get(phy)
         if rec is None:
-            rec = cl.read_record(phy) if size is None else cl.read(phy, size)
+            # Without a size, read ahead: the decode finds the record's end in the buffer
+            # (most records fit), and the slow path reads a longer one whole.
+            rec = cl.read_ahead(phy) if size is None else cl.read(phy, size)
         msg = decode_sound_record(rec, 0, len(rec), True, phy, -1 if size is None else size)
         if msg is None or (unit is not None and not unit_plausible(msg, unit)):
+            if size is None:
+                rec = cl.read_record(phy)
             msg = self._decode_or_raise(rec, phy, size, unit)
-        if unit is None and msg.sysflag & L.SYSFLAG_TRANSACTION_MASK in QUEUED_TX_KINDS:
+        if unit is None and msg.sysflag & _TX_MASK in QUEUED_TX_KINDS:
             cq = self._cqs.get((msg.topic, msg.queue_id))
-            if cq is not None and cq.min_offset <= msg.queue_offset < cq.max_offset:
-                unit_phy, unit_size, _ = cq.unit(msg.queue_offset)
-                if unit_phy != phy:
-                    self._check_queue_claim(msg, unit_phy, unit_size)
+            held = cq.unit_if_held(msg.queue_offset) if cq is not None else None
+            if held is not None and held[0] != phy:
+                self._check_queue_claim(msg, held[0], held[1])
         return msg
 
     def _decode_or_raise(
@@ -1172,14 +1176,15 @@ class Store:
             if tail:
                 candidates = [*reversed(tail), *candidates]  # newest first, as the index
         lo, end = self.commitlog.min_offset, self.commitlog.durable_end
+        read_at = self.read_at
         for phy in candidates:
-            if phy in seen or phy < lo or phy >= end:
+            if phy in seen or phy < lo or phy + 8 > end:
                 continue
             seen.add(phy)
-            msg = self.read_at(phy)
-            if msg.topic != topic or not msg.carries_key(key):
+            msg = read_at(phy)
+            if msg.topic != topic or not begin_ms <= msg.store_ts <= end_ms:
                 continue
-            if not begin_ms <= msg.store_ts <= end_ms:
+            if not msg.carries_key(key):
                 continue
             found.append(msg)
             if len(found) >= max_results:

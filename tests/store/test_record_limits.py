@@ -12,7 +12,9 @@ import pytest
 from mqtier import Message, Store
 from mqtier.errors import ConfigError, MessageTooLargeError, StoreLockedError
 from mqtier.format.layout import offset_file_name
+from mqtier.store.commitlog import READ_AHEAD_BYTES
 from mqtier.store.fileio import create_prewritten
+from mqtier.store.store import AppendResult
 from tests.geometry import TINY
 
 
@@ -127,3 +129,30 @@ _HOLD_LOCK = (
     "import sys, time; from mqtier import Store; st = Store.open(sys.argv[1], writable=True);"
     "print('ready', flush=True); time.sleep(60)"
 )
+
+
+@pytest.mark.parametrize("reopen", [False, True], ids=["cached", "from-disk"])
+def test_reads_by_key_and_id_return_records_shorter_and_longer_than_one_read_ahead(
+    tmp_path: Path, reopen: bool
+) -> None:
+    """A read without a size reads READ_AHEAD_BYTES and decodes what fits; a longer record (or
+    the store's last, whose read stops at the durable end) must come back whole all the same."""
+    sizes = [1, READ_AHEAD_BYTES - 200, READ_AHEAD_BYTES, READ_AHEAD_BYTES * 3, 30_000, 7]
+    bodies = [bytes([65 + i]) * n for i, n in enumerate(sizes)]
+    with Store.open(tmp_path / "s", create=True, config=TINY) as st:
+        results = st.append_batch(
+            [Message("big", b, keys=(f"K{i}",)) for i, b in enumerate(bodies)]
+        )
+        st.wait_dispatched()
+        if not reopen:
+            _assert_read_whole(st, results, bodies)
+    if reopen:
+        with Store.open(tmp_path / "s") as st:
+            _assert_read_whole(st, results, bodies)
+
+
+def _assert_read_whole(st: Store, results: list[AppendResult], bodies: list[bytes]) -> None:
+    for i, (r, body) in enumerate(zip(results, bodies, strict=True)):
+        assert st.read_at(r.phy_offset).body == body
+        assert st.query_msg_id(r.msg_id).body == body
+        assert [m.body for m in st.query_key("big", f"K{i}")] == [body]
