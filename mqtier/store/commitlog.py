@@ -249,6 +249,7 @@ class CommitLog:
         """Up to READ_AHEAD_BYTES from ``offset`` (never past ``durable_end`` or its file): one
         pread that holds most records whole, for a decode that finds the record's end itself.
         The caller checks ``min_offset <= offset`` and ``offset + 8 <= durable_end``."""
+        # file_for without its checks: the files are contiguous from min_offset to past end
         f = self.files[bisect.bisect_right(self._bases, offset) - 1]
         pos = offset - f.base
         return os.pread(
@@ -259,7 +260,7 @@ class CommitLog:
         """The bytes of the record starting at ``offset``, as long as its TOTALSIZE says.
 
         One pread for a record of up to READ_AHEAD_BYTES (most are), instead of one for the
-        size and one for the rest: a key query reads each candidate this way.
+        size and one for the rest.
 
         Raises:
             NotFoundError: ``offset`` is outside the local store.
@@ -268,16 +269,15 @@ class CommitLog:
         end = self.durable_end
         if offset < self.min_offset or offset + 8 > end:
             raise NotFoundError(f"commit-log offset {offset} is outside [{self.min_offset}, {end})")
-        # file_for without its checks: the files are contiguous from min_offset to past end
-        f = self.files[bisect.bisect_right(self._bases, offset) - 1]
-        pos = offset - f.base
-        buf = os.pread(f.fd, min(READ_AHEAD_BYTES, end - offset, self.file_bytes - pos), pos)
+        buf = self.read_ahead(offset)
         size = L.INT32.unpack_from(buf)[0] if len(buf) >= 8 else 0  # the file's last bytes
         if size <= 0 or offset + size > end:
-            raise CorruptRecordError(f.path, offset, f"no record starts here (size {size})")
+            path = self.file_for(offset).path  # named only on failure
+            raise CorruptRecordError(path, offset, f"no record starts here (size {size})")
         if size <= len(buf):
             return buf if size == len(buf) else buf[:size]
-        return buf + os.pread(f.fd, size - len(buf), pos + len(buf))
+        f = self.file_for(offset)
+        return buf + os.pread(f.fd, size - len(buf), offset - f.base + len(buf))
 
     def map_file(self, f: CommitLogFile) -> mmap.mmap:
         """A read-only map of a whole file, for scans."""

@@ -1184,7 +1184,7 @@ class Store:
             msg = read_at(phy)
             if msg.topic != topic or not begin_ms <= msg.store_ts <= end_ms:
                 continue
-            if not msg.carries_key(key):
+            if not msg.carries_key(key):  # the hash is no proof
                 continue
             found.append(msg)
             if len(found) >= max_results:
