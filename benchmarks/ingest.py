@@ -10,6 +10,10 @@ Cells (see benchmarks/README.md for the goals):
      (store created beforehand by a one-message ingest, so the 1 GiB pre-write is not timed).
   D  64 threads, each appending one message at a time with ``Store.append`` (group commit).
   D0 the same 64 threads against a minimal pure-Python group commit (the anchor for D).
+  F  a new store: ``Store.open(create=True)`` then one ``append``, until it is durable (goal
+     <= 50 ms), against creating one file, writing the same record and fdatasync-ing it and
+     its directory (the floor); then ``mqtier ingest`` of 5,000 1 KiB messages into another
+     new store, its wall time and the disk its commit log takes (``du``: allocated blocks).
 
 A, B and C use the same messages and the CLI's batching rule (1024 messages or 1 MiB).
 
@@ -420,6 +424,45 @@ def run_threads(threads: int, duration: float, workdir: Path) -> dict[str, Any]:
 # ---- driver --------------------------------------------------------------------------------
 
 
+def run_first_append(workdir: Path) -> dict[str, Any]:
+    from mqtier import Message, Store
+
+    body = b"x" * 1024
+    floor_dir = workdir / "floor"
+    floor_dir.mkdir()
+    t0 = time.perf_counter()
+    fd = os.open(floor_dir / "file", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, bytes(FRAME.size) + body)  # the same bytes as a record of it
+    os.fdatasync(fd)
+    os.close(fd)
+    dfd = os.open(floor_dir, os.O_RDONLY)
+    os.fsync(dfd)
+    os.close(dfd)
+    floor_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    st = Store.open(workdir / "first", create=True)
+    try:
+        st.append(Message(TOPIC, body, keys=("first",)))
+        first_s = time.perf_counter() - t0
+    finally:
+        st.close()
+    wl = C.make_workload("1k", 5000, seed=99)
+    jsonl = workdir / "five-thousand.jsonl"
+    write_jsonl(wl, jsonl)
+    t0 = time.perf_counter()
+    subprocess.run(
+        [*mqtier_cmd(), "ingest", "--store", str(workdir / "five"), "--topic", TOPIC, str(jsonl)],
+        check=True,
+        capture_output=True,
+    )
+    ingest_s = time.perf_counter() - t0
+    du = sum(p.stat().st_blocks * 512 for p in (workdir / "five" / "commitlog").iterdir())
+    for d in ("floor", "first", "five"):
+        C.remove_tree(workdir / d)
+    return {"first_append_s": first_s, "floor_s": floor_s, "ingest_5000_s": ingest_s,
+            "commitlog_du_bytes": du, "body_bytes": wl.body_bytes}  # fmt: skip
+
+
 def med(runs: list[dict[str, Any]], key: str) -> float:
     return C.median([r[key] for r in runs])
 
@@ -430,7 +473,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 3; 1)")
     ap.add_argument("--threads", type=int, default=64)
     ap.add_argument("--duration", type=float, default=None, help="thread cell seconds (5; 2)")
-    ap.add_argument("--skip", default="", help="comma list of cells to skip: A,B,C,D")
+    ap.add_argument("--skip", default="", help="comma list of cells to skip: A,B,C,D,F")
     args = ap.parse_args()
     scale = 10 if args.quick else 1
     repeats = args.repeats or (1 if args.quick else 3)
@@ -475,7 +518,18 @@ def main() -> None:
         }
         threads_runs: list[dict[str, Any]] = []
         minimal_runs: list[dict[str, Any]] = []
+        first_runs: list[dict[str, Any]] = []
         for rep in range(repeats):
+            if "F" not in skip:
+                r = run_first_append(workdir)
+                first_runs.append(r)
+                print(
+                    f"  rep {rep + 1} first append: {r['first_append_s'] * 1000:.1f} ms (one file"
+                    f" written and synced: {r['floor_s'] * 1000:.1f} ms); ingest of 5,000: "
+                    f"{r['ingest_5000_s']:.2f} s, commit log du {r['commitlog_du_bytes'] / 2**20:.1f}"
+                    f" MiB for {C.mb(r['body_bytes']):.1f} MB of bodies",
+                    flush=True,
+                )
             for name, (wl, jsonl) in loads.items():
                 cells_of: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
                     ("A", functools.partial(run_plain_file, wl, workdir)),
@@ -628,6 +682,16 @@ def main() -> None:
         print(
             f"  goal >= {GOALS['threads_msgs']:,} msgs/s: {'met' if ok_rate else 'MISSED'}; "
             f"goal p99 <= {GOALS['threads_p99_ms']} ms: {'met' if ok_p99 else 'MISSED'}"
+        )
+    if first_runs:
+        f = {k: med(first_runs, k) for k in first_runs[0]}
+        results["first_append"] = {"runs": first_runs, **f}
+        ok = f["first_append_s"] <= 0.050
+        print(
+            f"\nF  first append on a new store: {f['first_append_s'] * 1000:.1f} ms "
+            f"(goal <= 50 ms: {'met' if ok else 'MISSED'}; one file written and synced "
+            f"{f['floor_s'] * 1000:.1f} ms); ingest of 5,000 1 KiB messages into a new store "
+            f"{f['ingest_5000_s']:.2f} s, commit log du {f['commitlog_du_bytes'] / 2**20:.1f} MiB"
         )
     path = C.write_results("ingest", results)
     print(f"\nresults: {path}")

@@ -12,13 +12,23 @@ durable end once its last batch is acknowledged, and is SIGKILLed by this script
                   ``index/`` deleted: recovery must scan and re-dispatch everything from offset 0.
   rebuild, warm   the same, with the commit log in the page cache.
 
-For each: wall seconds of ``Store.open`` (which runs recovery), the bytes it scanned
+Open cost (``--open-cost 1G,8G``, issue #13): broker-style stores (1 GiB commit-log files, filled
+with the "mixed" workload, then mqtier's own files removed: its dispatch checkpoint, derived-file
+manifest and config, as a RocketMQ broker leaves a store) are tiered whole to a ``file://`` cold
+tier, then each of ``mqtier offsets``, ``mqtier read`` (10 messages of one queue) and ``mqtier
+dispatch --once`` (nothing pending) is timed as a user runs it: a fresh process, interpreter
+start included, median of ``--repeats`` (default 3), with and without ``abort``. Baseline, same
+run: the same commands on the same store with mqtier's dispatch checkpoint put back. Goals: the
+largest store within 1.5x of the smallest for each command, and under 1 s wall.
+
+For each crash variant: wall seconds of ``Store.open`` (which runs recovery), the bytes it scanned
 (``recovery.end_offset - recovery.scan_from``), MB/s of that, the bytes it replayed into the
 consume queues and index (``end_offset - redispatch_from``; recovery may replay from further
 back than it scans) and messages re-dispatched per second. "cold" needs root (``echo 3 > /proc/sys/vm/drop_caches``); the JSON records whether the
 drop worked.
 
     .venv/bin/python benchmarks/recover.py [--quick] [--repeats N] [--file-size 256M]
+    .venv/bin/python benchmarks/recover.py --open-cost 1G,8G [--repeats N]
 """
 
 from __future__ import annotations
@@ -239,6 +249,103 @@ def one_repeat(target: int, file_bytes: int, rep: int) -> dict[str, Any]:
 VARIANTS = ("crash, warm", "crash, cold", "rebuild, cold", "rebuild, warm")
 
 
+# ---- open cost on a broker's store ---------------------------------------------------------
+
+MQTIER_ONLY = ("mqtier.dispatch", "mqtier.derived", "config/mqtier.json")
+
+
+def mqtier_cli(*args: str) -> tuple[float, str]:
+    """Wall seconds of one ``mqtier`` command in a fresh process, and its stdout."""
+    exe = Path(sys.executable).with_name("mqtier")
+    t0 = time.perf_counter()
+    res = subprocess.run([str(exe), *args], check=False, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"mqtier {' '.join(args)}: exit {res.returncode}: {res.stderr[-500:]}")
+    return seconds, res.stdout
+
+
+def broker_style_store(root: Path, cold: str, size: int) -> dict[str, Any]:
+    """Fill ``root`` with ``size`` bytes of records in 1 GiB files, tier it all, strip mqtier's
+    own files; returns the fill figures and the stripped files' bytes (to put them back)."""
+    from mqtier import Store, StoreConfig
+
+    with Store.open(root, create=True, config=StoreConfig(commitlog_file_bytes=FULL_BYTES)) as st:
+        st.create_topic(TOPIC, QUEUES)
+        fill = C.fill_store(st, TOPIC, size, lambda r: r.randrange(QUEUES), workload="mixed")
+    mqtier_cli("dispatch", "--store", str(root), "--to", cold, "--force", "--once", "--json")
+    kept = {}
+    for name in MQTIER_ONLY:
+        kept[name] = (root / name).read_bytes()
+        (root / name).unlink()
+    (root / "abort").unlink(missing_ok=True)
+    return {"fill": fill, "kept": kept}
+
+
+def open_cost_commands(root: Path, cold: str) -> dict[str, list[str]]:
+    store = ["--store", str(root)]
+    return {
+        "offsets": ["offsets", *store, "--json"],
+        "read": ["read", *store, "--topic", TOPIC, "--queue", "0", "--count", "10", "--json"],
+        "dispatch --once": ["dispatch", *store, "--to", cold, "--once", "--json"],
+    }
+
+
+def open_cost(sizes: list[int], repeats: int) -> dict[str, Any]:
+    work = C.tmp_dir("open-cost-")
+    out: dict[str, Any] = {"sizes": sizes, "repeats": repeats, "stores": {}}
+    try:
+        for size in sizes:
+            root, cold = work / f"store-{size}", f"file://{work / f'cold-{size}'}"
+            t0 = time.perf_counter()
+            made = broker_style_store(root, cold, size)
+            fill = made["fill"]
+            print(
+                f"  {size / 2**30:g} GiB store: {fill['messages']:,} msgs, "
+                f"{fill['record_bytes'] / 2**30:.2f} GiB of records, filled and tiered in "
+                f"{time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
+            cells: dict[str, Any] = {"record_bytes": fill["record_bytes"]}
+            states = [("broker, clean", False, False), ("broker, abort", True, False),
+                      ("mqtier checkpoint", False, True)]  # fmt: skip
+            for state, abort, checkpointed in states:
+                if abort:
+                    (root / "abort").write_text("0")
+                else:
+                    (root / "abort").unlink(missing_ok=True)
+                for name, data in made["kept"].items():
+                    if checkpointed:
+                        (root / name).write_bytes(data)
+                    else:
+                        (root / name).unlink(missing_ok=True)
+                for cmd, args in open_cost_commands(root, cold).items():
+                    walls = [mqtier_cli(*args)[0] for _ in range(repeats)]
+                    cells[f"{state} / {cmd}"] = {"wall_s": C.median(walls), "walls": walls}
+                    print(f"    {state:17s} {cmd:15s} {C.median(walls):6.3f} s", flush=True)
+            out["stores"][str(size)] = cells
+            C.remove_tree(root)
+            C.remove_tree(work / f"cold-{size}")
+    finally:
+        C.remove_tree(work)
+    small, large = (out["stores"][str(s)] for s in (min(sizes), max(sizes)))
+    rows, verdicts = [], []
+    for key in small:
+        if key == "record_bytes":
+            continue
+        a, b = small[key]["wall_s"], large[key]["wall_s"]
+        ok = b <= 1.5 * a and b < 1.0
+        if not key.startswith("mqtier checkpoint"):
+            verdicts.append(ok)
+        rows.append([key, f"{a:.3f}", f"{b:.3f}", f"{C.ratio(b, a):.2f}x",
+                     "PASS" if ok else "MISS"])  # fmt: skip
+    print()
+    print(C.table(rows, ["state / command", f"{min(sizes) / 2**30:g} GiB s",
+                         f"{max(sizes) / 2**30:g} GiB s", "large/small", "<=1.5x, <1 s"]))  # fmt: skip
+    out["all_pass"] = all(verdicts)
+    return out
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--fill-child":
         fill_child(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
@@ -248,7 +355,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="default 2 (quick: 1)")
     ap.add_argument("--file-size", default="256M", help="commit-log file size (default 256M)")
     ap.add_argument("--size", default=None, help="commit-log bytes to fill (default 1G / 128M)")
+    ap.add_argument("--open-cost", default=None, metavar="SIZES",
+                    help="time commands on broker-style stores of these sizes (e.g. 1G,8G)")  # fmt: skip
     args = ap.parse_args()
+    if args.open_cost:
+        sizes = [parse_size(x) for x in args.open_cost.split(",")]
+        info = C.machine_info()
+        print(f"mqtier open cost: {info['date']}, {info['nproc']} CPUs, Python {info['python']}")
+        doc = {"machine": info, "open_cost": open_cost(sizes, args.repeats or 3)}
+        print(f"results: {C.write_results('recover-open', doc)}")
+        return
     target = parse_size(args.size) if args.size else (QUICK_BYTES if args.quick else FULL_BYTES)
     file_bytes = parse_size(args.file_size)
     repeats = args.repeats or (1 if args.quick else 2)

@@ -11,7 +11,6 @@ import bisect
 import logging
 import mmap
 import os
-import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +20,16 @@ from mqtier.errors import ConfigError, CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.message import END_OF_DATA, END_OF_FILE, check_record
 from mqtier.store.fileio import (
-    create_prewritten,
-    create_sparse,
     fsync_dir,
     naming,
     remove_stale_tmp,
     zero_range,
 )
+from mqtier.store.prewrite import ZeroAhead, open_sparse
 
 log = logging.getLogger(__name__)
 
 _BLANK_HEAD = L.RECORD_SIZE_MAGIC
-_NEVER = 2**63  # an offset no append reaches
 
 
 # What one pread takes at a record's start when its size is not known yet: most records
@@ -80,6 +77,19 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
+def _data_limit(fd: int, pos: int, size: int) -> int:
+    """Where the first hole at or past ``pos`` begins (``size`` if none, or unknown).
+
+    Files are created sparse: past the end of data, where the pre-writer has not written its
+    zeros, they hold holes. A hole holds no record, and reading one through a map faults
+    (SIGBUS) on a full tmpfs, where even a read must allocate the page.
+    """
+    try:
+        return min(size, os.lseek(fd, pos, os.SEEK_HOLE))
+    except OSError:  # ENXIO: ``pos`` at the end; EINVAL: the file system cannot tell
+        return size
+
+
 def infer_file_bytes(directory: Path) -> int | None:
     """The size of the store's commit-log files, read off the first non-empty file."""
     for _, p in list_offset_files(directory):
@@ -111,10 +121,10 @@ class CommitLog:
         self._write_pos = 0  # global offset where the next record goes
         self._chunks: list[tuple[CommitLogFile, int, list[bytes]]] = []
         self._cur: CommitLogFile | None = None  # the file receiving appends
-        self._half = 0  # offset past which the next file is pre-written
-        self._prealloc_lock = threading.Lock()
-        self._prealloc_thread: threading.Thread | None = None
-        self._prealloc_cancel = threading.Event()
+        self._zeros: ZeroAhead | None = None  # the pre-writer, started by the first write
+        # Bytes of records :meth:`scan` has yielded: what an open costs, counted for tests and
+        # benchmarks (a read-only open of a broker's store should scan only its tail).
+        self.scanned_bytes = 0
         self._load()
 
     # ---- files ------------------------------------------------------------------------------
@@ -218,13 +228,10 @@ class CommitLog:
         return True
 
     def _stop_prewrite(self) -> None:
-        """Cancel the background pre-write and wait for it (its .tmp file is removed)."""
-        t = self._prealloc_thread
-        if t is not None:
-            self._prealloc_cancel.set()
-            t.join()
-            self._prealloc_cancel.clear()
-            self._prealloc_thread = None
+        """Stop the background pre-writer and wait for it; the next write starts it again."""
+        if self._zeros is not None:
+            self._zeros.stop()
+            self._zeros = None
 
     def close(self) -> None:
         self._stop_prewrite()  # the next open pre-writes again
@@ -300,7 +307,7 @@ class CommitLog:
         for f in self.files[i:]:
             mm = self.map_file(f)
             try:
-                limit = self.file_bytes
+                limit = _data_limit(f.fd, pos, self.file_bytes)
                 while True:
                     if end is not None and f.base + pos >= end:
                         return
@@ -312,6 +319,7 @@ class CommitLog:
                         break
                     if size == END_OF_DATA:
                         return
+                    self.scanned_bytes += size
                     yield f.base + pos, size, mm, pos
                     pos += size
             finally:
@@ -398,8 +406,6 @@ class CommitLog:
         """
         pos = self._write_pos
         f = self._current_file(pos)
-        if pos >= self._half:
-            self._prewrite_next_once(f)
         in_file = pos - f.base
         left = self.file_bytes - in_file
         if size + L.BLANK_MIN_BYTES > left:
@@ -432,6 +438,8 @@ class CommitLog:
         chunks, self._chunks = self._chunks, []
         f: CommitLogFile | None = None
         try:
+            if self.prewrite and chunks:
+                self._pre_writer().claim(self.durable_end, self._write_pos)
             for f, in_file, parts in chunks:
                 data = b"".join(parts)
                 written = os.pwrite(f.fd, data, in_file)
@@ -458,55 +466,25 @@ class CommitLog:
         else:
             base = (pos // self.file_bytes) * self.file_bytes
             path = self.directory / L.offset_file_name(base)
-            t = self._prealloc_thread
-            if t is not None:
-                t.join()  # it may be writing exactly this file
-            if not path.exists():
-                # The first file of a new store, or one the background pre-write did not reach:
-                # pre-write it now, once, rather than pay slower syncs for its whole life.
-                if self.prewrite:
-                    create_prewritten(path, self.file_bytes)
-                else:
-                    create_sparse(path, self.file_bytes)
-                    fsync_dir(self.directory)
-            f = CommitLogFile(base, path, os.open(path, os.O_RDWR))
+            # Sparse, at its full size: the pre-writer fills the zeros ahead of the appends (a
+            # whole file written first would hold up the first append for seconds).
+            f = CommitLogFile(base, path, open_sparse(path, self.file_bytes))
             self._add_file(f)
         self._cur = f
-        self._half = f.base + self.file_bytes // 2
-        if pos >= self._half:
-            self._prewrite_next_once(f)
         return f
 
-    def _prewrite_next_once(self, f: CommitLogFile) -> None:
-        # Past half of the current file: make the next one ready in the background (starting
-        # earlier would only compete with the appends for the disk). Asked once per file, so
-        # the append path pays no further check.
-        self._half = _NEVER
-        self._prewrite_next(f.base + self.file_bytes)
-
-    def _prewrite_next(self, base: int) -> None:
-        """Pre-write the file after the current one in the background, before it is needed."""
-        if not self.prewrite:
-            return
-        path = self.directory / L.offset_file_name(base)
-        t = self._prealloc_thread
-        if path.exists() or (t is not None and t.is_alive()):
-            return
-
-        def work() -> None:
-            try:
-                create_prewritten(path, self.file_bytes, self._prealloc_cancel)
-            except OSError as exc:
-                log.warning(
-                    "pre-writing %s failed (%s); it will be created when needed",
-                    path,
-                    exc.strerror or exc,
-                )
-
-        t = threading.Thread(target=work, name="mqtier-prewrite", daemon=True)
-        self._prealloc_thread = t
-        t.start()
+    def _pre_writer(self) -> ZeroAhead:
+        z = self._zeros
+        if z is None:
+            z = self._zeros = ZeroAhead(
+                lambda base: self.directory / L.offset_file_name(base),
+                self.file_bytes,
+                self.durable_end,
+            )
+        return z
 
     def ensure_writable_file(self) -> None:
-        """Open (or create) the file that receives the next append, and pre-write the one after."""
+        """Open (or create) the file that receives the next append, and start the zeros ahead."""
         self._current_file(self._write_pos)
+        if self.prewrite:
+            self._pre_writer().claim(self._write_pos, self._write_pos)

@@ -38,7 +38,7 @@ class StoreConfig:
         group_wait_us: longest the writer holds a batch open for expected writers.
         cache_bytes: memory for recently appended records (hot reads).
         flush_interval_ms: how often consume queues and index are flushed and checkpointed.
-        prewrite: zero-fill commit-log files ahead of use (faster syncs; costs the zeros).
+        prewrite: zero-fill a window of the commit log ahead of the appends (faster syncs).
     """
 
     broker_name: str = ""

@@ -96,13 +96,27 @@ def _unfinished_ingest(store: Store, abnormal: bool) -> int | None:
     return max(fence, store.commitlog.min_offset)
 
 
-def _rocketmq_scan_start(store: Store, abnormal: bool) -> int:
-    """Where a store without mqtier's checkpoint is scanned from (RocketMQ's own rule)."""
+def _rocketmq_scan_start(store: Store, abnormal: bool, view: bool) -> int:
+    """Where a store without mqtier's checkpoint is scanned from.
+
+    For a read-only ``view`` (not a dry run, which plans what a writable open would do), from
+    what the consume queues cover (a broker's reput writes them in commit-log
+    order), where their spot checks pass: only the records past them are read. Writable after
+    a clean shutdown, from the last file that holds a record; after a crash, RocketMQ's own
+    rule: the last file whose first record is no newer than the ``checkpoint`` timestamps.
+    """
     cl = store.commitlog
     if not cl.files:
         return 0
+    if view:
+        covered = _covered_by_queues(store)
+        if covered is not None:
+            return covered
     if not abnormal:
-        return cl.files[max(0, len(cl.files) - 3)].base
+        for f in reversed(cl.files):
+            if os.pread(f.fd, 8, 0) != bytes(8):
+                return f.base  # (the files after it are pre-allocated spares a broker made)
+        return cl.files[0].base
     try:
         ckpt = Checkpoint.from_bytes((store.root / L.FILE_CHECKPOINT).read_bytes())
     except OSError:
@@ -125,7 +139,10 @@ def _rocketmq_scan_start(store: Store, abnormal: bool) -> int:
     return cl.files[0].base
 
 
-def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
+def recover(store: Store, *, dry_run: bool, view: bool = False) -> RecoveryReport:
+    """Recover ``store`` (see the module's docstring); ``view``: for a read-only view, which
+    dispatches what it finds in memory (implies ``dry_run``)."""
+    dry_run = dry_run or view
     t0 = time.monotonic()
     cl = store.commitlog
     abnormal = (store.root / L.FILE_ABORT).exists()
@@ -134,7 +151,7 @@ def recover(store: Store, *, dry_run: bool) -> RecoveryReport:
     files_end = cl.files[-1].base + cl.file_bytes if cl.files else 0
     if ckpt is not None and not cl.min_offset <= ckpt <= files_end:
         ckpt = None  # files were removed or replaced behind our back: trust nothing
-    scan_from = ckpt if ckpt is not None else _rocketmq_scan_start(store, abnormal)
+    scan_from = ckpt if ckpt is not None else _rocketmq_scan_start(store, abnormal, view)
     suspect = _damage_below(store, ckpt) if abnormal and ckpt is not None else None
     if suspect is not None:
         scan_from = cl.file_for(suspect).base
@@ -282,6 +299,27 @@ def _record_intact(
         log.warning("%s; reading it will report it", exc)
         return False
     return True
+
+
+def _covered_by_queues(store: Store) -> int | None:
+    """End of the newest record the consume queues point to, if every queue's last record is
+    intact (the spot checks that a lost or cut write would fail); else None.
+
+    A broker dispatches records in commit-log order, so every record below that end has its
+    units (a queue that lags, as after a power loss, is found by :func:`_start_without_gaps`).
+    """
+    cl = store.commitlog
+    files_end = cl.files[-1].base + cl.file_bytes
+    covered = None
+    for (topic, qid), cq in store.consume_queues.items():
+        last = _last_unit_within(cq, files_end)
+        if last is None or last[1] < cl.min_offset:
+            continue  # (a quiet queue's last record may lie in a file `clean` has deleted)
+        qoff, phy, size = last
+        if not _record_intact(store, phy, size, (topic, qid, qoff)):
+            return None
+        covered = max(covered or 0, phy + size)
+    return covered
 
 
 def _last_unit_within(cq: ConsumeQueue, limit: int) -> tuple[int, int, int] | None:

@@ -318,7 +318,7 @@ class Store:
         missing = missing_derived(self.root)  # before recovery drops files of its own
         self._queues_on_disk = bool(self._cqs)
         self._lost = {_queue_of(m) for m in missing if m.startswith(L.DIR_CONSUMEQUEUE + "/")}
-        self.recovery = recover(self, dry_run=dry_run or self.read_only)
+        self.recovery = recover(self, dry_run=dry_run, view=self.read_only and not dry_run)
         if missing and not self.read_only and not rebuild:
             log.warning(
                 "%s: %s went missing; rebuilding consume queues and index from the commit log",

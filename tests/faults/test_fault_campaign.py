@@ -92,7 +92,7 @@ def assert_survived(store: Path) -> None:
 # (os call, errno, nth call on a store file, sticky: every later call fails too)
 CAMPAIGN = [
     pytest.param("pwrite", "ENOSPC", 3, True, id="enospc-commitlog-write"),
-    pytest.param("write", "ENOSPC", 4, True, id="enospc-prewrite"),
+    pytest.param("write", "ENOSPC", 4, True, id="enospc-dispatch-checkpoint-mid-run"),
     pytest.param("posix_fallocate", "ENOSPC", 2, True, id="enospc-reserve-index-or-queue"),
     pytest.param("pwrite", "EIO", 2, False, id="eio-commitlog-write"),
     pytest.param("fdatasync", "EIO", 2, False, id="eio-commitlog-sync"),

@@ -1,0 +1,110 @@
+"""Zeros ahead of the writer: a bounded window, never over a record, failures stop the writer."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from mqtier import Message, Store, StoreConfig
+from mqtier.store.prewrite import ZeroAhead
+
+FILE = 1 << 20  # 1 MiB files: the window is half a file, steps of a quarter of that
+
+
+def allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def test_a_new_store_takes_disk_for_its_data_and_a_window_not_a_whole_file(
+    tmp_path: Path,
+) -> None:
+    cfg = StoreConfig(commitlog_file_bytes=64 << 20)
+    with Store.open(tmp_path / "s", create=True, config=cfg) as st:
+        st.append(Message("t", b"x" * 1000, queue_id=0))
+        files = sorted((tmp_path / "s" / "commitlog").iterdir())
+        assert [p.stat().st_size for p in files] == [64 << 20]  # RocketMQ's size and name
+        st.append_batch([Message("t", b"y" * 1000, queue_id=0) for _ in range(2000)])
+        end = st.commitlog.durable_end
+    # What was written plus the zeros ahead of it (half a file at most here), not 64 MiB.
+    assert end <= allocated(files[0]) <= end + (32 << 20) + (1 << 20)
+    with Store.open(tmp_path / "s") as st:
+        assert len(st.read("t", 0, 0, 5000)) == 2001
+
+
+def test_zeros_never_land_on_what_the_writer_claimed(tmp_path: Path) -> None:
+    """The writer's protocol (claim, then write) against a pre-writer with tiny steps, which
+    races it over the same bytes: every byte the writer wrote is still there."""
+    path = tmp_path / "00000000000000000000"
+    zeros = ZeroAhead(lambda base: tmp_path / f"{base:020d}", FILE, 0, window=64 << 10, step=4096)
+    rng = random.Random(3)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    expected = bytearray()
+    try:
+        pos = 0
+        while pos < FILE // 2 - 20_000:
+            data = rng.randbytes(rng.randrange(1, 20_000))
+            zeros.claim(pos, pos + len(data))
+            assert os.pwrite(fd, data, pos) == len(data)
+            expected += data
+            pos += len(data)
+            if rng.random() < 0.1:  # let the pre-writer run ahead, over what comes next
+                for _ in range(1000):
+                    if zeros.zeroed_to >= pos + 8192:
+                        break
+                    threading.Event().wait(0.001)
+        assert zeros.error is None
+        assert zeros.zeroed_to > FILE // 4  # it wrote zeros over much of what was then written
+    finally:
+        zeros.stop()
+    assert os.pread(fd, len(expected), 0) == bytes(expected)
+    assert os.pread(fd, FILE - len(expected), len(expected)) == bytes(FILE - len(expected))
+    os.close(fd)
+
+
+def test_a_failing_pre_writer_stops_the_writer_naming_the_file(tmp_path: Path) -> None:
+    """A pre-writer that cannot write (here: its file is a directory) makes the next claim
+    raise its error: after a failed write or sync the writer must stop."""
+    (tmp_path / f"{0:020d}").mkdir()
+    zeros = ZeroAhead(lambda base: tmp_path / f"{base:020d}", FILE, 0, window=64 << 10, step=4096)
+    try:
+        zeros.claim(0, 100)
+        for _ in range(200):
+            if zeros.error is not None:
+                break
+            threading.Event().wait(0.01)
+        assert zeros.error is not None
+        with pytest.raises(OSError) as raised:
+            zeros.claim(100, 200)
+        assert str(tmp_path / f"{0:020d}") in str(raised.value)
+    finally:
+        zeros.stop()
+
+
+def _window_written(st: Store, upto: int) -> None:
+    zeros = st.commitlog._zeros
+    assert zeros is not None
+    for _ in range(1000):
+        if zeros.zeroed_to >= upto:
+            return
+        threading.Event().wait(0.005)
+    raise AssertionError(f"zeros reached {zeros.zeroed_to}, not {upto}")
+
+
+def test_a_reopened_store_does_not_write_its_window_of_zeros_again(tmp_path: Path) -> None:
+    """Once the window is written, a writable open (each small cron job's) writes no zeros."""
+    cfg = StoreConfig(commitlog_file_bytes=8 << 20)
+    with Store.open(tmp_path / "s", create=True, config=cfg) as st:
+        st.append(Message("t", b"x" * 1000, queue_id=0))
+        _window_written(st, 4 << 20)  # half a file here
+    with Store.open(tmp_path / "s", writable=True) as st:
+        _window_written(st, 4 << 20)  # (fills what the first run skipped, if it fell behind)
+    path = next((tmp_path / "s" / "commitlog").iterdir())
+    before = path.stat()
+    with Store.open(tmp_path / "s", writable=True) as st:
+        _window_written(st, 4 << 20)  # it takes the zeros already there as written
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_blocks) == (before.st_mtime_ns, before.st_blocks)
