@@ -268,9 +268,10 @@ def ingest(
             in_flight.append(store.append_prepared_async(chunk))
         while in_flight:
             settle(in_flight.popleft())
-        # Before the commit point: a dispatcher that failed during the run (a full disk taking
-        # its checkpoint) fails the run, which rolls back, rather than the close after it.
-        store.wait_dispatched()
+        # Before the commit point: the derived files and checkpoint of the run are written
+        # now, so that a full disk (or a dispatcher that failed during the run) fails the run,
+        # which rolls back, rather than the close after it has committed.
+        store.checkpoint()
         if before_commit is not None:
             before_commit()
     except BaseException:

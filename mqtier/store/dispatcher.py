@@ -33,6 +33,7 @@ class Dispatcher:
         self._closed = False
         self.dispatched_offset = start_offset  # everything below is in the CQs and index
         self.checkpointed_offset = start_offset
+        self._wanted = start_offset  # checkpoint_through asks for a checkpoint up to here
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="mqtier-dispatch", daemon=True)
         self._thread.start()
@@ -46,7 +47,7 @@ class Dispatcher:
         last_flush = time.monotonic()
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not self._pending and not self._closed and not self._asked():
                     timeout = self._flush_interval_s - (time.monotonic() - last_flush)
                     if timeout <= 0:
                         break
@@ -60,10 +61,13 @@ class Dispatcher:
                         self.dispatched_offset = end
                         self._cond.notify_all()
                 now = time.monotonic()
-                if closing or now - last_flush >= self._flush_interval_s:
+                asked = self._wanted > self.checkpointed_offset
+                if closing or asked or now - last_flush >= self._flush_interval_s:
                     if self.dispatched_offset != self.checkpointed_offset or closing:
                         self._checkpoint(self.dispatched_offset)
-                        self.checkpointed_offset = self.dispatched_offset
+                        with self._cond:
+                            self.checkpointed_offset = self.dispatched_offset
+                            self._cond.notify_all()
                     last_flush = now
             except BaseException as exc:  # the store reports it; appends stay durable
                 if isinstance(exc, OSError):  # a full disk: the store's error says it all
@@ -78,6 +82,27 @@ class Dispatcher:
                 with self._cond:
                     if not self._pending:
                         return
+
+    def _asked(self) -> bool:
+        """A checkpoint is asked for and there is something new to record (under the lock)."""
+        return self._wanted > self.checkpointed_offset < self.dispatched_offset
+
+    def checkpoint_through(self, offset: int) -> None:
+        """Block until everything below ``offset`` is dispatched, flushed and checkpointed,
+        now rather than at the next interval.
+
+        Raises:
+            BaseException: the dispatcher's error, if it failed (a full disk).
+        """
+        with self._cond:
+            self._wanted = max(self._wanted, offset)
+            self._cond.notify_all()
+            while self.checkpointed_offset < offset and self.error is None:
+                if not self._thread.is_alive():
+                    raise RuntimeError("the dispatcher has stopped")  # closed: a caller's bug
+                self._cond.wait(0.5)
+        if self.error is not None:
+            raise self.error
 
     def wait_for(self, offset: int, timeout: float | None = None) -> bool:
         """Block until everything below ``offset`` is dispatched (reads see it)."""

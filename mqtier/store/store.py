@@ -1022,6 +1022,16 @@ class Store:
             return self.commitlog.durable_end
         return min(self._dispatcher.dispatched_offset, self.commitlog.durable_end)
 
+    def checkpoint(self) -> None:
+        """Dispatch, flush and checkpoint every acknowledged append now (a bulk ingest does,
+        before its commit point, so that a full disk fails the run rather than its close).
+
+        Raises:
+            OSError: the derived files or the checkpoint could not be written.
+        """
+        if self._dispatcher is not None:
+            self._dispatcher.checkpoint_through(self.commitlog.durable_end)
+
     def wait_dispatched(self, timeout: float | None = None) -> bool:
         """Block until every acknowledged append is visible to reads and queries."""
         if self._dispatcher is None:
