@@ -292,8 +292,10 @@ class CommitLog:
 
     def scan(
         self, start: int, *, verify_crc: bool = True, end: int | None = None
-    ) -> Generator[tuple[int, int, mmap.mmap, int], None, None]:
-        """Yield ``(global offset, size, map, position in map)`` for each record from ``start``.
+    ) -> Generator[tuple[int, int, mmap.mmap | bytes, int], None, None]:
+        """Yield ``(global offset, size, buffer, position in it)`` for each record from
+        ``start``: the buffer is the file's map, or the record's bytes where it reaches into a
+        hole of a sparse file (reading a hole through a map faults on a full tmpfs).
 
         ``start`` must be a record boundary (a file start or the end of a record). The scan ends
         silently at the end of data; a corrupt record raises :class:`CorruptRecordError`, whose
@@ -307,20 +309,36 @@ class CommitLog:
         for f in self.files[i:]:
             mm = self.map_file(f)
             try:
-                limit = _data_limit(f.fd, pos, self.file_bytes)
+                fb = self.file_bytes
+                hole = _data_limit(f.fd, pos, fb)
                 while True:
                     if end is not None and f.base + pos >= end:
                         return
+                    if pos >= hole:
+                        hole = _data_limit(f.fd, pos, fb)
+                        if hole <= pos:
+                            return  # a hole reads as zeros, where no record starts
+                    buf: mmap.mmap | bytes = mm
+                    at = pos
+                    if pos + 8 > hole or pos + L.INT32.unpack_from(mm, pos)[0] > hole:
+                        # The record reaches into a hole: a sparse copy (cp --sparse, rsync
+                        # -S) makes one of any zero block, also inside a body. pread reads it.
+                        head = os.pread(f.fd, 8, pos)
+                        want = L.INT32.unpack_from(head)[0] if len(head) == 8 else 0
+                        buf, at = os.pread(f.fd, min(max(want, 8), fb - pos), pos), 0
                     try:
-                        size = check_record(mm, pos, limit, verify_crc=verify_crc, path=str(f.path))
+                        size = check_record(buf, at, len(buf) if buf is not mm else fb,
+                                            verify_crc=verify_crc, path=str(f.path))  # fmt: skip
                     except CorruptRecordError as exc:
-                        raise CorruptRecordError(f.path, f.base + exc.offset, exc.detail) from None
+                        raise CorruptRecordError(
+                            f.path, f.base + pos + exc.offset - at, exc.detail
+                        ) from None
                     if size == END_OF_FILE:
                         break
                     if size == END_OF_DATA:
                         return
                     self.scanned_bytes += size
-                    yield f.base + pos, size, mm, pos
+                    yield f.base + pos, size, buf, at
                     pos += size
             finally:
                 mm.close()

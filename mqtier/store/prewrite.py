@@ -17,6 +17,7 @@ ahead of it rather than right where the next batch goes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -72,7 +73,7 @@ class ZeroAhead:
         self._done = start  # zeros are written and synced up to here (from the floor)
         self._want = start
         self._busy: tuple[int, int] | None = None  # the step being written
-        self._error: OSError | None = None
+        self._error: BaseException | None = None
         self._stopping = False
         self._fds: dict[int, int] = {}
         self._thread = threading.Thread(target=self._run, name="mqtier-prewrite", daemon=True)
@@ -85,8 +86,8 @@ class ZeroAhead:
             return self._done
 
     @property
-    def error(self) -> OSError | None:
-        """The error that stopped the pre-writer (a full disk), if one did."""
+    def error(self) -> BaseException | None:
+        """The error that stopped the pre-writer (a failed sync), if one did."""
         with self._cond:
             return self._error
 
@@ -96,9 +97,10 @@ class ZeroAhead:
         Waits while a step overlapping the range is being written, and moves the window on.
 
         Raises:
-            OSError: the pre-writer failed (a full disk, an I/O error), naming the file. The
+            OSError: the pre-writer failed (an I/O error, a failed sync), naming the file. The
                 writer must stop too: after a failed sync of a file, its cached pages (the
-                writer's records among them) cannot be trusted.
+                writer's records among them) cannot be trusted. A full disk that refuses the
+                zeros only stops the zeros.
         """
         with self._cond:
             if self._error is not None:
@@ -135,11 +137,22 @@ class ZeroAhead:
                 self._busy = (lo, hi)
             try:
                 fd = self._fd_for(base)
-                zero_range(fd, lo - base, hi - base)
+                try:
+                    zero_range(fd, lo - base, hi - base)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    # A full disk takes no more zeros: the writer goes on into the holes and
+                    # meets the full disk itself, if it is still full then.
+                    log.warning("pre-writing %s stopped: %s", self._path_for(base), exc.strerror)
+                    with self._cond:
+                        self._busy, self._stopping = None, True
+                        self._cond.notify_all()
+                    return
                 os.fdatasync(fd)
-            except OSError as exc:
-                err = naming(exc, self._path_for(base))
-                log.warning("pre-writing %s stopped: %s", err.filename, err.strerror or err)
+            except BaseException as exc:  # noqa: BLE001 - the writer must hear of any failure
+                err = naming(exc, self._path_for(base)) if isinstance(exc, OSError) else exc
+                log.warning("pre-writing %s failed: %s", self._path_for(base), err)
                 with self._cond:
                     self._error, self._busy = err, None
                     self._cond.notify_all()

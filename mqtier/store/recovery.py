@@ -99,16 +99,21 @@ def _unfinished_ingest(store: Store, abnormal: bool) -> int | None:
 def _rocketmq_scan_start(store: Store, abnormal: bool, view: bool) -> int:
     """Where a store without mqtier's checkpoint is scanned from.
 
-    For a read-only ``view`` (not a dry run, which plans what a writable open would do), from
-    what the consume queues cover (a broker's reput writes them in commit-log
-    order), where their spot checks pass: only the records past them are read. Writable after
-    a clean shutdown, from the last file that holds a record; after a crash, RocketMQ's own
-    rule: the last file whose first record is no newer than the ``checkpoint`` timestamps.
+    For a read-only ``view`` (not a dry run, which plans what a writable open would do) of a
+    store shut down cleanly or whose broker is still running, from what the consume queues
+    cover (a broker's reput writes them in commit-log order), where their spot checks pass:
+    only the records past them are read. Writable after a clean shutdown, from the last file
+    that holds a record; after a crash, RocketMQ's own rule: the last file whose first record
+    is no newer than the ``checkpoint`` timestamps.
     """
     cl = store.commitlog
     if not cl.files:
         return 0
-    if view:
+    # After a crash the queues may lag by any amount, each its own (a broker flushes a quiet
+    # queue's file least often), and a quiet queue has no later record for the gap check to
+    # meet: only a clean shutdown, or a live broker (its page cache holds every unit it
+    # dispatched), makes the queues' end a bound.
+    if view and (not abnormal or is_locked_elsewhere(store.root)):
         covered = _covered_by_queues(store)
         if covered is not None:
             return covered
@@ -177,7 +182,21 @@ def recover(store: Store, *, dry_run: bool, view: bool = False) -> RecoveryRepor
     end = stop.offset
     if stop.reason == "corrupt" and stop.error is not None:
         intact = _intact_record_after(store, end)
-        if intact is not None:
+        covered = _covered_by_queues(store) if view and intact is not None else None
+        if covered is not None and covered > end:
+            # A view of a crashed broker's store cannot frame past the damage, but the consume
+            # queues reach past it: show what they cover (reading the damaged record reports
+            # it) and the records after them, rather than refuse to look at all.
+            log.warning(
+                "%s: commit-log offset %d fails its checks (%s), with intact records after "
+                "it; showing what the consume queues cover and reading on from offset %d",
+                store.root, end, stop.error.detail, covered,
+            )  # fmt: skip
+            scan_from = report.scan_from = covered
+            stop = cl.find_end(scan_from, verify_crc=True)
+            end = stop.offset
+            intact = _intact_record_after(store, end) if stop.reason == "corrupt" else None
+        if stop.error is not None and intact is not None:
             # A record past this point was dispatched and is intact, so it was acknowledged:
             # this is damage in the middle of the log, not a torn tail. Truncating would lose
             # acknowledged data.
@@ -187,8 +206,9 @@ def recover(store: Store, *, dry_run: bool, view: bool = False) -> RecoveryRepor
                 f"{stop.error.detail}; acknowledged data follows (an intact record at offset "
                 f"{intact}), so this is not a torn tail and nothing was changed",
             )
-        report.torn_bytes_at = end
-        report.torn_reason = stop.error.detail
+        if stop.error is not None:
+            report.torn_bytes_at = end
+            report.torn_reason = stop.error.detail
     fence = _unfinished_ingest(store, abnormal)
     if fence is not None and fence < end:
         # An ingest that died before it finished (kill -9, a full disk that also failed its
@@ -457,7 +477,7 @@ def _replay(store: Store, start: int, end: int, batch: int = 4096) -> int:
 def _check_replayed(
     store: Store,
     nexts: dict[tuple[str, int], int],
-    mm: mmap.mmap,
+    mm: mmap.mmap | bytes,
     pos: int,
     phy: int,
     fields: tuple[str, int, int, int],

@@ -214,9 +214,11 @@ def test_rocketmq_store_b(store_b: Path, tmp_path: Path, field: str) -> None:
     assert_read_fails(store_b, "abc", 0, path.name, phy)
     assert_inspect_reports(path, phy, base, field)
     url = f"file://{tmp_path / 'cold'}"
-    # store-b has no mqtier checkpoint: a read-only open reads only what lies past its consume
-    # queue (the victim is inside it), so the read that meets the record finds the damage,
-    # whichever field it is in, and the queue is tiered up to the record before it.
+    # store-b's broker crashed (abort, no lock holder) and left no mqtier checkpoint: a
+    # read-only open scans from RocketMQ's crash rule, meets the damage (a framing field) or
+    # not, and reads on from what the consume queue covers (the victim is inside it). So the
+    # read that meets the record finds the damage, whichever field it is in, and the queue is
+    # tiered up to the record before it.
     dispatch_fails(store_b, url, path.name, phy, "abc/0 is tiered up to offset")
 
     cold = open_cold_store(url)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import subprocess
 import threading
 from pathlib import Path
 
@@ -108,3 +110,55 @@ def test_a_reopened_store_does_not_write_its_window_of_zeros_again(tmp_path: Pat
         _window_written(st, 4 << 20)  # it takes the zeros already there as written
     after = path.stat()
     assert (after.st_mtime_ns, after.st_blocks) == (before.st_mtime_ns, before.st_blocks)
+
+
+def test_a_store_copied_sparse_keeps_records_whose_bodies_hold_zero_blocks(
+    tmp_path: Path,
+) -> None:
+    """``cp --sparse=always`` (rsync -S, tar -S) turns any zero block into a hole, also one
+    inside a message body. Scans must read such a record whole, not take the hole for the end
+    of data: a writable open after a crash would otherwise cut acknowledged records."""
+    cfg = StoreConfig(commitlog_file_bytes=1 << 20, prewrite=False)
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    with Store.open(src, create=True, config=cfg) as st:
+        st.append_batch([Message("t", b"a" * 100, queue_id=0) for _ in range(10)])
+        st.append(Message("t", bytes(20_000), queue_id=0))  # five zero blocks at least
+        st.append_batch([Message("t", b"b" * 100, queue_id=0) for _ in range(10)])
+        end = st.commitlog.durable_end
+    subprocess.run(["cp", "-a", "--sparse=always", str(src), str(copy)], check=True)
+    log = next((copy / "commitlog").iterdir())
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        if os.lseek(fd, 0, os.SEEK_HOLE) >= end:
+            pytest.skip("this file system made no hole inside the data")
+    finally:
+        os.close(fd)
+    (copy / "abort").write_text("1")  # as if it crashed: the open scans the whole log
+    (copy / "mqtier.dispatch").unlink()
+    with Store.open(copy) as st:
+        assert st.commitlog.durable_end == end
+        assert len(st.read("t", 0, 0, 100)) == 21
+    with Store.open(copy, writable=True) as st:
+        assert st.commitlog.durable_end == end
+        msgs = st.read("t", 0, 0, 100)
+        assert len(msgs) == 21 and msgs[10].body == bytes(20_000)
+
+
+def test_a_full_disk_refusing_the_zeros_stops_only_the_zeros(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on the zeros (not on a sync): the writer goes on into the holes."""
+    from mqtier.store import prewrite
+
+    def full(fd: int, start: int, end: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(prewrite, "zero_range", full)
+    zeros = ZeroAhead(lambda base: tmp_path / f"{base:020d}", FILE, 0, window=64 << 10, step=4096)
+    try:
+        zeros.claim(0, 0)
+        zeros._thread.join(5)
+        assert not zeros._thread.is_alive() and zeros.error is None
+        zeros.claim(0, 100)  # no error: the writer goes on
+    finally:
+        zeros.stop()
