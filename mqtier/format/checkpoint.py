@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 from mqtier.format import layout as L
+from mqtier.format.crc import crc32
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class Checkpoint:
 def pack_dispatch_offset(offset: int) -> bytes:
     """mqtier's dispatch checkpoint: the commit-log offset up to which CQs and index are flushed."""
     raw = L.INT64.pack(offset)
-    return L.DISPATCH_CHECKPOINT.pack(offset, zlib.crc32(raw))
+    return L.DISPATCH_CHECKPOINT.pack(offset, crc32(raw))
 
 
 def unpack_dispatch_offset(data: bytes) -> int | None:
@@ -51,6 +51,6 @@ def unpack_dispatch_offset(data: bytes) -> int | None:
     if len(data) < L.DISPATCH_CHECKPOINT.size:
         return None
     offset, crc = L.DISPATCH_CHECKPOINT.unpack_from(data)
-    if zlib.crc32(L.INT64.pack(offset)) != crc or offset < 0:
+    if crc32(L.INT64.pack(offset)) != crc or offset < 0:
         return None
     return int(offset)

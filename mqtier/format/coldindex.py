@@ -27,7 +27,6 @@ block is found by its QUEUEOFFSET), plus the store time in ms for exact time win
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,6 +40,7 @@ import zstandard
 from mqtier.errors import CorruptionError, UnsupportedFormatError
 from mqtier.format import layout as L
 from mqtier.format.coldobject import Block
+from mqtier.format.crc import crc32
 
 HEADER: Final = L.COLD_INDEX_HEADER
 FOOTER: Final = L.COLD_INDEX_FOOTER
@@ -177,14 +177,14 @@ def build_index_object(
     ]
     for at in range(0, len(stream), PAGE_DATA):
         data = stream[at : at + PAGE_DATA]
-        parts.append(L.UINT32.pack(zlib.crc32(data)) + data)
+        parts.append(L.UINT32.pack(crc32(data)) + data)
     dir_pos = sum(len(p) for p in parts)
     dir_bytes = directory.tobytes()
     tables = zstandard.ZstdCompressor(level=3).compress(
         orjson.dumps({"objects": objects, "queues": [[t, q] for t, q in queues]})
     )
     tail = dir_bytes + tables
-    tail_crc = zlib.crc32(tail)
+    tail_crc = crc32(tail)
     head = FOOTER.pack(
         dir_pos,
         dir_pos + len(dir_bytes),
@@ -219,13 +219,13 @@ def _header(bits: int, n: int, min_ts: int, max_ts: int, created_ms: int, run_id
         0,
     )
     head = HEADER.pack(*fields)
-    return head[:-4] + L.UINT32.pack(zlib.crc32(head[:-4]))
+    return head[:-4] + L.UINT32.pack(crc32(head[:-4]))
 
 
 def _with_crc(footer: bytes) -> bytes:
     """The footer with its own CRC32 (over the bytes before that field) filled in."""
     at = FOOTER.size - 12
-    return footer[:at] + L.UINT32.pack(zlib.crc32(footer[:at])) + footer[at + 4 :]
+    return footer[:at] + L.UINT32.pack(crc32(footer[:at])) + footer[at + 4 :]
 
 
 def parse_header(data: bytes, key: str) -> dict[str, Any]:
@@ -235,7 +235,7 @@ def parse_header(data: bytes, key: str) -> dict[str, Any]:
     fields = HEADER.unpack_from(data)
     if fields[0] != L.COLD_INDEX_MAGIC:
         raise CorruptionError(f"{key} @ 0: not an mqtier index object (magic {fields[0]!r})")
-    if zlib.crc32(data[: HEADER.size - 4]) != fields[-1]:
+    if crc32(data[: HEADER.size - 4]) != fields[-1]:
         raise CorruptionError(f"{key} @ 0: index header fails its CRC32")
     if fields[1] != L.COLD_INDEX_VERSION:
         raise UnsupportedFormatError(f"{key} @ 8: index format version {fields[1]}")
@@ -279,7 +279,7 @@ class IndexTail:
         stream = bytearray()
         for at in range(0, len(data), PAGE):
             page = data[at : at + PAGE]
-            if len(page) < 4 or zlib.crc32(page[4:]) != L.UINT32.unpack_from(page)[0]:
+            if len(page) < 4 or crc32(page[4:]) != L.UINT32.unpack_from(page)[0]:
                 raise CorruptionError(f"{self.object} @ {start + at}: index page fails its CRC32")
             stream += page[4:]
         p0 = (start - HEADER.size) // PAGE
@@ -318,14 +318,14 @@ def parse_tail(data: bytes, key: str, size: int, tail_pos: int, tail_crc: int) -
     where = f"{key} @ {tail_pos + foot_at}"
     if magic != L.COLD_INDEX_END_MAGIC:
         raise CorruptionError(f"{where}: index footer has magic {magic!r}")
-    if zlib.crc32(footer[: FOOTER.size - 12]) != own_crc:
+    if crc32(footer[: FOOTER.size - 12]) != own_crc:
         raise CorruptionError(f"{where}: index footer fails its CRC32")
     if hash_id != L.COLD_INDEX_HASH_MMH3_64 or item_bytes != ITEM_BYTES or page != PAGE:
         raise UnsupportedFormatError(
             f"{where}: index hash {hash_id}, item size {item_bytes}, page size {page}"
         )
     body = data[:foot_at]
-    if zlib.crc32(body) != crc:
+    if crc32(body) != crc:
         raise CorruptionError(f"{key} @ {tail_pos}: index directory and tables fail their CRC32")
     if dir_pos != tail_pos or crc != tail_crc:
         # sound on its own, but not the object the catalog committed: replaced under its name

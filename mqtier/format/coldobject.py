@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ import zstandard
 
 from mqtier.errors import CorruptionError, CorruptRecordError, UnsupportedFormatError
 from mqtier.format import layout as L
+from mqtier.format.crc import crc32
 from mqtier.format.message import check_record, check_record_header
 
 MAGIC_HEAD: Final = L.COLD_DATA_MAGIC
@@ -198,7 +198,7 @@ def _compress(
     frame = compressor.compress(raw)
     if meter is not None:
         meter.add(len(raw), len(frame))
-    return frame, zlib.crc32(frame)
+    return frame, crc32(frame)
 
 
 @dataclass(slots=True)
@@ -370,7 +370,7 @@ class ObjectBuilder:
                     stored_bytes=sum(b.clen for b in blocks),
                     index_pos=pos,
                     index_len=len(index),
-                    index_crc=zlib.crc32(index),
+                    index_crc=crc32(index),
                 )
             )
             self.blocks.append(blocks)
@@ -385,13 +385,13 @@ class ObjectBuilder:
             }
         )
         parts.append(footer)
-        parts.append(TRAILER.pack(pos, len(footer), zlib.crc32(footer), MAGIC_TAIL))
+        parts.append(TRAILER.pack(pos, len(footer), crc32(footer), MAGIC_TAIL))
         return b"".join(parts)
 
 
 def parse_block_index(data: bytes, seg: Segment) -> list[Block]:
     where = f"{seg.object} @ {seg.index_pos}"
-    if len(data) != seg.index_len or zlib.crc32(data) != seg.index_crc:
+    if len(data) != seg.index_len or crc32(data) != seg.index_crc:
         raise CorruptionError(f"{where}: block index of {seg.topic}/{seg.queue} fails its CRC")
     blocks = [
         Block(*BLOCK_ENTRY.unpack_from(data, p)) for p in range(0, len(data), BLOCK_ENTRY.size)
@@ -417,7 +417,7 @@ def parse_block_index(data: bytes, seg: Segment) -> list[Block]:
 def decode_block(frame: bytes, block: Block, object_key: str) -> bytes:
     """Verify and decompress one block."""
     where = f"{object_key} @ {block.offset}"
-    if len(frame) != block.clen or zlib.crc32(frame) != block.crc:
+    if len(frame) != block.clen or crc32(frame) != block.crc:
         raise CorruptionError(f"{where}: block of {block.clen} bytes fails its CRC32")
     try:
         raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=block.ulen)
@@ -486,7 +486,7 @@ def parse_trailer(tail: bytes, object_key: str) -> tuple[int, int, int]:
 
 
 def parse_footer(data: bytes, crc: int, object_key: str) -> list[Segment]:
-    if zlib.crc32(data) != crc:
+    if crc32(data) != crc:
         raise CorruptionError(f"{object_key}: footer fails its CRC32")
     doc = orjson.loads(data)
     if doc.get("version") != FORMAT_VERSION:

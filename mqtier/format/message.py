@@ -10,7 +10,6 @@ import base64
 import ipaddress
 import mmap
 import struct
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
@@ -22,11 +21,12 @@ from mqtier.errors import (
     PropertiesTooLongError,
 )
 from mqtier.format import layout as L
+from mqtier.format.crc import crc32
 
 _HEADER_V4V4: Final = L.RECORD_HEADER_V4V4
 _V4V4_SIZE: Final = _HEADER_V4V4.size
 _V4V4_unpack_from: Final = _HEADER_V4V4.unpack_from
-_crc32: Final = zlib.crc32
+_crc32: Final = crc32
 _SIZE_MAGIC: Final = L.RECORD_SIZE_MAGIC
 _V1: Final = L.MAGIC_V1
 _V2: Final = L.MAGIC_V2
@@ -38,7 +38,7 @@ Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 def body_crc(body: bytes) -> int:
     """RocketMQ's body CRC: Java ``CRC32`` masked to a non-negative int."""
-    return zlib.crc32(body) & 0x7FFFFFFF
+    return crc32(body) & 0x7FFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +177,7 @@ def encode_record(
     tlen = L.TOPIC_LEN_V2.pack(len(topic)) if v2 else L.TOPIC_LEN_V1.pack(len(topic))
     rec = b"".join((head, body, tlen, topic, L.PROPS_LEN.pack(len(properties)), properties))
     if append_prop_crc:
-        whole = zlib.crc32(memoryview(rec)[: total - L.CRC32_RESERVED_LEN]) & 0x7FFFFFFF
+        whole = crc32(memoryview(rec)[: total - L.CRC32_RESERVED_LEN]) & 0x7FFFFFFF
         rec = rec[: total - 11] + crc32_property_digits(whole) + b"\x02"
     return rec
 
@@ -278,13 +278,13 @@ def _verify_crcs(
     # Released by the with-block even when raising: a live export of a mapped file would make
     # closing the map fail while the exception's traceback is still around.
     with memoryview(buf) as mv:
-        actual = zlib.crc32(mv[body_at:body_end]) & 0x7FFFFFFF
+        actual = crc32(mv[body_at:body_end]) & 0x7FFFFFFF
         whole = None
         if props_len >= L.CRC32_RESERVED_LEN:
             tail = bytes(mv[pos + size - L.CRC32_RESERVED_LEN : pos + size])
             if tail.startswith(b"__CRC32#\x01") and tail.endswith(b"\x02"):
                 want = sum((d - 48) * 10**i for i, d in enumerate(tail[9:19]))
-                whole = (want, zlib.crc32(mv[pos : pos + size - L.CRC32_RESERVED_LEN]) & 0x7FFFFFFF)
+                whole = (want, crc32(mv[pos : pos + size - L.CRC32_RESERVED_LEN]) & 0x7FFFFFFF)
     if stored != actual:
         raise CorruptRecordError(
             path, pos, f"body CRC {actual:#010x} does not match stored {stored & 0xFFFFFFFF:#010x}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from mqtier.backend.open import bill_of
 from mqtier.errors import ColdObjectNotFoundError, CorruptionError, MissingCommittedObjectError
 from mqtier.format import layout as L
 from mqtier.format.coldindex import IndexEntry, IndexTail, parse_tail
+from mqtier.format.crc import crc32
 from mqtier.format.message import MessageRecord, decode_checked_record
 from mqtier.index.cache import ImmutableCache
 from mqtier.tier.catalog import CatalogState, load_catalog
@@ -450,7 +450,7 @@ class ColdIndex:
 
 def decode_frame(frame: bytes, object_key: str, pos: int, crc: int) -> bytes:
     """A block read through the index: its CRC32 checked, then decompressed (bounded)."""
-    if zlib.crc32(frame) != crc:
+    if crc32(frame) != crc:
         raise CorruptionError(f"{object_key} @ {pos}: block of {len(frame)} bytes fails its CRC32")
     try:
         size = zstandard.frame_content_size(frame)
