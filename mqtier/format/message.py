@@ -26,7 +26,6 @@ from mqtier.format.crc import crc32
 _HEADER_V4V4: Final = L.RECORD_HEADER_V4V4
 _V4V4_SIZE: Final = _HEADER_V4V4.size
 _V4V4_unpack_from: Final = _HEADER_V4V4.unpack_from
-_crc32: Final = crc32
 _SIZE_MAGIC: Final = L.RECORD_SIZE_MAGIC
 _V1: Final = L.MAGIC_V1
 _V2: Final = L.MAGIC_V2
@@ -652,14 +651,14 @@ def decode_sound_record(
                 props[name] = value
     body = bytes(buf[body_at:body_end])
     if verify_crc:
-        if _crc32(body) & 0x7FFFFFFF != crc:
+        if crc32(body) & 0x7FFFFFFF != crc:
             return None
         crc_at = end - L.CRC32_RESERVED_LEN
         if plen >= L.CRC32_RESERVED_LEN and buf[crc_at : crc_at + 9] == _CRC32_ENTRY:
             # the whole-record CRC some brokers append, as _verify_crcs reads it
             digits = bytes(buf[crc_at + 9 : crc_at + 19])
             want = sum((d - 48) * 10**i for i, d in enumerate(digits))
-            if want != _crc32(buf[pos:crc_at]) & 0x7FFFFFFF:
+            if want != crc32(buf[pos:crc_at]) & 0x7FFFFFFF:
                 return None
     return _new_record(
         MessageRecord,

@@ -320,11 +320,14 @@ class CommitLog:
                             return  # a hole reads as zeros, where no record starts
                     buf: mmap.mmap | bytes = mm
                     at = pos
-                    if pos + 8 > hole or pos + L.INT32.unpack_from(mm, pos)[0] > hole:
-                        # The record reaches into a hole: a sparse copy (cp --sparse, rsync
-                        # -S) makes one of any zero block, also inside a body. pread reads it.
+                    if pos + 8 > hole:  # even the size is not all in data: read it plainly
                         head = os.pread(f.fd, 8, pos)
                         want = L.INT32.unpack_from(head)[0] if len(head) == 8 else 0
+                    else:
+                        want = L.INT32.unpack_from(mm, pos)[0]
+                    if pos + max(want, 8) > hole:
+                        # The record reaches into a hole: a sparse copy (cp --sparse, rsync
+                        # -S) makes one of any zero block, also inside a body. pread reads it.
                         buf, at = os.pread(f.fd, min(max(want, 8), fb - pos), pos), 0
                     try:
                         size = check_record(buf, at, len(buf) if buf is not mm else fb,

@@ -151,8 +151,10 @@ class ZeroAhead:
                     return
                 os.fdatasync(fd)
             except BaseException as exc:  # noqa: BLE001 - the writer must hear of any failure
-                err = naming(exc, self._path_for(base)) if isinstance(exc, OSError) else exc
-                log.warning("pre-writing %s failed: %s", self._path_for(base), err)
+                path = self._path_for(base)
+                err = naming(exc, path) if isinstance(exc, OSError) else exc
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                log.warning("pre-writing %s failed: %s", path, reason)
                 with self._cond:
                     self._error, self._busy = err, None
                     self._cond.notify_all()
