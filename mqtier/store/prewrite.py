@@ -76,6 +76,9 @@ class ZeroAhead:
         self._error: BaseException | None = None
         self._stopping = False
         self._fds: dict[int, int] = {}
+        # Before the first claim can move the window: a claim that saw the un-skipped start
+        # would ask for a step of zeros over blocks already written (each reopen, one more).
+        self._skip_written()
         self._thread = threading.Thread(target=self._run, name="mqtier-prewrite", daemon=True)
         self._thread.start()
 
@@ -124,7 +127,6 @@ class ZeroAhead:
         self._fds.clear()
 
     def _run(self) -> None:
-        self._skip_written()
         while True:
             with self._cond:
                 while not self._stopping and self._next_step() >= self._want:
@@ -167,16 +169,14 @@ class ZeroAhead:
         """Start past the blocks the file already holds after the start (the zeros an earlier
         open wrote): a store opened for each small job would otherwise write the window again
         every time."""
-        with self._cond:
-            start = self._done
+        start = self._done
         base = start - start % self._file_bytes
         try:
             fd = self._fd_for(base)
             hole = os.lseek(fd, start - base, os.SEEK_HOLE)
         except OSError:  # the file system cannot tell: write the zeros again
             return
-        with self._cond:
-            self._done = max(self._done, base + min(hole, self._file_bytes))
+        self._done = max(self._done, base + min(hole, self._file_bytes))
 
     def _next_step(self) -> int:
         done, floor = self._done, self._floor

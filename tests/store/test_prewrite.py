@@ -112,6 +112,30 @@ def test_a_reopened_store_does_not_write_its_window_of_zeros_again(tmp_path: Pat
     assert (after.st_mtime_ns, after.st_blocks) == (before.st_mtime_ns, before.st_blocks)
 
 
+def test_a_claim_right_after_the_start_writes_no_zeros_where_blocks_are_written(
+    tmp_path: Path,
+) -> None:
+    """The writer claims as soon as it opens; the blocks already there must count by then
+    (a claim that saw only the start asked for one more step of zeros on every reopen)."""
+    path = tmp_path / f"{0:020d}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.ftruncate(fd, FILE)
+    os.pwrite(fd, b"r" * 1000 + bytes(FILE // 2 - 1000), 0)  # a record, then the window
+    os.fsync(fd)
+    os.close(fd)
+    before = path.stat()
+    for _ in range(10):
+        zeros = ZeroAhead(lambda base: tmp_path / f"{base:020d}", FILE, 1000, step=4096)
+        zeros.claim(1000, 1000)
+        for _ in range(20):  # time for a step it should not take
+            if zeros.zeroed_to > FILE // 2:
+                break
+            threading.Event().wait(0.005)
+        zeros.stop()
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_blocks) == (before.st_mtime_ns, before.st_blocks)
+
+
 def test_a_store_copied_sparse_keeps_records_whose_bodies_hold_zero_blocks(
     tmp_path: Path,
 ) -> None:

@@ -337,8 +337,10 @@ def test_busy_queue_fills_objects_of_its_own(
     # records (random bodies, compressible headers) shrink by ~8 %: allow that much less.
     low = int(object_bytes * 0.88)
     assert all(low <= stored[o] < object_bytes + (20 << 10) for o in own), stored
-    assert by_object[last] == {0, 1, 2, 3}  # the busy queue's remainder and the quiet queues
-    assert len(state.queues[(TOPIC, 0)]) == len(own) + 1  # one segment per object
+    # The quiet queues share the last object, with the busy queue's remainder unless its last
+    # piece happened to fill an object (where the cut falls depends on the compression estimate).
+    assert by_object[last] - {0} == {1, 2, 3}, by_object
+    assert len(state.queues[(TOPIC, 0)]) == len(own) + (0 in by_object[last])  # one per object
     # one PUT per data object, one for the commit's index object and one for LATEST
     assert report.objects == len(by_object) == bill.count("put") - 2
     assert bill.count("create") == 1 and len(state.indexes) == 1
