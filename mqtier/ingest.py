@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Generator
+from collections import Counter, deque
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,13 @@ from mqtier.inputs import (
     Defaults,
     files_in,
     max_line_bytes,
-    message_from_json,
     read_file,
     read_lines,
+    rows_from_json,
 )
+from mqtier.store.framing import FramedBatch, Row, row_of
 from mqtier.store.groupcommit import PendingAppend
-from mqtier.store.store import AppendResult, Prepared, Store, queue_key_hashes
+from mqtier.store.store import Placed, Store
 
 CHUNK_MESSAGES = 1024
 CHUNK_BYTES = 1 << 20
@@ -66,22 +67,50 @@ class IngestSummary:
         }
 
 
-def _messages(
+Item = tuple[str, int, Row | MqtierError]  # (source, line, the message or its error)
+
+
+def _chunks(
     inputs: list[str],
     fmt: str,
     defaults: Defaults,
     max_message_bytes: int,
     on_read: Callable[[int], None] | None = None,
-) -> Generator[tuple[str, int, Message | MqtierError], None, None]:
-    """(source, line, message or the error that line raised), in input order.
+) -> Generator[list[Item], None, None]:
+    """Input in order, in chunks of at most CHUNK_MESSAGES items or about CHUNK_BYTES.
 
     No input is held whole beyond what one message of the store could be: a longer line or
     file is an error at that size (``/dev/zero`` fails after a few MiB, it does not fill RAM).
     """
+    chunk: list[Item] = []
+    nbytes = 0
+    for item, size in _items(inputs, fmt, defaults, max_message_bytes, on_read):
+        chunk.append(item)
+        nbytes += size
+        # An error goes out at once: without --skip-bad it ends the run, which must not wait
+        # for more input (after a line too long the rest may never come: /dev/zero).
+        full = len(chunk) >= CHUNK_MESSAGES or nbytes >= CHUNK_BYTES
+        if full or isinstance(item[2], MqtierError):
+            yield chunk
+            chunk, nbytes = [], 0
+    if chunk:
+        yield chunk
+
+
+def _items(
+    inputs: list[str],
+    fmt: str,
+    defaults: Defaults,
+    max_message_bytes: int,
+    on_read: Callable[[int], None] | None,
+) -> Generator[tuple[Item, int], None, None]:
+    """Each input item with the bytes it holds; JSON lines parsed a chunk's worth at a time."""
     limit = max_line_bytes(fmt, max_message_bytes)
     for name in inputs:
         if fmt == "file":
-            yield from _file_messages(Path(name), defaults, max_message_bytes, on_read)
+            for source, n, msg in _file_messages(Path(name), defaults, max_message_bytes, on_read):
+                item = row_of(msg) if isinstance(msg, Message) else msg
+                yield (source, n, item), len(msg.body) if isinstance(msg, Message) else 0
             continue
         if name == "-":
             stream = sys.stdin.buffer
@@ -92,23 +121,54 @@ def _messages(
             stream = open(name, "rb")  # noqa: SIM115 - closed below, after the generator
             source = name
         try:
-            for n, line in read_lines(stream, source, max_line_bytes=limit, on_read=on_read):
-                if line is None:
-                    too_long = _too_long("line", limit, max_message_bytes)
-                    yield source, n, MessageTooLargeError(too_long)
-                elif fmt == "raw":
-                    if not defaults.topic:
-                        yield source, n, InputFormatError(source, n, "raw input needs --topic")
-                    else:
-                        yield source, n, Message(defaults.topic, line, queue_id=defaults.queue)
-                else:
-                    try:
-                        yield source, n, message_from_json(line, defaults, source, n)
-                    except InputFormatError as exc:
-                        yield source, n, exc
+            lines = read_lines(stream, source, max_line_bytes=limit, on_read=on_read)
+            if fmt == "raw":
+                for n, line in lines:
+                    yield _raw_item(source, n, line, defaults, limit, max_message_bytes)
+            else:
+                yield from _json_items(source, lines, defaults, limit, max_message_bytes)
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
+
+
+def _raw_item(
+    source: str, n: int, line: bytes | None, defaults: Defaults, limit: int, max_bytes: int
+) -> tuple[Item, int]:
+    if line is None:
+        return (source, n, MessageTooLargeError(_too_long("line", limit, max_bytes))), 0
+    if not defaults.topic:
+        return (source, n, InputFormatError(source, n, "raw input needs --topic")), 0
+    return (source, n, (defaults.topic, line, defaults.queue, (), None, {}, 0)), len(line)
+
+
+def _json_items(
+    source: str,
+    lines: Iterator[tuple[int, bytes | None]],
+    defaults: Defaults,
+    limit: int,
+    max_bytes: int,
+) -> Generator[tuple[Item, int], None, None]:
+    held: list[tuple[int, bytes]] = []
+    nbytes = 0
+
+    def parsed() -> Generator[tuple[Item, int], None, None]:
+        rows = rows_from_json([ln for _, ln in held], defaults, source, [n for n, _ in held])
+        for (n, line), row in zip(held, rows, strict=True):
+            yield (source, n, row), len(line)
+
+    for n, line in lines:
+        if line is None:  # too long: the lines before it, then its error, at once
+            yield from parsed()
+            held, nbytes = [], 0
+            yield (source, n, MessageTooLargeError(_too_long("line", limit, max_bytes))), 0
+            continue
+        held.append((n, line))
+        nbytes += len(line)
+        if len(held) >= CHUNK_MESSAGES or nbytes >= CHUNK_BYTES:
+            yield from parsed()
+            held, nbytes = [], 0
+    yield from parsed()
 
 
 def _file_messages(
@@ -205,14 +265,14 @@ def ingest(
     summary.first_offset = start
     saved = checkpoint_files(store)
     store.fence_ingest(start)
-    in_flight: deque[PendingAppend[Prepared, AppendResult]] = deque()
-    chunk: list[Prepared] = []
-    chunk_bytes = 0
+    in_flight: deque[tuple[FramedBatch, PendingAppend[FramedBatch, Placed]]] = deque()
 
-    def settle(pending: PendingAppend[Prepared, AppendResult]) -> None:
-        for r in pending.wait():
-            qs = summary.queues.setdefault(r.topic, {})
-            qs[r.queue_id] = qs.get(r.queue_id, 0) + 1
+    def settle() -> None:
+        batch, pending = in_flight.popleft()
+        pending.wait()
+        for (topic, qid), count in Counter(batch.queues).items():
+            qs = summary.queues.setdefault(topic, {})
+            qs[qid] = qs.get(qid, 0) + count
         if on_progress is not None:
             on_progress(summary.messages, summary.input_bytes)
 
@@ -223,51 +283,41 @@ def ingest(
         if len(summary.bad_samples) < 5:
             summary.bad_samples.append(str(_located(exc, source, line)))
 
-    def submit(chunk: list[Prepared]) -> None:
-        in_flight.append(store.append_prepared_async(chunk))
+    def append(items: list[Item]) -> None:
+        """Frame and submit the rows of ``items`` (none of them an error)."""
+        if not items:
+            return
+        batch = store.frame(
+            [row for _, _, row in items],  # type: ignore[misc]  # (errors are taken out)
+            grow_queues=grow_queues,
+            on_error=lambda i, exc: bad(exc, items[i][0], items[i][1]),
+        )
+        if not batch:
+            return
+        batch.cached = False
+        summary.messages += len(batch)
+        summary.bytes += batch.body_bytes
+        in_flight.append((batch, store.append_framed_async(batch)))
         if len(in_flight) >= MAX_IN_FLIGHT:
-            settle(in_flight.popleft())
-
-    def prepare_parsed(parsed: list[tuple[str, int, Message]]) -> None:
-        nonlocal chunk, chunk_bytes
-        hashes = queue_key_hashes([m for _, _, m in parsed])
-        for (source, line, msg), key_hash in zip(parsed, hashes, strict=True):
-            try:
-                prepared = store.prepare(msg, key_hash, grow_queues=grow_queues)
-            except MqtierError as exc:
-                bad(exc, source, line)
-                continue
-            chunk.append(prepared)
-            chunk_bytes += prepared[11]
-            summary.messages += 1
-            summary.bytes += len(prepared[4])
-            if len(chunk) >= CHUNK_MESSAGES or chunk_bytes >= CHUNK_BYTES:
-                submit(chunk)
-                chunk, chunk_bytes = [], 0
-
-    parsed: list[tuple[str, int, Message]] = []
-    parsed_bytes = 0
+            settle()
 
     def read(nbytes: int) -> None:
         summary.input_bytes += nbytes
 
-    messages = _messages(inputs, fmt, defaults, store.config.max_message_bytes, read)
+    chunks = _chunks(inputs, fmt, defaults, store.config.max_message_bytes, read)
     try:
-        for source, line, item in messages:
-            if isinstance(item, MqtierError):
-                bad(item, source, line)
-                continue
-            parsed.append((source, line, item))
-            parsed_bytes += len(item.body)
-            # bytes too: 1024 bodies of 4 MiB each would be 4 GiB held at once
-            if len(parsed) >= CHUNK_MESSAGES or parsed_bytes >= CHUNK_BYTES:
-                prepare_parsed(parsed)
-                parsed, parsed_bytes = [], 0
-        prepare_parsed(parsed)
-        if chunk:
-            in_flight.append(store.append_prepared_async(chunk))
+        for chunk in chunks:
+            rows: list[Item] = []
+            for item in chunk:
+                if isinstance(item[2], MqtierError):
+                    append(rows)  # first: a bad row before this error is the first error
+                    rows = []
+                    bad(item[2], item[0], item[1])
+                else:
+                    rows.append(item)
+            append(rows)
         while in_flight:
-            settle(in_flight.popleft())
+            settle()
         # Before the commit point: the derived files and checkpoint of the run are written
         # now, so that a full disk (or a dispatcher that failed during the run) fails the run,
         # which rolls back, rather than the close after it has committed.
@@ -275,8 +325,8 @@ def ingest(
         if before_commit is not None:
             before_commit()
     except BaseException:
-        messages.close()  # an input file is closed now, not when the generator is collected
-        for pending in in_flight:
+        chunks.close()  # an input file is closed now, not when the generator is collected
+        for _, pending in in_flight:
             try:
                 pending.wait()
             except Exception:  # noqa: BLE001, S110 - the first error is the one to report

@@ -119,7 +119,7 @@ class CommitLog:
         self._bases: list[int] = []
         self.durable_end = 0  # every byte below is synced and readable
         self._write_pos = 0  # global offset where the next record goes
-        self._chunks: list[tuple[CommitLogFile, int, list[bytes]]] = []
+        self._chunks: list[tuple[CommitLogFile, int, list[bytes | memoryview]]] = []
         self._cur: CommitLogFile | None = None  # the file receiving appends
         self._zeros: ZeroAhead | None = None  # the pre-writer, started by the first write
         # Bytes of records :meth:`scan` has yielded: what an open costs, counted for tests and
@@ -443,10 +443,40 @@ class CommitLog:
         self._chunk_for(f, pos - f.base).append(record)
         self._write_pos = pos + len(record)
 
-    def _chunk_for(self, f: CommitLogFile, in_file: int) -> list[bytes]:
+    def add_framed(self, data: bytearray, sizes: list[int]) -> list[int]:
+        """Queue records framed back to back in ``data`` (``sizes`` in order) at the write
+        position, rolling to a new file as :meth:`place` does; return their offsets."""
+        phys: list[int] = []
+        view = memoryview(data)
+        at = 0  # bytes of data queued
+        i, n = 0, len(sizes)
+        while i < n:
+            pos = self._write_pos
+            f = self._current_file(pos)
+            in_file = pos - f.base
+            room = self.file_bytes - in_file - L.BLANK_MIN_BYTES  # a record ends within this
+            first, length = i, 0
+            while i < n and length + sizes[i] <= room:
+                phys.append(pos + length)
+                length += sizes[i]
+                i += 1
+            if length:
+                self._chunk_for(f, in_file).append(view[at : at + length])
+                at += length
+                self._write_pos = pos + length
+            if i < n:  # the next record does not fit: the rest of this file is a BLANK
+                if i == first and in_file == 0:
+                    raise ValueError(f"a {sizes[i]}-byte record is larger than a file")
+                in_file = self._write_pos - f.base
+                left = self.file_bytes - in_file
+                self._chunk_for(f, in_file).append(_BLANK_HEAD.pack(left, L.BLANK_MAGIC))
+                self._write_pos = f.base + self.file_bytes
+        return phys
+
+    def _chunk_for(self, f: CommitLogFile, in_file: int) -> list[bytes | memoryview]:
         if self._chunks and self._chunks[-1][0] is f:
             return self._chunks[-1][2]
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         self._chunks.append((f, in_file, parts))
         return parts
 

@@ -288,7 +288,13 @@ class ConsumeQueue:
                 self.put(offset, phy, size, tags_code)
             return
         _, phys, sizes, tags = zip(*units, strict=True)
-        data = b"".join(map(_UNIT.pack, phys, sizes, tags))
+        self.put_packed(first, b"".join(map(_UNIT.pack, phys, sizes, tags)))
+
+    def put_packed(self, first: int, data: bytes) -> None:
+        """Copy packed 20-byte units into the queue from offset ``first``, which must be its
+        end (``max_offset``) in a queue that has files: :meth:`put_run`'s common case."""
+        assert first == self.max_offset, (first, self.max_offset)
+        assert first == 0 or self.files
         pos = first * _UB
         done = 0
         while done < len(data):
@@ -300,7 +306,7 @@ class ConsumeQueue:
             f.mm[at : at + n] = data[done : done + n]
             f.dirty = True
             done += n
-        self.max_offset = first + len(units)
+        self.max_offset = first + len(data) // _UB
 
     def _fill_pre_blank(self, start: int, end: int) -> None:
         for off in range(start, end):

@@ -23,6 +23,45 @@ _INT_MAX: Final = 0x7FFFFFFF
 _ITEM_DTYPE: Final = np.dtype([("hash", ">i4"), ("phy", ">i8"), ("diff", ">i4"), ("prev", ">i4")])
 
 Int64s = npt.NDArray[np.int64]
+# One 20-byte consume-queue unit: commit-log offset, size, tags code (big-endian, packed).
+_UNIT_DTYPE: Final = np.dtype([("phy", ">i8"), ("size", ">i4"), ("tag", ">i8")])
+QueueKey = tuple[str, int]
+
+
+def queue_runs(
+    queues: list[QueueKey],
+    queue_offsets: list[int],
+    phys: list[int],
+    sizes: list[int],
+    tags: list[int],
+) -> list[tuple[QueueKey, int, bytes]]:
+    """Each queue's records of a batch as (queue, first queue offset, packed units), the
+    units in batch order (the writer gave each queue's records consecutive offsets)."""
+    n = len(queues)
+    units = np.empty(n, dtype=_UNIT_DTYPE)
+    units["phy"] = phys
+    units["size"] = sizes
+    units["tag"] = tags
+    number: dict[QueueKey, int] = {}
+    which = [number.setdefault(q, len(number)) for q in queues]
+    if len(number) == 1:
+        return [(queues[0], queue_offsets[0], units.tobytes())]
+    codes = np.array(which, dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=len(number))
+    ends = np.cumsum(counts)
+    packed = units[order]
+    out: list[tuple[QueueKey, int, bytes]] = []
+    for key, code in number.items():
+        lo, hi = int(ends[code] - counts[code]), int(ends[code])
+        out.append((key, queue_offsets[int(order[lo])], packed[lo:hi].tobytes()))
+    return out
+
+
+def unpacked(first: int, units: bytes) -> list[tuple[int, int, int, int]]:
+    """Packed units from queue offset ``first`` as (offset, phy, size, tags code) tuples."""
+    arr = np.frombuffer(units, dtype=_UNIT_DTYPE)
+    return [(first + i, int(u["phy"]), int(u["size"]), int(u["tag"])) for i, u in enumerate(arr)]
 
 
 def index_keys(

@@ -58,6 +58,7 @@ class GroupCommitter(Generic[T, R]):
         max_wait_s: float = 0.0005,
         max_batch_bytes: int = 4 << 20,
         name: str = "mqtier-groupcommit",
+        count: Callable[[T], int] = lambda _item: 1,
     ) -> None:
         self._commit = commit
         self._max_wait_s = max_wait_s
@@ -68,7 +69,8 @@ class GroupCommitter(Generic[T, R]):
         self._closed = False
         self._failed: BaseException | None = None
         self.batches = 0
-        self.items_committed = 0
+        self.items_committed = 0  # counted by ``count`` (a batch of messages: its messages)
+        self._count = count
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -115,7 +117,7 @@ class GroupCommitter(Generic[T, R]):
                 pending.done.set()
             else:
                 self.batches += 1
-                self.items_committed += len(b.items)
+                self.items_committed += sum(map(self._count, b.items))
             self._target_calls = max(1, b.calls)
             b.done.set()
 

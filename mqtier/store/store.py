@@ -6,47 +6,40 @@ log's write position; one dispatcher thread owns the consume queues and the inde
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Self
 
 from mqtier.errors import (
     ConfigError,
     CorruptRecordError,
-    InvalidMessageError,
-    MessageTooLargeError,
+    MqtierError,
     NotAStoreError,
     NotFoundError,
     ReadOnlyStoreError,
 )
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint, pack_dispatch_offset, unpack_dispatch_offset
-from mqtier.format.javahash import index_key_hash, java_string_hash, tags_code
+from mqtier.format.javahash import index_key_hash, tags_code
 from mqtier.format.message import (
     QUEUED_TX_KINDS,
     Message,
     MessageRecord,
-    check_max_size,
     check_record_header,
     decode_record,
     decode_sound_record,
     dispatch_fields,
-    encode_record,
     header_plausible,
     make_msg_id,
     parse_host,
     parse_msg_id,
     record_queue,
-    record_size,
     unit_plausible,
     validate_topic,
 )
@@ -57,6 +50,7 @@ from mqtier.store.consumequeue import ConsumeQueue, ConsumeQueueExt, is_ext_addr
 from mqtier.store.derived import manifest_doc, missing_derived, save_manifest
 from mqtier.store.dispatcher import Dispatcher
 from mqtier.store.fileio import naming, remove_stale_tmp, write_atomic
+from mqtier.store.framing import FramedBatch, Framer, Row, record_starts, row_of, stamp
 from mqtier.store.groupcommit import GroupCommitter, PendingAppend
 from mqtier.store.health import StoreHealth
 from mqtier.store.indexfile import IndexService
@@ -65,7 +59,7 @@ from mqtier.store.recovery import RecoveryReport, recover
 
 if TYPE_CHECKING:
     from mqtier.store.rebuild import RebuildReport
-from mqtier.store.topics import MAX_QUEUES, TopicTable
+from mqtier.store.topics import TopicTable
 
 _TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
 log = logging.getLogger(__name__)
@@ -75,10 +69,7 @@ MEMORY_TAIL_MAX: Final = 2_000_000
 
 MAX_TIME_MS: Final = 2**63 - 1
 
-# What the caller thread prepares for the writer: topic, topic bytes, queue id, flag, body,
-# properties bytes, tags code, keys, uniq key, born timestamp, sysflag, record size.
-Prepared = tuple[str, bytes, int, int, bytes, bytes, int, tuple[str, ...], str, int, int, int]
-# What the writer hands the dispatcher per record: topic, queue id, queue offset, commit-log
+# What recovery hands the reput per record: topic, queue id, queue offset, commit-log
 # offset, size, tags code, store timestamp, keys, uniq key, sysflag, record bytes (or None).
 DispatchItem = tuple[
     str, int, int, int, int, int, int, tuple[str, ...], str | None, int, bytes | None
@@ -102,6 +93,47 @@ class AppendResult:
         return make_msg_id(self.store_host[0], self.store_host[1], self.phy_offset)
 
 
+class Placed(NamedTuple):
+    """Where the writer put a framed batch: each record's commit-log and queue offset."""
+
+    phys: list[int]
+    queue_offsets: list[int]
+    store_ts: int
+
+
+class PendingMessages:
+    """Messages queued by :meth:`Store.append_batch_async`; :meth:`wait` returns their
+    results once durable."""
+
+    __slots__ = ("_host", "_pending")
+
+    def __init__(
+        self,
+        pending: list[tuple[FramedBatch, PendingAppend[FramedBatch, Placed]]],
+        host: tuple[bytes, int],
+    ) -> None:
+        self._pending = pending
+        self._host = host
+
+    def wait(self, timeout: float | None = None) -> list[AppendResult]:
+        out: list[AppendResult] = []
+        host = self._host
+        for batch, pending in self._pending:
+            (where,) = pending.wait(timeout)
+            out += [
+                AppendResult(topic, qid, qoff, phy, size, uniq, host)
+                for (topic, qid), qoff, phy, size, uniq in zip(
+                    batch.queues,
+                    where.queue_offsets,
+                    where.phys,
+                    batch.sizes,
+                    batch.uniq_keys,
+                    strict=True,
+                )
+            ]
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class QueueOffsets:
     """One queue's range in the hot store (``max_offset`` is the next offset to be written)."""
@@ -112,23 +144,6 @@ class QueueOffsets:
     max_offset: int
     min_phy: int
     max_phy: int
-
-
-def queue_key_hashes(msgs: Sequence[Message]) -> list[int | None]:
-    """``String.hashCode`` of the first key of each message that leaves its queue to the store.
-
-    Hashing one key in Python costs about 2.5 us; a batch goes through numpy at a fraction of
-    that. Small batches (a single append) are not worth the array set-up.
-    """
-    wanted = [i for i, m in enumerate(msgs) if m.queue_id is None and m.keys]
-    out: list[int | None] = [None] * len(msgs)
-    if len(wanted) < 16:
-        return out
-    from mqtier.format.javahash_batch import java_hashes
-
-    for i, h in zip(wanted, java_hashes([msgs[i].keys[0] for i in wanted]).tolist(), strict=True):
-        out[i] = h
-    return out
 
 
 def _queue_of(derived: str) -> tuple[str, int]:
@@ -181,18 +196,15 @@ class Store:
         self.config = config
         self.read_only = read_only
         self._lock: StoreLock | None = None
-        self._writer: GroupCommitter[Prepared, AppendResult] | None = None
+        self._writer: GroupCommitter[FramedBatch, Placed] | None = None
         self._dispatcher: Dispatcher | None = None
         self._cqs: dict[tuple[str, int], ConsumeQueue] = {}
         self._exts: dict[tuple[str, int], ConsumeQueueExt] = {}
         self._queue_offsets: dict[tuple[str, int], int] = {}
-        self._round_robin: dict[str, itertools.count[int]] = {}
-        self._topic_bytes: dict[str, bytes] = {}
-        self._topics_dirty = False  # a topic was added or widened by an append; saved at close
+        self._framer: Framer | None = None  # writable: validates and frames appends
         self._memory_keys: dict[str, list[int]] = {}  # read-only: index keys of the tail
         self.cache = RecordCache(config.cache_bytes)
         self.store_host = parse_host(config.store_host)
-        self._host_v6 = len(self.store_host[0]) == 16  # born and store host are both this host
         self.recovery: RecoveryReport | None = None
         self.rebuild_report: RebuildReport | None = None
         self._manifest_saved: dict[str, Any] | None = None  # as last written (mqtier.derived)
@@ -205,14 +217,6 @@ class Store:
         self._closed = False
         # Read-only: the ingest fences seen while the view was taken (see refresh)
         self._view_fences: set[int | None] = set()
-        pid = os.getpid() & 0xFFFF
-        self._uniq_prefix = (
-            self.store_host[0][-4:].hex().upper() + f"{pid:04X}{random.getrandbits(32):08X}"
-        )
-        now = datetime.now(UTC)
-        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        self._month_start_ms = int(month_start.timestamp() * 1000)
-        self._uniq_counter = itertools.count(random.getrandbits(15))
         self.commitlog: CommitLog
         self.index: IndexService
         self.topics: TopicTable
@@ -362,6 +366,7 @@ class Store:
         # A fence left by an ingest that died unfinished: recovery has rolled its records back.
         (self.root / L.FILE_INGEST_FENCE).unlink(missing_ok=True)
         self.commitlog.ensure_writable_file()
+        self._framer = Framer(self.topics, cfg, self.store_host)
         self._dispatcher = Dispatcher(
             self._apply_dispatch,
             self._write_checkpoint,
@@ -372,6 +377,7 @@ class Store:
             self._commit_batch,
             max_wait_s=cfg.group_wait_us / 1e6,
             max_batch_bytes=cfg.max_batch_bytes,
+            count=len,
         )
 
     def _dispatch_tail_in_memory(self, start: int, end: int) -> int:
@@ -718,12 +724,13 @@ class Store:
             if save:
                 self.topics.save()
             else:
-                self._topics_dirty = True
+                assert self._framer is not None
+                self._framer.topics_dirty = True
 
     def topics_save_if_dirty(self) -> None:
-        if self._topics_dirty:
+        if self._framer is not None and self._framer.topics_dirty:
             self.topics.save()
-            self._topics_dirty = False
+            self._framer.topics_dirty = False
 
     def _check_writable(self) -> None:
         if self.read_only or self._writer is None:
@@ -731,136 +738,22 @@ class Store:
         if self._closed:
             raise ReadOnlyStoreError(f"{self.root}: store is closed")
 
-    def _next_uniq(self) -> str:
-        ms = (int(time.time() * 1000) - self._month_start_ms) & 0xFFFFFFFF
-        return f"{self._uniq_prefix}{ms:08X}{next(self._uniq_counter) & 0xFFFF:04X}"
+    def frame(
+        self,
+        rows: Sequence[Row],
+        *,
+        grow_queues: bool = True,
+        on_error: Callable[[int, MqtierError], None] | None = None,
+    ) -> FramedBatch:
+        """Validate and frame messages for :meth:`append_framed_async` (the caller's thread).
 
-    def _topic_queues(self, topic: str) -> int:
-        """The topic's write-queue count, creating the topic with the default count if new."""
-        n = self.topics.queues(topic)
-        if n is None:
-            n = self.config.default_queues
-            self.topics.ensure(topic, n)
-            self._topics_dirty = True
-        return n
-
-    def _check_queue(self, topic: str, qid: int, grow: bool) -> None:
-        """A queue a message names: one its topic has, or with ``grow`` one to widen it to.
-
-        Never a silent widening past what was asked: a stray ``"queue": 2147483647`` would
-        otherwise make every broker reading ``topics.json`` overflow.
+        A new topic gets ``default_queues`` queues; a queue id past its topic's count widens
+        the topic to it with ``grow_queues`` (up to ``MAX_QUEUES``), else is an
+        InvalidMessageError. See :meth:`Framer.frame` for ``on_error``.
         """
-        n = self._topic_queues(topic)
-        if 0 <= qid < n:
-            return
-        if not grow or not 0 <= qid < MAX_QUEUES:
-            hint = (
-                f"queue ids are 0 to {MAX_QUEUES - 1}"
-                if qid >= MAX_QUEUES or qid < 0
-                else "widen the topic first, or let it grow: ingest --grow-queues"
-            )
-            raise InvalidMessageError(
-                f"topic {topic}: queue {qid} is beyond its {n} queues ({hint})"
-            )
-        self.topics.ensure(topic, qid + 1)
-        self._topics_dirty = True
-
-    def _select_queue(self, topic: str, keys: tuple[str, ...], key_hash: int | None) -> int:
-        n = self._topic_queues(topic)
-        if keys:
-            if key_hash is None:
-                key_hash = java_string_hash(keys[0])
-            return abs(key_hash) % n
-        rr = self._round_robin.get(topic)
-        if rr is None:
-            rr = self._round_robin[topic] = itertools.count()
-        return next(rr) % n
-
-    def prepare_many(self, msgs: Sequence[Message]) -> list[Prepared]:
-        """:meth:`prepare` for each message, with the queue-selecting key hashes done at once."""
-        return list(map(self.prepare, msgs, queue_key_hashes(msgs)))
-
-    def prepare(
-        self, msg: Message, key_hash: int | None = None, *, grow_queues: bool = True
-    ) -> Prepared:
-        """Validate ``msg`` and build what the writer needs (runs on the caller's thread).
-
-        ``key_hash`` is ``String.hashCode`` of the first key when the caller already has it
-        (see :func:`queue_key_hashes`); it picks the queue when the message names none. A new
-        topic gets ``default_queues`` queues; a queue id past its topic's count widens the
-        topic to it with ``grow_queues`` (up to ``MAX_QUEUES``), else is an InvalidMessageError.
-        """
-        topic = msg.topic
-        tb = self._topic_bytes.get(topic)
-        if tb is None:
-            tb = validate_topic(topic)
-            self._topic_bytes[topic] = tb
-        body = msg.body
-        if len(body) > self.config.max_message_bytes:
-            check_max_size(len(body), self.config.max_message_bytes, f"topic {topic}")
-        keys = msg.keys
-        qid = msg.queue_id
-        if qid is None:
-            qid = self._select_queue(topic, keys, key_hash)
-        else:
-            self._check_queue(topic, qid, grow_queues)
-        parts: list[str] = []
-        if keys:
-            for k in keys:
-                if not k or " " in k or "\x01" in k or "\x02" in k:
-                    raise InvalidMessageError(
-                        f"key {k!r} is empty or contains a space or a 0x01/0x02 separator"
-                    )
-            parts.append(f"KEYS\x01{' '.join(keys)}\x02")
-        tags = msg.tags
-        if tags:
-            if "\x01" in tags or "\x02" in tags:
-                raise InvalidMessageError(f"tags {tags!r} contain a 0x01/0x02 separator")
-            parts.append(f"TAGS\x01{tags}\x02")
-        uniq = ""
-        if msg.properties:
-            for name, value in msg.properties.items():
-                if any(c in name or c in value for c in "\x01\x02") or not name:
-                    raise InvalidMessageError(f"property {name!r} contains a 0x01/0x02 separator")
-                if name == L.PROP_UNIQ_KEY:
-                    uniq = value
-                elif name not in (L.PROP_KEYS, L.PROP_TAGS) and value:
-                    parts.append(f"{name}\x01{value}\x02")
-        if not uniq:
-            uniq = self._next_uniq()
-        parts.append(f"UNIQ_KEY\x01{uniq}\x02")
-        props = "".join(parts).encode("utf-8")
-        plen = len(props) + (L.CRC32_RESERVED_LEN + 1 if self.config.append_prop_crc else 0)
-        if plen > L.MAX_PROPERTIES_BYTES:
-            from mqtier.errors import PropertiesTooLongError
-
-            raise PropertiesTooLongError(
-                f"topic {topic}: properties are {plen} bytes; the limit is {L.MAX_PROPERTIES_BYTES}"
-            )
-        v6 = self._host_v6
-        size = record_size(len(tb), len(body), len(props), born_v6=v6, store_v6=v6)
-        if self.config.append_prop_crc:
-            size += L.CRC32_RESERVED_LEN
-        if size + L.BLANK_MIN_BYTES > self.config.commitlog_file_bytes:
-            # A record never spans two files; one larger than a file could never be placed.
-            raise MessageTooLargeError(
-                f"topic {topic}: the record would be {size} bytes, more than a "
-                f"{self.config.commitlog_file_bytes}-byte commit-log file holds"
-            )
-        return (
-            topic,
-            tb,
-            qid,
-            msg.flag,
-            body,
-            props,
-            tags_code(tags),
-            keys,
-            uniq,
-            int(time.time() * 1000),
-            0,
-            size,
-        )
+        self._check_writable()
+        assert self._framer is not None
+        return self._framer.frame(rows, grow_queues=grow_queues, on_error=on_error)
 
     def append(self, msg: Message) -> AppendResult:
         """Append one message; returns once it is durable (fdatasync'ed)."""
@@ -870,21 +763,39 @@ class Store:
         """Append messages in order; returns once all are durable."""
         return self.append_batch_async(msgs).wait()
 
-    def append_batch_async(self, msgs: Iterable[Message]) -> PendingAppend[Prepared, AppendResult]:
-        """Queue messages for the next group commit; ``.wait()`` returns their results."""
-        self._check_writable()
-        return self.append_prepared_async(self.prepare_many(list(msgs)))
+    def append_batch_async(self, msgs: Iterable[Message]) -> PendingMessages:
+        """Queue messages for the next group commit; ``.wait()`` returns their results.
 
-    def append_prepared_async(
-        self, prepared: list[Prepared]
-    ) -> PendingAppend[Prepared, AppendResult]:
+        Framed in slices of about ``max_batch_bytes / 2``: the bytes one sync (and one torn
+        tail) spans stay bounded however many messages come at once.
+        """
+        self._check_writable()
+        limit = max(1, self.config.max_batch_bytes // 2)
+        pending: list[tuple[FramedBatch, PendingAppend[FramedBatch, Placed]]] = []
+        rows: list[Row] = []
+        nbytes = 0
+        for msg in msgs:
+            rows.append(row_of(msg))
+            nbytes += len(msg.body)
+            if nbytes >= limit:
+                batch = self.frame(rows)
+                pending.append((batch, self.append_framed_async(batch)))
+                rows, nbytes = [], 0
+        if rows or not pending:
+            batch = self.frame(rows)
+            pending.append((batch, self.append_framed_async(batch)))
+        return PendingMessages(pending, self.store_host)
+
+    def append_framed_async(self, batch: FramedBatch) -> PendingAppend[FramedBatch, Placed]:
+        """Queue a framed batch for the next group commit; ``.wait()`` returns its place."""
         self._check_writable()
         assert self._writer is not None
-        return self._writer.submit(prepared, sum(p[11] for p in prepared))
+        return self._writer.submit((batch,), len(batch.data))
 
-    def _commit_batch(self, batch: list[Prepared]) -> list[AppendResult]:
-        """Writer thread: place, encode, write, sync. Then hand the batch to the dispatcher."""
+    def _commit_batch(self, batches: list[FramedBatch]) -> list[Placed]:
+        """Writer thread: place, stamp, write, sync. Then hand the batches to the reput."""
         assert self._dispatcher is not None
+        assert self._framer is not None
         if self._dispatcher.error is not None:
             # The consume queues or index could not be written (a full disk): acknowledging
             # more appends would only grow what recovery must replay. Fail them instead.
@@ -893,54 +804,72 @@ class Store:
         store_ts = int(time.time() * 1000)
         qoffs = self._queue_offsets
         updates: dict[tuple[str, int], int] = {}
-        host = self.store_host
         prop_crc = self.config.append_prop_crc
         max_batch = self.config.max_batch_bytes
-        results: list[AppendResult] = []
-        items: list[DispatchItem] = []
+        ts_at = self._framer.store_ts_at
+        placed: list[Placed] = []
         pending_bytes = 0
-        for topic, tb, qid, flag, body, props, tag, keys, uniq, born_ts, sysflag, size in batch:
-            key = (topic, qid)
-            qoff = updates.get(key)
-            if qoff is None:
-                qoff = qoffs.get(key, 0)
-            phy = cl.place(size)
-            rec = encode_record(
-                topic=tb,
-                queue_id=qid,
-                flag=flag,
-                queue_offset=qoff,
-                phy_offset=phy,
-                sysflag=sysflag,
-                born_ts=born_ts,
-                born_host=host,
-                store_ts=store_ts,
-                store_host=host,
-                body=body,
-                properties=props,
-                append_prop_crc=prop_crc,
-            )
-            cl.add(rec)
-            updates[key] = qoff + 1
-            results.append(AppendResult(topic, qid, qoff, phy, size, uniq, host))
-            items.append((topic, qid, qoff, phy, size, tag, store_ts, keys, uniq, sysflag, rec))
-            pending_bytes += size
+        for batch in batches:
+            phys = cl.add_framed(batch.data, batch.sizes)
+            offsets: list[int] = []
+            for key in batch.queues:
+                qoff = updates.get(key)
+                if qoff is None:
+                    qoff = qoffs.get(key, 0)
+                offsets.append(qoff)
+                updates[key] = qoff + 1
+            stamp(batch, offsets, phys, store_ts, ts_at, prop_crc=prop_crc)
+            placed.append(Placed(phys, offsets, store_ts))
+            pending_bytes += len(batch.data)
             if pending_bytes >= max_batch:  # bound the bytes one sync (and one torn tail) spans
                 cl.flush_batch()
                 pending_bytes = 0
         end = cl.flush_batch()
         qoffs.update(updates)
-        assert self._dispatcher is not None
-        self._dispatcher.submit([end, items])
-        return results
+        self._dispatcher.submit([end, batches, placed])
+        return placed
 
     # ---- dispatching (dispatcher thread, or recovery) ---------------------------------------
 
-    def _apply_dispatch(self, batch: list[Any]) -> int:
-        end: int = batch[0]
-        items: list[DispatchItem] = batch[1]
-        self.dispatch_items(items)
+    def _apply_dispatch(self, job: list[Any]) -> int:
+        end: int = job[0]
+        batches: list[FramedBatch] = job[1]
+        placed: list[Placed] = job[2]
+        self.reput_framed(batches, placed)
         return end
+
+    def reput_framed(self, batches: list[FramedBatch], placed: list[Placed]) -> None:
+        """:meth:`dispatch_items` for batches the writer placed (appends are never
+        transactional: every record gets its consume-queue unit and index keys)."""
+        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
+
+        index_keys: list[str] = []
+        key_phys: list[int] = []
+        key_stamps: list[int] = []
+        cached: list[tuple[int, bytes]] = []
+        admit = self.cache.admit_max_bytes if self.cache.max_bytes > 0 else -1
+        for batch, where in zip(batches, placed, strict=True):
+            phys, sizes = where.phys, batch.sizes
+            for key, first, units in dispatchbatch.queue_runs(
+                batch.queues, where.queue_offsets, phys, sizes, batch.tags
+            ):
+                cq = self._cqs.get(key)
+                if cq is None:
+                    cq = self.consume_queue(key[0], key[1], create=True)
+                    assert cq is not None
+                if first == cq.max_offset and (first == 0 or cq.files):
+                    cq.put_packed(first, units)
+                else:  # a queue behind or ahead of its units (or one starting past 0): unit by unit
+                    cq.put_run(dispatchbatch.unpacked(first, units))
+            index_keys += batch.index_keys
+            key_phys += [phys[i] for i in batch.key_owner]
+            key_stamps += [where.store_ts] * len(batch.key_owner)
+            if batch.cached:
+                data = batch.data
+                for at, phy, size in zip(record_starts(sizes), phys, sizes, strict=True):
+                    if size <= admit:
+                        cached.append((phy, bytes(data[at : at + size])))
+        self._reput({}, index_keys, key_phys, key_stamps, cached)
 
     def dispatch_items(self, items: list[DispatchItem]) -> None:
         """Apply records to consume queues, index and cache (RocketMQ's dispatchers).
@@ -949,8 +878,6 @@ class Store:
         are copied into the consume queues and the keys hashed and linked as arrays
         (:mod:`mqtier.store.dispatchbatch`), which is what keeps up with the writer.
         """
-        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
-
         runs: dict[tuple[str, int], list[tuple[int, int, int, int]]] = {}
         index_keys: list[str] = []
         key_phys: list[int] = []
@@ -974,6 +901,20 @@ class Store:
                     key_stamps.extend([store_ts] * added)
             if rec is not None:
                 cached.append((phy, rec))
+        self._reput(runs, index_keys, key_phys, key_stamps, cached)
+
+    def _reput(
+        self,
+        runs: dict[tuple[str, int], list[tuple[int, int, int, int]]],
+        index_keys: list[str],
+        key_phys: list[int],
+        key_stamps: list[int],
+        cached: list[tuple[int, bytes]],
+    ) -> None:
+        """Per-queue runs of (queue offset, commit-log offset, size, tags code) into the
+        consume queues, ``topic#key`` items into the index, records into the cache."""
+        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
+
         for (topic, qid), run in runs.items():
             cq = self._cqs.get((topic, qid))
             if cq is None:

@@ -129,13 +129,13 @@ def test_clean_keeps_records_the_hot_dispatcher_has_not_reached(
     run_dispatch(hot, cold, DispatchOptions(force=True))
     committed_end = hot.commitlog.durable_end
     gate = threading.Event()
-    dispatch_items = hot.dispatch_items
+    reput = hot.reput_framed
 
-    def lagging(items: Any) -> None:  # the dispatcher thread falls behind the writer
+    def lagging(batches: Any, placed: Any) -> None:  # the reput falls behind the writer
         gate.wait()
-        dispatch_items(items)
+        reput(batches, placed)
 
-    hot.dispatch_items = lagging  # type: ignore[method-assign]
+    hot.reput_framed = lagging  # type: ignore[method-assign]
     try:
         hot.append_batch(
             [Message("orders", b"x" * 300, queue_id=i % 3, keys=(f"L{i}",)) for i in range(600)]
@@ -147,7 +147,7 @@ def test_clean_keeps_records_the_hot_dispatcher_has_not_reached(
         assert hot.commitlog.min_offset <= committed_end
     finally:
         gate.set()
-        hot.dispatch_items = dispatch_items  # type: ignore[method-assign]
+        hot.reput_framed = reput  # type: ignore[method-assign]
     assert hot.wait_dispatched(10)
     # Every lagging message is still hot, so the next dispatch can tier it.
     assert len(hot.query_key("orders", "L599")) == 1

@@ -27,19 +27,19 @@ class LaggingOwner:
     def __init__(self, root: Path) -> None:
         self.store = Store.open(root, create=True, config=TINY)
         self._gate = threading.Event()
-        self._dispatch_items = self.store.dispatch_items
+        self._reput = self.store.reput_framed
 
-    def _stalled(self, items: Any) -> None:
+    def _stalled(self, batches: Any, placed: Any) -> None:
         self._gate.wait()
-        self._dispatch_items(items)
+        self._reput(batches, placed)
 
     def lag(self) -> None:
         assert self.store.wait_dispatched(10)
-        self.store.dispatch_items = self._stalled  # type: ignore[method-assign]
+        self.store.reput_framed = self._stalled  # type: ignore[method-assign]
 
     def catch_up(self) -> None:
         self._gate.set()
-        self.store.dispatch_items = self._dispatch_items  # type: ignore[method-assign]
+        self.store.reput_framed = self._reput  # type: ignore[method-assign]
         assert self.store.wait_dispatched(10)
 
 
