@@ -76,8 +76,11 @@ def _chunks(
     defaults: Defaults,
     max_message_bytes: int,
     on_read: Callable[[int], None] | None = None,
+    *,
+    errors_end_chunks: bool = True,
 ) -> Generator[list[Item], None, None]:
-    """Input in order, in chunks of at most CHUNK_MESSAGES items or about CHUNK_BYTES.
+    """Input in order, in chunks of at most CHUNK_MESSAGES items or about CHUNK_BYTES
+    (and with ``errors_end_chunks``, up to an error: the run ends there).
 
     No input is held whole beyond what one message of the store could be: a longer line or
     file is an error at that size (``/dev/zero`` fails after a few MiB, it does not fill RAM).
@@ -90,7 +93,7 @@ def _chunks(
         # An error goes out at once: without --skip-bad it ends the run, which must not wait
         # for more input (after a line too long the rest may never come: /dev/zero).
         full = len(chunk) >= CHUNK_MESSAGES or nbytes >= CHUNK_BYTES
-        if full or isinstance(item[2], MqtierError):
+        if full or (errors_end_chunks and isinstance(item[2], MqtierError)):
             yield chunk
             chunk, nbytes = [], 0
     if chunk:
@@ -284,14 +287,25 @@ def ingest(
             summary.bad_samples.append(str(_located(exc, source, line)))
 
     def append(items: list[Item]) -> None:
-        """Frame and submit the rows of ``items`` (none of them an error)."""
+        """Frame and submit the rows of ``items``; report its bad ones in input order."""
         if not items:
             return
+        rows: list[Row] = []
+        where: list[int] = []  # the item of each row
+        errors: list[tuple[int, MqtierError]] = []  # (item, its error), as found
+        for i, (_, _, row) in enumerate(items):
+            if isinstance(row, MqtierError):
+                errors.append((i, row))
+            else:
+                rows.append(row)
+                where.append(i)
         batch = store.frame(
-            [row for _, _, row in items],  # type: ignore[misc]  # (errors are taken out)
+            rows,
             grow_queues=grow_queues,
-            on_error=lambda i, exc: bad(exc, items[i][0], items[i][1]),
+            on_error=lambda r, exc: errors.append((where[r], exc)),
         )
+        for i, exc in sorted(errors, key=lambda e: e[0]):
+            bad(exc, items[i][0], items[i][1])
         if not batch:
             return
         batch.cached = False
@@ -304,18 +318,12 @@ def ingest(
     def read(nbytes: int) -> None:
         summary.input_bytes += nbytes
 
-    chunks = _chunks(inputs, fmt, defaults, store.config.max_message_bytes, read)
+    chunks = _chunks(
+        inputs, fmt, defaults, store.config.max_message_bytes, read, errors_end_chunks=not skip_bad
+    )
     try:
         for chunk in chunks:
-            rows: list[Item] = []
-            for item in chunk:
-                if isinstance(item[2], MqtierError):
-                    append(rows)  # first: a bad row before this error is the first error
-                    rows = []
-                    bad(item[2], item[0], item[1])
-                else:
-                    rows.append(item)
-            append(rows)
+            append(chunk)
         while in_flight:
             settle()
         # Before the commit point: the derived files and checkpoint of the run are written

@@ -443,7 +443,7 @@ class CommitLog:
         self._chunk_for(f, pos - f.base).append(record)
         self._write_pos = pos + len(record)
 
-    def add_framed(self, data: bytearray, sizes: list[int]) -> list[int]:
+    def add_framed(self, data: bytearray | memoryview, sizes: list[int]) -> list[int]:
         """Queue records framed back to back in ``data`` (``sizes`` in order) at the write
         position, rolling to a new file as :meth:`place` does; return their offsets."""
         phys: list[int] = []

@@ -25,6 +25,8 @@ _ITEM_DTYPE: Final = np.dtype([("hash", ">i4"), ("phy", ">i8"), ("diff", ">i4"),
 Int64s = npt.NDArray[np.int64]
 # One 20-byte consume-queue unit: commit-log offset, size, tags code (big-endian, packed).
 _UNIT_DTYPE: Final = np.dtype([("phy", ">i8"), ("size", ">i4"), ("tag", ">i8")])
+_UNIT: Final = L.CQ_UNIT
+_SMALL_BATCH: Final = 32
 QueueKey = tuple[str, int]
 
 
@@ -38,6 +40,14 @@ def queue_runs(
     """Each queue's records of a batch as (queue, first queue offset, packed units), the
     units in batch order (the writer gave each queue's records consecutive offsets)."""
     n = len(queues)
+    if n < _SMALL_BATCH:  # (one append: the arrays would cost more than packing it)
+        grouped: dict[QueueKey, tuple[int, list[bytes]]] = {}
+        for key, qoff, phy, size, tag in zip(queues, queue_offsets, phys, sizes, tags, strict=True):
+            run = grouped.get(key)
+            if run is None:
+                run = grouped[key] = (qoff, [])
+            run[1].append(_UNIT.pack(phy, size, tag))
+        return [(key, first, b"".join(packed)) for key, (first, packed) in grouped.items()]
     units = np.empty(n, dtype=_UNIT_DTYPE)
     units["phy"] = phys
     units["size"] = sizes

@@ -45,8 +45,10 @@ _STORE_TS: Final = struct.Struct(">q")
 # A batch this small is stamped field by field; a larger one with numpy (its set-up costs
 # about as much as stamping a few dozen records one by one).
 _SMALL_BATCH: Final = 32
-# The born timestamp and the UNIQ_KEY's time part are taken once per this many records.
+# The born timestamp and the UNIQ_KEY's time part are taken once per this many records, and
+# again before the 16-bit counter after the time part could come round to a value used with it.
 _CLOCK_EVERY: Final = 1024
+_COUNTS_PER_CLOCK: Final = 1 << 15
 
 
 def row_of(msg: Message) -> Row:
@@ -175,7 +177,8 @@ class Framer:
         fixed = header.size + 2  # the header and PROPS_LEN; topic part and lengths vary
         sizes, queues, tag_codes = batch.sizes, batch.queues, batch.tags
         uniq_keys, index_keys, key_owner = batch.uniq_keys, batch.index_keys, batch.key_owner
-        uniq_base, born_ts = "", 0
+        uniq_base, born_ts, since = "", 0, -(1 << 62)
+        counter = self._uniq_counter
         topic_parts = self._topic_parts
         counts: dict[str, int] = {}  # topic -> its queue count, as this batch leaves it
         for i, (topic, body, qid, keys, tags, props, flag) in enumerate(rows):
@@ -198,7 +201,13 @@ class Framer:
                     counts[topic] = self.topic_queues(topic)
                 props_bytes, uniq = self._properties(keys, tags, props)
                 if not uniq:
-                    uniq = f"{uniq_base}{next(self._uniq_counter) & 0xFFFF:04X}"
+                    count = next(counter)
+                    if count - since >= _COUNTS_PER_CLOCK:
+                        # (shared with other threads' batches: this one may have waited
+                        # while they used up the counter's values under this time part)
+                        uniq_base, born_ts = self._clock()
+                        since = count
+                    uniq = f"{uniq_base}{count & 0xFFFF:04X}"
                     props_bytes += f"UNIQ_KEY\x01{uniq}\x02".encode()
                 plen = len(props_bytes) + (L.CRC32_RESERVED_LEN + 1 if prop_crc else 0)
                 if plen > L.MAX_PROPERTIES_BYTES:
@@ -294,9 +303,8 @@ class Framer:
     def _clock(self) -> tuple[str, int]:
         """The UNIQ_KEY's prefix with its time part, and the born timestamp, now.
 
-        Taken once per :data:`_CLOCK_EVERY` records: keys stay unique while the 16-bit counter
-        does not wrap within one millisecond's value, which would take 65,536 records framed
-        in a millisecond.
+        Taken again whenever the shared counter has moved on by half its 16 bits since: keys
+        stay unique unless 32,768 are made within one millisecond (as RocketMQ's clients).
         """
         now_ms = int(time.time() * 1000)
         ms = (now_ms - self._month_start_ms) & 0xFFFFFFFF
@@ -323,8 +331,28 @@ def record_starts(sizes: Sequence[int]) -> list[int]:
     return [0, *itertools.accumulate(sizes)][:-1] if sizes else []
 
 
+def merged(batches: list[FramedBatch]) -> FramedBatch:
+    """The batches as one, end to end (a group commit of single appends is dozens of
+    one-record batches: placed, stamped and reput as one, they cost as much as one)."""
+    if len(batches) == 1:
+        return batches[0]
+    out = FramedBatch(data=bytearray().join([b.data for b in batches]))
+    out.cached = any(b.cached for b in batches)
+    for b in batches:
+        base = len(out.sizes)
+        out.sizes += b.sizes
+        out.queues += b.queues
+        out.tags += b.tags
+        out.uniq_keys += b.uniq_keys
+        out.index_keys += b.index_keys
+        out.key_owner += [i + base for i in b.key_owner] if base else b.key_owner
+        out.body_bytes += b.body_bytes
+    return out
+
+
 def stamp(
-    batch: FramedBatch,
+    data: bytearray | memoryview,
+    sizes: Sequence[int],
     queue_offsets: Sequence[int],
     phys: Sequence[int],
     store_ts: int,
@@ -333,8 +361,8 @@ def stamp(
     prop_crc: bool,
 ) -> None:
     """Write each record's queue offset, commit-log offset and the store timestamp into the
-    batch (and, with ``prop_crc``, its ``__CRC32#`` over the finished record)."""
-    data, sizes = batch.data, batch.sizes
+    records framed back to back in ``data`` (and, with ``prop_crc``, each one's
+    ``__CRC32#`` over the finished record)."""
     starts = record_starts(sizes)
     if len(sizes) < _SMALL_BATCH:
         for at, qoff, phy in zip(starts, queue_offsets, phys, strict=True):
@@ -354,7 +382,7 @@ def stamp(
 
 
 def _stamp_arrays(
-    data: bytearray,
+    data: bytearray | memoryview,
     starts: Sequence[int],
     queue_offsets: Sequence[int],
     phys: Sequence[int],

@@ -50,7 +50,7 @@ from mqtier.store.consumequeue import ConsumeQueue, ConsumeQueueExt, is_ext_addr
 from mqtier.store.derived import manifest_doc, missing_derived, save_manifest
 from mqtier.store.dispatcher import Dispatcher
 from mqtier.store.fileio import naming, remove_stale_tmp, write_atomic
-from mqtier.store.framing import FramedBatch, Framer, Row, record_starts, row_of, stamp
+from mqtier.store.framing import FramedBatch, Framer, Row, merged, record_starts, row_of, stamp
 from mqtier.store.groupcommit import GroupCommitter, PendingAppend
 from mqtier.store.health import StoreHealth
 from mqtier.store.indexfile import IndexService
@@ -144,6 +144,21 @@ class QueueOffsets:
     max_offset: int
     min_phy: int
     max_phy: int
+
+
+def _runs_within(sizes: list[int], limit: int) -> list[int]:
+    """Where runs of records of at most ``limit`` bytes end (a record over it: a run alone)."""
+    if sum(sizes) <= limit:
+        return [len(sizes)]
+    ends: list[int] = []
+    run = 0
+    for i, size in enumerate(sizes):
+        if run and run + size > limit:
+            ends.append(i)
+            run = 0
+        run += size
+    ends.append(len(sizes))
+    return ends
 
 
 def _queue_of(derived: str) -> tuple[str, int]:
@@ -766,25 +781,11 @@ class Store:
     def append_batch_async(self, msgs: Iterable[Message]) -> PendingMessages:
         """Queue messages for the next group commit; ``.wait()`` returns their results.
 
-        Framed in slices of about ``max_batch_bytes / 2``: the bytes one sync (and one torn
-        tail) spans stay bounded however many messages come at once.
+        Every message is validated before any is queued: a bad one raises with nothing
+        appended. (The writer syncs at most ``max_batch_bytes`` at a time.)
         """
-        self._check_writable()
-        limit = max(1, self.config.max_batch_bytes // 2)
-        pending: list[tuple[FramedBatch, PendingAppend[FramedBatch, Placed]]] = []
-        rows: list[Row] = []
-        nbytes = 0
-        for msg in msgs:
-            rows.append(row_of(msg))
-            nbytes += len(msg.body)
-            if nbytes >= limit:
-                batch = self.frame(rows)
-                pending.append((batch, self.append_framed_async(batch)))
-                rows, nbytes = [], 0
-        if rows or not pending:
-            batch = self.frame(rows)
-            pending.append((batch, self.append_framed_async(batch)))
-        return PendingMessages(pending, self.store_host)
+        batch = self.frame([row_of(m) for m in msgs])
+        return PendingMessages([(batch, self.append_framed_async(batch))], self.store_host)
 
     def append_framed_async(self, batch: FramedBatch) -> PendingAppend[FramedBatch, Placed]:
         """Queue a framed batch for the next group commit; ``.wait()`` returns its place."""
@@ -802,32 +803,49 @@ class Store:
             raise self._dispatcher.error
         cl = self.commitlog
         store_ts = int(time.time() * 1000)
+        batch = merged(batches)
         qoffs = self._queue_offsets
         updates: dict[tuple[str, int], int] = {}
-        prop_crc = self.config.append_prop_crc
-        max_batch = self.config.max_batch_bytes
-        ts_at = self._framer.store_ts_at
-        placed: list[Placed] = []
-        pending_bytes = 0
-        for batch in batches:
-            phys = cl.add_framed(batch.data, batch.sizes)
-            offsets: list[int] = []
-            for key in batch.queues:
-                qoff = updates.get(key)
-                if qoff is None:
-                    qoff = qoffs.get(key, 0)
-                offsets.append(qoff)
-                updates[key] = qoff + 1
-            stamp(batch, offsets, phys, store_ts, ts_at, prop_crc=prop_crc)
-            placed.append(Placed(phys, offsets, store_ts))
-            pending_bytes += len(batch.data)
-            if pending_bytes >= max_batch:  # bound the bytes one sync (and one torn tail) spans
-                cl.flush_batch()
-                pending_bytes = 0
-        end = cl.flush_batch()
+        offsets: list[int] = []
+        for key in batch.queues:
+            qoff = updates.get(key)
+            if qoff is None:
+                qoff = qoffs.get(key, 0)
+            offsets.append(qoff)
+            updates[key] = qoff + 1
+        phys: list[int] = []
+        sizes = batch.sizes
+        view = memoryview(batch.data)
+        at = lo = 0
+        for hi in _runs_within(sizes, self.config.max_batch_bytes):
+            # Each run is placed, stamped, written and synced before the next: the bytes one
+            # sync (and one torn tail) spans stay bounded however much one batch holds.
+            run = view[at : at + sum(sizes[lo:hi])]
+            run_phys = cl.add_framed(run, sizes[lo:hi])
+            stamp(
+                run,
+                sizes[lo:hi],
+                offsets[lo:hi],
+                run_phys,
+                store_ts,
+                self._framer.store_ts_at,
+                prop_crc=self.config.append_prop_crc,
+            )
+            end = cl.flush_batch()
+            phys += run_phys
+            at, lo = at + len(run), hi
         qoffs.update(updates)
-        self._dispatcher.submit([end, batches, placed])
-        return placed
+        where = Placed(phys, offsets, store_ts)
+        self._dispatcher.submit([end, [batch], [where]])
+        if len(batches) == 1:
+            return [where]
+        out: list[Placed] = []
+        lo = 0
+        for b in batches:
+            hi = lo + len(b)
+            out.append(Placed(phys[lo:hi], offsets[lo:hi], store_ts))
+            lo = hi
+        return out
 
     # ---- dispatching (dispatcher thread, or recovery) ---------------------------------------
 
@@ -848,19 +866,20 @@ class Store:
         key_stamps: list[int] = []
         cached: list[tuple[int, bytes]] = []
         admit = self.cache.admit_max_bytes if self.cache.max_bytes > 0 else -1
+        # One run per queue for the whole job (a group commit of single appends is dozens of
+        # one-record batches): their lists end to end, in commit order.
+        queues: list[tuple[str, int]] = []
+        offsets: list[int] = []
+        all_phys: list[int] = []
+        all_sizes: list[int] = []
+        tags: list[int] = []
         for batch, where in zip(batches, placed, strict=True):
             phys, sizes = where.phys, batch.sizes
-            for key, first, units in dispatchbatch.queue_runs(
-                batch.queues, where.queue_offsets, phys, sizes, batch.tags
-            ):
-                cq = self._cqs.get(key)
-                if cq is None:
-                    cq = self.consume_queue(key[0], key[1], create=True)
-                    assert cq is not None
-                if first == cq.max_offset and (first == 0 or cq.files):
-                    cq.put_packed(first, units)
-                else:  # a queue behind or ahead of its units (or one starting past 0): unit by unit
-                    cq.put_run(dispatchbatch.unpacked(first, units))
+            queues += batch.queues
+            offsets += where.queue_offsets
+            all_phys += phys
+            all_sizes += sizes
+            tags += batch.tags
             index_keys += batch.index_keys
             key_phys += [phys[i] for i in batch.key_owner]
             key_stamps += [where.store_ts] * len(batch.key_owner)
@@ -869,6 +888,17 @@ class Store:
                 for at, phy, size in zip(record_starts(sizes), phys, sizes, strict=True):
                     if size <= admit:
                         cached.append((phy, bytes(data[at : at + size])))
+        for key, first, units in dispatchbatch.queue_runs(
+            queues, offsets, all_phys, all_sizes, tags
+        ):
+            cq = self._cqs.get(key)
+            if cq is None:
+                cq = self.consume_queue(key[0], key[1], create=True)
+                assert cq is not None
+            if first == cq.max_offset and (first == 0 or cq.files):
+                cq.put_packed(first, units)
+            else:  # a queue behind or ahead of its units (or one starting past 0): unit by unit
+                cq.put_run(dispatchbatch.unpacked(first, units))
         self._reput({}, index_keys, key_phys, key_stamps, cached)
 
     def dispatch_items(self, items: list[DispatchItem]) -> None:

@@ -16,13 +16,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mqtier import Message, Store, StoreConfig
+from mqtier.errors import InvalidMessageError
 from mqtier.format import layout as L
 from mqtier.format.javahash import java_string_hash, tags_code
 from mqtier.format.message import decode_record, encode_record
+from mqtier.ingest import ingest
+from mqtier.inputs import Defaults
+from mqtier.store import commitlog as commitlog_module
 
 FILE_BYTES = 64 << 10  # small files: batches cross file ends often
 TOPICS = ("orders", "audit")
@@ -144,3 +149,56 @@ def test_batches_write_what_a_per_message_encoder_writes(
             for key in (*m.keys, r.uniq_key):
                 found = store.query_key(r.topic, key, max_results=len(msgs))
                 assert r.phy_offset in [f.phy_offset for f in found], key
+
+
+def test_one_write_and_sync_spans_at_most_max_batch_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small bodies or big properties: the bound is on record bytes, not body bytes."""
+    written: list[int] = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        written.append(len(data))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(commitlog_module.os, "pwrite", pwrite)
+    cfg = StoreConfig(max_batch_bytes=64 << 10, prewrite=False)  # (its zeros: pwrite too)
+    with Store.open(tmp_path / "s", create=True, config=cfg) as store:
+        store.append_batch([Message("t", b"x", queue_id=0) for _ in range(5000)])
+        store.append_batch(
+            [Message("t", b"", queue_id=0, properties={"p": "v" * 20_000}) for _ in range(30)]
+        )
+        assert store.wait_dispatched(10)
+        cq = store.consume_queue("t", 0)
+        assert cq is not None and cq.max_offset == 5030
+    assert len(written) >= 10 and max(written) <= 64 << 10
+
+
+def test_a_bad_message_anywhere_in_a_batch_appends_none_of_it(tmp_path: Path) -> None:
+    cfg = StoreConfig(max_batch_bytes=64 << 10)
+    with Store.open(tmp_path / "s", create=True, config=cfg) as store:
+        good = [Message("t", b"y" * 1000, queue_id=0) for _ in range(300)]
+        with pytest.raises(InvalidMessageError, match="bad key"):
+            store.append_batch([*good, Message("t", b"z", keys=("bad key",))])
+        assert store.commitlog.durable_end == 0
+        assert store.append(good[0]).queue_offset == 0
+
+
+def test_skip_bad_keeps_batches_whole_and_reports_bad_lines_in_input_order(
+    tmp_path: Path,
+) -> None:
+    """Bad lines between good ones cost no group commit of their own."""
+    lines = []
+    for i in range(3000):
+        if i % 2:
+            lines.append(b'{"body": "x", "keys": ["bad key"]}' if i % 4 == 1 else b"{oops")
+        else:
+            lines.append(b'{"body": "good %d"}' % i)
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    with Store.open(tmp_path / "s", create=True) as store:
+        summary = ingest(store, [str(src)], defaults=Defaults("t", 0), skip_bad=True)
+        assert (summary.messages, summary.bad_lines) == (1500, 1500)
+        assert [s.split(":")[1] for s in summary.bad_samples] == ["2", "4", "6", "8", "10"]
+        assert store.stats()["group_commits"] <= 10
