@@ -112,8 +112,10 @@ def _items(
     for name in inputs:
         if fmt == "file":
             for source, n, msg in _file_messages(Path(name), defaults, max_message_bytes, on_read):
-                item = row_of(msg) if isinstance(msg, Message) else msg
-                yield (source, n, item), len(msg.body) if isinstance(msg, Message) else 0
+                if isinstance(msg, Message):
+                    yield (source, n, row_of(msg)), len(msg.body)
+                else:
+                    yield (source, n, msg), 0
             continue
         if name == "-":
             stream = sys.stdin.buffer

@@ -291,10 +291,13 @@ class ConsumeQueue:
         self.put_packed(first, b"".join(map(_UNIT.pack, phys, sizes, tags)))
 
     def put_packed(self, first: int, data: bytes) -> None:
-        """Copy packed 20-byte units into the queue from offset ``first``, which must be its
-        end (``max_offset``) in a queue that has files: :meth:`put_run`'s common case."""
-        assert first == self.max_offset, (first, self.max_offset)
-        assert first == 0 or self.files
+        """Record packed 20-byte units (commit-log offset, size, tags code) from queue offset
+        ``first`` on: copied in one slice per file when they continue the queue, else (a
+        queue behind or ahead of them, or one starting past 0) unit by unit, as :meth:`put`."""
+        if first != self.max_offset or (first > 0 and not self.files):
+            for i, (phy, size, tags_code) in enumerate(_UNIT.iter_unpack(data)):
+                self.put(first + i, phy, size, tags_code)
+            return
         pos = first * _UB
         done = 0
         while done < len(data):

@@ -68,12 +68,6 @@ def queue_runs(
     return out
 
 
-def unpacked(first: int, units: bytes) -> list[tuple[int, int, int, int]]:
-    """Packed units from queue offset ``first`` as (offset, phy, size, tags code) tuples."""
-    arr = np.frombuffer(units, dtype=_UNIT_DTYPE)
-    return [(first + i, int(u["phy"]), int(u["size"]), int(u["tag"])) for i, u in enumerate(arr)]
-
-
 def index_keys(
     index: IndexService, full_keys: list[str], phys: list[int], stamps: list[int]
 ) -> None:

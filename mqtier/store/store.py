@@ -105,33 +105,27 @@ class PendingMessages:
     """Messages queued by :meth:`Store.append_batch_async`; :meth:`wait` returns their
     results once durable."""
 
-    __slots__ = ("_host", "_pending")
+    __slots__ = ("_batch", "_host", "_pending")
 
     def __init__(
         self,
-        pending: list[tuple[FramedBatch, PendingAppend[FramedBatch, Placed]]],
+        batch: FramedBatch,
+        pending: PendingAppend[FramedBatch, Placed],
         host: tuple[bytes, int],
     ) -> None:
+        self._batch = batch
         self._pending = pending
         self._host = host
 
     def wait(self, timeout: float | None = None) -> list[AppendResult]:
-        out: list[AppendResult] = []
-        host = self._host
-        for batch, pending in self._pending:
-            (where,) = pending.wait(timeout)
-            out += [
-                AppendResult(topic, qid, qoff, phy, size, uniq, host)
-                for (topic, qid), qoff, phy, size, uniq in zip(
-                    batch.queues,
-                    where.queue_offsets,
-                    where.phys,
-                    batch.sizes,
-                    batch.uniq_keys,
-                    strict=True,
-                )
-            ]
-        return out
+        (where,) = self._pending.wait(timeout)
+        b, host = self._batch, self._host
+        return [
+            AppendResult(topic, qid, qoff, phy, size, uniq, host)
+            for (topic, qid), qoff, phy, size, uniq in zip(
+                b.queues, where.queue_offsets, where.phys, b.sizes, b.uniq_keys, strict=True
+            )
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,19 +140,21 @@ class QueueOffsets:
     max_phy: int
 
 
-def _runs_within(sizes: list[int], limit: int) -> list[int]:
-    """Where runs of records of at most ``limit`` bytes end (a record over it: a run alone)."""
-    if sum(sizes) <= limit:
-        return [len(sizes)]
-    ends: list[int] = []
+def _runs_within(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """(end, bytes) of runs of records of at most ``limit`` bytes (a record over it: a run
+    alone), in order."""
+    total = sum(sizes)
+    if total <= limit:
+        return [(len(sizes), total)]
+    runs: list[tuple[int, int]] = []
     run = 0
     for i, size in enumerate(sizes):
         if run and run + size > limit:
-            ends.append(i)
+            runs.append((i, run))
             run = 0
         run += size
-    ends.append(len(sizes))
-    return ends
+    runs.append((len(sizes), run))
+    return runs
 
 
 def _queue_of(derived: str) -> tuple[str, int]:
@@ -785,7 +781,7 @@ class Store:
         appended. (The writer syncs at most ``max_batch_bytes`` at a time.)
         """
         batch = self.frame([row_of(m) for m in msgs])
-        return PendingMessages([(batch, self.append_framed_async(batch))], self.store_host)
+        return PendingMessages(batch, self.append_framed_async(batch), self.store_host)
 
     def append_framed_async(self, batch: FramedBatch) -> PendingAppend[FramedBatch, Placed]:
         """Queue a framed batch for the next group commit; ``.wait()`` returns its place."""
@@ -817,10 +813,10 @@ class Store:
         sizes = batch.sizes
         view = memoryview(batch.data)
         at = lo = 0
-        for hi in _runs_within(sizes, self.config.max_batch_bytes):
+        for hi, nbytes in _runs_within(sizes, self.config.max_batch_bytes):
             # Each run is placed, stamped, written and synced before the next: the bytes one
             # sync (and one torn tail) spans stay bounded however much one batch holds.
-            run = view[at : at + sum(sizes[lo:hi])]
+            run = view[at : at + nbytes]
             run_phys = cl.add_framed(run, sizes[lo:hi])
             stamp(
                 run,
@@ -833,10 +829,10 @@ class Store:
             )
             end = cl.flush_batch()
             phys += run_phys
-            at, lo = at + len(run), hi
+            at, lo = at + nbytes, hi
         qoffs.update(updates)
         where = Placed(phys, offsets, store_ts)
-        self._dispatcher.submit([end, [batch], [where]])
+        self._dispatcher.submit([end, batch, where])
         if len(batches) == 1:
             return [where]
         out: list[Placed] = []
@@ -851,55 +847,36 @@ class Store:
 
     def _apply_dispatch(self, job: list[Any]) -> int:
         end: int = job[0]
-        batches: list[FramedBatch] = job[1]
-        placed: list[Placed] = job[2]
-        self.reput_framed(batches, placed)
+        self.reput_framed(job[1], job[2])
         return end
 
-    def reput_framed(self, batches: list[FramedBatch], placed: list[Placed]) -> None:
-        """:meth:`dispatch_items` for batches the writer placed (appends are never
+    def reput_framed(self, batch: FramedBatch, where: Placed) -> None:
+        """:meth:`dispatch_items` for a batch the writer placed (appends are never
         transactional: every record gets its consume-queue unit and index keys)."""
         from mqtier.store import dispatchbatch  # numpy: only writers pay its import
 
-        index_keys: list[str] = []
-        key_phys: list[int] = []
-        key_stamps: list[int] = []
-        cached: list[tuple[int, bytes]] = []
-        admit = self.cache.admit_max_bytes if self.cache.max_bytes > 0 else -1
-        # One run per queue for the whole job (a group commit of single appends is dozens of
-        # one-record batches): their lists end to end, in commit order.
-        queues: list[tuple[str, int]] = []
-        offsets: list[int] = []
-        all_phys: list[int] = []
-        all_sizes: list[int] = []
-        tags: list[int] = []
-        for batch, where in zip(batches, placed, strict=True):
-            phys, sizes = where.phys, batch.sizes
-            queues += batch.queues
-            offsets += where.queue_offsets
-            all_phys += phys
-            all_sizes += sizes
-            tags += batch.tags
-            index_keys += batch.index_keys
-            key_phys += [phys[i] for i in batch.key_owner]
-            key_stamps += [where.store_ts] * len(batch.key_owner)
-            if batch.cached:
-                data = batch.data
-                for at, phy, size in zip(record_starts(sizes), phys, sizes, strict=True):
-                    if size <= admit:
-                        cached.append((phy, bytes(data[at : at + size])))
+        phys, sizes = where.phys, batch.sizes
         for key, first, units in dispatchbatch.queue_runs(
-            queues, offsets, all_phys, all_sizes, tags
+            batch.queues, where.queue_offsets, phys, sizes, batch.tags
         ):
             cq = self._cqs.get(key)
             if cq is None:
                 cq = self.consume_queue(key[0], key[1], create=True)
                 assert cq is not None
-            if first == cq.max_offset and (first == 0 or cq.files):
-                cq.put_packed(first, units)
-            else:  # a queue behind or ahead of its units (or one starting past 0): unit by unit
-                cq.put_run(dispatchbatch.unpacked(first, units))
-        self._reput({}, index_keys, key_phys, key_stamps, cached)
+            cq.put_packed(first, units)
+        cached: list[tuple[int, bytes]] = []
+        if batch.cached and self.cache.max_bytes > 0:
+            admit = self.cache.admit_max_bytes
+            view = memoryview(batch.data)
+            for at, phy, size in zip(record_starts(sizes), phys, sizes, strict=True):
+                if size <= admit:
+                    cached.append((phy, bytes(view[at : at + size])))
+        self._index_and_cache(
+            batch.index_keys,
+            [phys[i] for i in batch.key_owner],
+            [where.store_ts] * len(batch.key_owner),
+            cached,
+        )
 
     def dispatch_items(self, items: list[DispatchItem]) -> None:
         """Apply records to consume queues, index and cache (RocketMQ's dispatchers).
@@ -931,26 +908,24 @@ class Store:
                     key_stamps.extend([store_ts] * added)
             if rec is not None:
                 cached.append((phy, rec))
-        self._reput(runs, index_keys, key_phys, key_stamps, cached)
-
-    def _reput(
-        self,
-        runs: dict[tuple[str, int], list[tuple[int, int, int, int]]],
-        index_keys: list[str],
-        key_phys: list[int],
-        key_stamps: list[int],
-        cached: list[tuple[int, bytes]],
-    ) -> None:
-        """Per-queue runs of (queue offset, commit-log offset, size, tags code) into the
-        consume queues, ``topic#key`` items into the index, records into the cache."""
-        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
-
         for (topic, qid), run in runs.items():
             cq = self._cqs.get((topic, qid))
             if cq is None:
                 cq = self.consume_queue(topic, qid, create=True)
                 assert cq is not None
             cq.put_run(run)
+        self._index_and_cache(index_keys, key_phys, key_stamps, cached)
+
+    def _index_and_cache(
+        self,
+        index_keys: list[str],
+        key_phys: list[int],
+        key_stamps: list[int],
+        cached: list[tuple[int, bytes]],
+    ) -> None:
+        """``topic#key`` items into the index, records into the cache: the rest of a reput."""
+        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
+
         if index_keys:
             dispatchbatch.index_keys(self.index, index_keys, key_phys, key_stamps)
         if cached:

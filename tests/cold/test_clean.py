@@ -131,9 +131,9 @@ def test_clean_keeps_records_the_hot_dispatcher_has_not_reached(
     gate = threading.Event()
     reput = hot.reput_framed
 
-    def lagging(batches: Any, placed: Any) -> None:  # the reput falls behind the writer
+    def lagging(batch: Any, where: Any) -> None:  # the reput falls behind the writer
         gate.wait()
-        reput(batches, placed)
+        reput(batch, where)
 
     hot.reput_framed = lagging  # type: ignore[method-assign]
     try:

@@ -29,9 +29,9 @@ class LaggingOwner:
         self._gate = threading.Event()
         self._reput = self.store.reput_framed
 
-    def _stalled(self, batches: Any, placed: Any) -> None:
+    def _stalled(self, batch: Any, where: Any) -> None:
         self._gate.wait()
-        self._reput(batches, placed)
+        self._reput(batch, where)
 
     def lag(self) -> None:
         assert self.store.wait_dispatched(10)
