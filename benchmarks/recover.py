@@ -185,9 +185,13 @@ def timed_open(root: Path, *, cold: bool) -> dict[str, Any]:
     try:
         rep = st.recovery
         assert rep is not None
+        # A rebuild (derived files gone) replays the whole log after recovery found its end.
+        rebuilt = st.rebuild_report
         t1 = time.perf_counter()
     finally:
         st.close()
+    redispatch_from = rebuilt.replayed_from if rebuilt is not None else rep.redispatch_from
+    messages = rep.messages_redispatched + (rebuilt.messages if rebuilt is not None else 0)
     close_s = time.perf_counter() - t1
     scanned = rep.end_offset - rep.scan_from
     return {
@@ -199,14 +203,14 @@ def timed_open(root: Path, *, cold: bool) -> dict[str, Any]:
         "scan_from": rep.scan_from,
         "end_offset": rep.end_offset,
         "scanned_bytes": scanned,
-        "redispatch_from": rep.redispatch_from,
-        "messages_redispatched": rep.messages_redispatched,
+        "redispatch_from": redispatch_from,
+        "messages_redispatched": messages,
         "index_files_dropped": len(rep.index_files_dropped),
         "files_removed": len(rep.files_removed),
-        "replayed_bytes": rep.end_offset - rep.redispatch_from,
+        "replayed_bytes": rep.end_offset - redispatch_from,
         "scan_mb_per_s": C.mb(scanned) / seconds,
-        "replay_mb_per_s": C.mb(rep.end_offset - rep.redispatch_from) / seconds,
-        "redispatch_msgs_per_s": rep.messages_redispatched / seconds,
+        "replay_mb_per_s": C.mb(rep.end_offset - redispatch_from) / seconds,
+        "redispatch_msgs_per_s": messages / seconds,
     }
 
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from mqtier.errors import ConfigError, CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
@@ -27,6 +27,9 @@ from mqtier.store.fileio import (
 )
 from mqtier.store.prewrite import ZeroAhead, open_sparse
 
+if TYPE_CHECKING:
+    from mqtier.format.recordbatch import Fields
+
 log = logging.getLogger(__name__)
 
 _BLANK_HEAD = L.RECORD_SIZE_MAGIC
@@ -35,6 +38,16 @@ _BLANK_HEAD = L.RECORD_SIZE_MAGIC
 # What one pread takes at a record's start when its size is not known yet: most records
 # are smaller, and a page of the page cache costs about what 4 bytes of it do.
 READ_AHEAD_BYTES: Final = 1024
+
+
+class RecordWindow(NamedTuple):
+    """Consecutive records of one buffer (a file's map, or one record's bytes)."""
+
+    origin: int  # the global offset of ``buf[0]``
+    buf: mmap.mmap | bytes
+    starts: list[int]  # each record's position in ``buf``
+    sizes: list[int]
+    fields: Fields | None  # with ``arrays``: every record's fields
 
 
 @dataclass(slots=True)
@@ -301,58 +314,99 @@ class CommitLog:
         silently at the end of data; a corrupt record raises :class:`CorruptRecordError`, whose
         ``offset`` is global.
         """
+        for w in self.scan_windows(start, verify_crc=verify_crc, end=end, arrays=False):
+            yield w.origin + w.starts[0], w.sizes[0], w.buf, w.starts[0]
+
+    def scan_windows(
+        self,
+        start: int,
+        *,
+        verify_crc: bool = True,
+        end: int | None = None,
+        arrays: bool = True,
+    ) -> Generator[RecordWindow, None, None]:
+        """:meth:`scan`, up to 4096 consecutive records at a time, with their fields and checks
+        computed as arrays (:mod:`mqtier.format.recordbatch`, numpy). A record the array checks
+        doubt is checked on its own, as ``arrays=False`` checks every record (one per window,
+        no fields), so the records yielded and the error raised are the same either way."""
         if not self.files:
             return
+        if arrays:
+            from mqtier.format import recordbatch as rb
+        most = 16  # doubling: a caller that wants only the first records reads few more
         start = max(start, self.min_offset)
         i = max(0, bisect.bisect_right(self._bases, start) - 1)
         pos = start - self.files[i].base
+        fb = self.file_bytes
         for f in self.files[i:]:
             mm = self.map_file(f)
             try:
-                fb = self.file_bytes
                 hole = _data_limit(f.fd, pos, fb)
+                stop = fb if end is None else end - f.base
                 while True:
-                    if end is not None and f.base + pos >= end:
+                    if pos >= stop:
                         return
                     if pos >= hole:
                         hole = _data_limit(f.fd, pos, fb)
                         if hole <= pos:
                             return  # a hole reads as zeros, where no record starts
-                    buf: mmap.mmap | bytes = mm
-                    at = pos
-                    if pos + 8 > hole:  # even the size is not all in data: read it plainly
-                        head = os.pread(f.fd, 8, pos)
-                        want = L.INT32.unpack_from(head)[0] if len(head) == 8 else 0
-                    else:
-                        want = L.INT32.unpack_from(mm, pos)[0]
-                    if pos + max(want, 8) > hole:
-                        # The record reaches into a hole: a sparse copy (cp --sparse, rsync
-                        # -S) makes one of any zero block, also inside a body. pread reads it.
-                        buf, at = os.pread(f.fd, min(max(want, 8), fb - pos), pos), 0
-                    try:
-                        size = check_record(buf, at, len(buf) if buf is not mm else fb,
-                                            verify_crc=verify_crc, path=str(f.path))  # fmt: skip
-                    except CorruptRecordError as exc:
-                        raise CorruptRecordError(
-                            f.path, f.base + pos + exc.offset - at, exc.detail
-                        ) from None
+                    if arrays:
+                        starts, sizes, heads = rb.follow_sizes(mm, pos, hole, stop, most)
+                        if starts:
+                            fields = rb.fields(mm, starts, sizes, heads)
+                            n = rb.first_doubtful(mm, fields, verify_crc=verify_crc)
+                            if n:
+                                if n < len(starts):
+                                    starts, sizes, fields = starts[:n], sizes[:n], fields.head(n)
+                                nbytes = sum(sizes)
+                                self.scanned_bytes += nbytes
+                                yield RecordWindow(f.base, mm, starts, sizes, fields)
+                                pos += nbytes
+                                most = min(2 * most, 4096)
+                                continue
+                    buf, at, size = self._check_one(f, mm, pos, hole, verify_crc)
                     if size == END_OF_FILE:
                         break
                     if size == END_OF_DATA:
                         return
                     self.scanned_bytes += size
-                    yield f.base + pos, size, buf, at
+                    one = rb.fields_of_one(buf, at, size) if arrays else None
+                    yield RecordWindow(f.base + pos - at, buf, [at], [size], one)
                     pos += size
             finally:
                 mm.close()
             pos = 0
 
-    def find_end(self, start: int, *, verify_crc: bool = True) -> ScanStop:
-        """Scan from ``start`` and report where valid data ends, without changing anything."""
+    def _check_one(
+        self, f: CommitLogFile, mm: mmap.mmap, pos: int, hole: int, verify_crc: bool
+    ) -> tuple[mmap.mmap | bytes, int, int]:
+        """check_record on the record at ``pos`` of ``f``: (buffer, position, size or
+        END_OF_FILE / END_OF_DATA); the buffer is the record's bytes where it reaches into a
+        hole (a sparse copy, cp --sparse or rsync -S, makes one of any zero block)."""
+        fb = self.file_bytes
+        buf: mmap.mmap | bytes = mm
+        at = pos
+        if pos + 8 > hole:  # even the size is not all in data: read it plainly
+            head = os.pread(f.fd, 8, pos)
+            want = L.INT32.unpack_from(head)[0] if len(head) == 8 else 0
+        else:
+            want = L.INT32.unpack_from(mm, pos)[0]
+        if pos + max(want, 8) > hole:
+            buf, at = os.pread(f.fd, min(max(want, 8), fb - pos), pos), 0
+        try:
+            size = check_record(buf, at, len(buf) if buf is not mm else fb,
+                                verify_crc=verify_crc, path=str(f.path))  # fmt: skip
+        except CorruptRecordError as exc:
+            raise CorruptRecordError(f.path, f.base + pos + exc.offset - at, exc.detail) from None
+        return buf, at, size
+
+    def find_end(self, start: int, *, verify_crc: bool = True, arrays: bool = False) -> ScanStop:
+        """Scan from ``start`` and report where valid data ends, without changing anything
+        (``arrays``: see :meth:`scan_windows`; worth its numpy import for long scans)."""
         last = max(start, self.min_offset)
         try:
-            for off, size, _, _ in self.scan(start, verify_crc=verify_crc):
-                last = off + size
+            for w in self.scan_windows(start, verify_crc=verify_crc, arrays=arrays):
+                last = w.origin + w.starts[-1] + w.sizes[-1]
         except CorruptRecordError as exc:
             return ScanStop(exc.offset, "corrupt", exc)
         # A file that ends with BLANK is fully used: the end is the next file's start.

@@ -24,7 +24,7 @@ _ITEM_DTYPE: Final = np.dtype([("hash", ">i4"), ("phy", ">i8"), ("diff", ">i4"),
 
 Int64s = npt.NDArray[np.int64]
 # One 20-byte consume-queue unit: commit-log offset, size, tags code (big-endian, packed).
-_UNIT_DTYPE: Final = np.dtype([("phy", ">i8"), ("size", ">i4"), ("tag", ">i8")])
+UNIT_DTYPE: Final = np.dtype([("phy", ">i8"), ("size", ">i4"), ("tag", ">i8")])
 _UNIT: Final = L.CQ_UNIT
 _SMALL_BATCH: Final = 32
 QueueKey = tuple[str, int]
@@ -48,7 +48,7 @@ def queue_runs(
                 run = grouped[key] = (qoff, [])
             run[1].append(_UNIT.pack(phy, size, tag))
         return [(key, first, b"".join(packed)) for key, (first, packed) in grouped.items()]
-    units = np.empty(n, dtype=_UNIT_DTYPE)
+    units = np.empty(n, dtype=UNIT_DTYPE)
     units["phy"] = phys
     units["size"] = sizes
     units["tag"] = tags

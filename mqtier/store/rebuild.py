@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mqtier.format import layout as L
-from mqtier.store.recovery import _replay
+from mqtier.store.replay import replay
 
 if TYPE_CHECKING:
     from mqtier.store.store import Store
@@ -64,7 +64,7 @@ def rebuild_derived(store: Store, missing: list[str] | None = None) -> RebuildRe
     report.index_files_removed = [p.name for p in store.index.drop_after(-1)]
     cl = store.commitlog
     report.replayed_from, report.replayed_to = cl.min_offset, cl.durable_end
-    report.messages = _replay(store, cl.min_offset, cl.durable_end)
+    report.messages = replay(store, cl.min_offset, cl.durable_end)
     store.write_checkpoint(cl.durable_end)  # flushes what was rebuilt, then records it
     report.queues = len(queues)
     report.index_files = len(store.index.files)

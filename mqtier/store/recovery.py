@@ -17,7 +17,6 @@ that file's first record is lost), as RocketMQ's abnormal recovery does.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from mqtier.errors import CorruptRecordError, NotFoundError
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint
-from mqtier.format.javahash import tags_code
 from mqtier.format.message import (
     check_record,
     check_record_header,
@@ -38,7 +36,7 @@ from mqtier.store.lock import is_locked_elsewhere
 
 if TYPE_CHECKING:
     from mqtier.store.consumequeue import ConsumeQueue
-    from mqtier.store.store import DispatchItem, Store
+    from mqtier.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +142,14 @@ def _rocketmq_scan_start(store: Store, abnormal: bool, view: bool) -> int:
     return cl.files[0].base
 
 
-def recover(store: Store, *, dry_run: bool, view: bool = False) -> RecoveryReport:
+def recover(
+    store: Store, *, dry_run: bool, view: bool = False, replay: bool = True
+) -> RecoveryReport:
     """Recover ``store`` (see the module's docstring); ``view``: for a read-only view, which
-    dispatches what it finds in memory (implies ``dry_run``)."""
+    dispatches what it finds in memory (implies ``dry_run``). ``replay=False``: a rebuild of
+    every derived file follows, so the records are not dispatched here too."""
     dry_run = dry_run or view
+    arrays = not store.read_only  # scans as arrays: worth numpy's import where one writes
     t0 = time.monotonic()
     cl = store.commitlog
     abnormal = (store.root / L.FILE_ABORT).exists()
@@ -160,11 +162,11 @@ def recover(store: Store, *, dry_run: bool, view: bool = False) -> RecoveryRepor
     suspect = _damage_below(store, ckpt) if abnormal and ckpt is not None else None
     if suspect is not None:
         scan_from = cl.file_for(suspect).base
-    stop = cl.find_end(scan_from, verify_crc=True)
+    stop = cl.find_end(scan_from, verify_crc=True, arrays=arrays)
     while suspect is not None and stop.offset == scan_from and scan_from > cl.min_offset:
         # Even the first record of that file is lost: the damage began in an earlier file.
         scan_from = cl.file_for(scan_from - 1).base
-        stop = cl.find_end(scan_from, verify_crc=True)
+        stop = cl.find_end(scan_from, verify_crc=True, arrays=arrays)
     if suspect is not None and ckpt is not None and stop.offset < ckpt:
         intact = _intact_record_after(store, stop.offset)
         if intact is not None:
@@ -177,7 +179,7 @@ def recover(store: Store, *, dry_run: bool, view: bool = False) -> RecoveryRepor
                 intact,
             )
             scan_from = ckpt
-            stop = cl.find_end(scan_from, verify_crc=True)
+            stop = cl.find_end(scan_from, verify_crc=True, arrays=arrays)
     report.scan_from = scan_from
     end = stop.offset
     if stop.reason == "corrupt" and stop.error is not None:
@@ -193,7 +195,7 @@ def recover(store: Store, *, dry_run: bool, view: bool = False) -> RecoveryRepor
                 store.root, end, stop.error.detail, covered,
             )  # fmt: skip
             scan_from = report.scan_from = covered
-            stop = cl.find_end(scan_from, verify_crc=True)
+            stop = cl.find_end(scan_from, verify_crc=True, arrays=arrays)
             end = stop.offset
             intact = _intact_record_after(store, end) if stop.reason == "corrupt" else None
         if stop.error is not None and intact is not None:
@@ -279,7 +281,10 @@ def recover(store: Store, *, dry_run: bool, view: bool = False) -> RecoveryRepor
         # (a broker's store); with it they were, up to the checkpoint, before it was written.
         redispatch = _start_without_gaps(store, redispatch, end)
     report.redispatch_from = redispatch
-    report.messages_redispatched = _replay(store, redispatch, end)
+    if replay:
+        from mqtier.store.replay import replay as replay_log  # numpy: writable opens only
+
+        report.messages_redispatched = replay_log(store, redispatch, end)
     if report.messages_redispatched or report.cq_units_dropped or report.files_removed:
         store.index.flush()
         for cq in store.consume_queues.values():
@@ -431,81 +436,3 @@ def _start_without_gaps(store: Store, start: int, end: int) -> int:
 
 def _units_past(cq: ConsumeQueue, end: int) -> int:
     return cq.max_offset - cq.end_within(end)
-
-
-def _replay(store: Store, start: int, end: int, batch: int = 4096) -> int:
-    """Dispatch every record in ``[start, end)`` again (idempotent for units already there).
-
-    Raises:
-        CorruptRecordError: a record's header fails its checks, or its queue offset would
-            leave a gap in its queue: its queue fields cannot be trusted, and dispatching it
-            would write a unit where it does not belong (or fill a queue with placeholders).
-            The units of the records before it are in place.
-    """
-    n = 0
-    items: list[DispatchItem] = []
-    nexts: dict[tuple[str, int], int] = {}  # each existing queue's next offset, as replayed
-    cl = store.commitlog
-    for phy, size, mm, pos in cl.scan(start, verify_crc=False, end=end):
-        topic, qid, qoff, sysflag, store_ts, _, props = dispatch_fields(mm, pos)
-        _check_replayed(store, nexts, mm, pos, phy, (topic, qid, qoff, sysflag))
-        keys = tuple(k for k in props.get(L.PROP_KEYS, "").split(" ") if k)
-        items.append(
-            (
-                topic,
-                qid,
-                qoff,
-                phy,
-                size,
-                tags_code(props.get(L.PROP_TAGS)),
-                store_ts,
-                keys,
-                props.get(L.PROP_UNIQ_KEY),
-                sysflag,
-                None,
-            )
-        )
-        n += 1
-        if len(items) >= batch:
-            store.dispatch_items(items)
-            items = []
-    if items:
-        store.dispatch_items(items)
-    return n
-
-
-def _check_replayed(
-    store: Store,
-    nexts: dict[tuple[str, int], int],
-    mm: mmap.mmap | bytes,
-    pos: int,
-    phy: int,
-    fields: tuple[str, int, int, int],
-) -> None:
-    """Refuse to replay a record whose header is damaged (see :func:`_replay`)."""
-    topic, qid, qoff, sysflag = fields
-    path = store.commitlog.file_for(phy).path
-    try:
-        check_record_header(mm, pos, expect_phy=phy, path=str(path))
-    except CorruptRecordError as exc:
-        raise CorruptRecordError(
-            path, phy, f"{exc.detail}; the record was not dispatched"
-        ) from None
-    if sysflag & L.SYSFLAG_TRANSACTION_MASK not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
-        return  # not queued
-    key = (topic, qid)
-    nxt = nexts.get(key)
-    if nxt is None:
-        cq = store.consume_queues.get(key)
-        if cq is None or (cq.max_offset == 0 and not cq.files):
-            nexts[key] = qoff + 1  # a new queue may start anywhere (pre-blank below it)
-            return
-        nxt = cq.max_offset
-    if qoff > nxt:
-        raise CorruptRecordError(
-            path,
-            phy,
-            f"header field QUEUEOFFSET: expected at most {nxt} (the next offset of "
-            f"{topic}/{qid}), found {qoff}; the record was not dispatched",
-        )
-    nexts[key] = max(nxt, qoff + 1)

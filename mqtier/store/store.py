@@ -333,7 +333,6 @@ class Store:
         missing = missing_derived(self.root)  # before recovery drops files of its own
         self._queues_on_disk = bool(self._cqs)
         self._lost = {_queue_of(m) for m in missing if m.startswith(L.DIR_CONSUMEQUEUE + "/")}
-        self.recovery = recover(self, dry_run=dry_run, view=self.read_only and not dry_run)
         if missing and not self.read_only and not rebuild:
             log.warning(
                 "%s: %s went missing; rebuilding consume queues and index from the commit log",
@@ -341,6 +340,10 @@ class Store:
                 ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if missing[5:] else ""),
             )
             rebuild = True
+        # A rebuild dispatches the whole log: recovery only finds its end (and cuts a torn tail).
+        self.recovery = recover(
+            self, dry_run=dry_run, view=self.read_only and not dry_run, replay=not rebuild
+        )
         if rebuild:
             from mqtier.store.rebuild import rebuild_derived
 
@@ -680,10 +683,10 @@ class Store:
                     cq.truncate_phy(offset)
                 dropped = self.index.drop_after(offset)
                 if dropped:
-                    from mqtier.store.recovery import _replay
+                    from mqtier.store.replay import replay
 
                     start = self.index.end_phy if self.index.files else cl.min_offset
-                    _replay(self, max(start, cl.min_offset), offset)
+                    replay(self, max(start, cl.min_offset), offset)
                 self.cache.drop_from(offset)
                 self._write_checkpoint(offset)
             for path, data in (restore or {}).items():
@@ -871,7 +874,7 @@ class Store:
             for at, phy, size in zip(record_starts(sizes), phys, sizes, strict=True):
                 if size <= admit:
                     cached.append((phy, bytes(view[at : at + size])))
-        self._index_and_cache(
+        self.reput_index(
             batch.index_keys,
             [phys[i] for i in batch.key_owner],
             [where.store_ts] * len(batch.key_owner),
@@ -914,9 +917,9 @@ class Store:
                 cq = self.consume_queue(topic, qid, create=True)
                 assert cq is not None
             cq.put_run(run)
-        self._index_and_cache(index_keys, key_phys, key_stamps, cached)
+        self.reput_index(index_keys, key_phys, key_stamps, cached)
 
-    def _index_and_cache(
+    def reput_index(
         self,
         index_keys: list[str],
         key_phys: list[int],
