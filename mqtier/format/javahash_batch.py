@@ -25,6 +25,7 @@ _MASK32: Final = np.uint64(0xFFFFFFFF)
 _INV31: Final = pow(31, -1, 1 << 32)
 
 _tables: dict[str, npt.NDArray[np.uint64]] = {}
+Ints = npt.NDArray[np.int64]
 
 
 def _powers(base: int, n: int, name: str) -> npt.NDArray[np.uint64]:
@@ -77,4 +78,37 @@ def index_key_hashes(full_keys: Sequence[str]) -> npt.NDArray[np.int64]:
     """:func:`~mqtier.format.javahash.index_key_hash` of each ``topic#key`` string."""
     out: npt.NDArray[np.int64] = np.abs(java_hashes(full_keys))
     out[out == 1 << 31] = 0  # abs(Integer.MIN_VALUE) stays negative in Java; RocketMQ uses 0
+    return out
+
+
+def span_hashes(data: npt.NDArray[np.uint8], starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
+    """``String.hashCode()`` modulo 2**32 of each byte span ``data[starts[i]:ends[i]]`` read
+    as text of one-byte characters (exact for ASCII spans only)."""
+    total = len(data)
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    weights = _powers(31, total, "31")[::-1]
+    sums = np.zeros(total + 1, dtype=np.uint64)
+    np.cumsum(data.astype(np.uint64) * weights, dtype=np.uint64, out=sums[1:])
+    span = sums[ends] - sums[starts]
+    unscale = _powers(_INV31, total + 1, "inv31")[total - ends]
+    out: npt.NDArray[np.uint64] = (span * unscale) & _MASK32
+    return out
+
+
+def powers_of_31(lengths: Ints) -> npt.NDArray[np.uint64]:
+    """``31**n`` modulo 2**32 for each ``n`` in ``lengths``."""
+    top = int(lengths.max()) + 1 if len(lengths) else 1
+    table = _powers(31, top, "31")
+    out: npt.NDArray[np.uint64] = table[lengths]
+    return out
+
+
+def index_hashes_of(unsigned: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """IndexFile key hashes from ``hashCode(topic#key)`` modulo 2**32 (as
+    :func:`index_key_hashes` does with the strings)."""
+    signed = unsigned.astype(np.int64)
+    signed = np.where(signed >= 1 << 31, signed - (1 << 32), signed)
+    out: npt.NDArray[np.int64] = np.abs(signed)
+    out[out == 1 << 31] = 0
     return out

@@ -76,9 +76,16 @@ def index_keys(
     A record's items are adjacent and records come in commit-log order; records below the
     index's ``end_phy`` are skipped, as :meth:`IndexService.put` skips them.
     """
-    hashes = index_key_hashes(full_keys)
-    phy_arr: Int64s = np.array(phys, dtype=np.int64)
-    ts_arr: Int64s = np.array(stamps, dtype=np.int64)
+    index_hashes(
+        index,
+        index_key_hashes(full_keys),
+        np.array(phys, dtype=np.int64),
+        np.array(stamps, dtype=np.int64),
+    )
+
+
+def index_hashes(index: IndexService, hashes: Int64s, phy_arr: Int64s, ts_arr: Int64s) -> None:
+    """:func:`index_keys` with each key's IndexFile hash already taken."""
     if index.files and index.files[-1].header.index_count > 1:
         fresh = phy_arr >= index.end_phy
         if not fresh.all():

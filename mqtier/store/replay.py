@@ -11,14 +11,16 @@ the same bytes).
 from __future__ import annotations
 
 import mmap
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from mqtier.errors import CorruptRecordError
 from mqtier.format import layout as L
-from mqtier.format.javahash import tags_code
-from mqtier.format.message import check_record_header, dispatch_fields
+from mqtier.format.javahash import _topic_prefix_hash, index_key_hash, tags_code
+from mqtier.format.javahash_batch import _MASK32, index_hashes_of, powers_of_31, span_hashes
+from mqtier.format.message import check_record_header, decode_properties, dispatch_fields
 from mqtier.format.recordbatch import Fields, Ints
 from mqtier.store.dispatchbatch import UNIT_DTYPE
 
@@ -30,7 +32,6 @@ QueueKey = tuple[str, int]
 _TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
 _COMMIT: Final = L.SYSFLAG_TRANSACTION_COMMIT
 _ROLLBACK: Final = L.SYSFLAG_TRANSACTION_ROLLBACK
-_WANTED: Final = (b"KEYS\x01", b"UNIQ_KEY\x01", b"TAGS\x01")
 
 
 def replay(store: Store, start: int, end: int) -> int:
@@ -98,8 +99,7 @@ def _replay_batch(
         # Replay what comes before that record; the per-record path then reports it.
         return _replay_batch(store, w, f, lo, lo + stop, nexts) if stop else lo
     phys = w.origin + f.starts[lo:hi]
-    props = _wanted_properties(f, lo, hi)
-    tags = [tags_code(props[2][i]) for i in range(hi - lo)]
+    tags, hashes, owners = _keys_and_tags(f, lo, hi, topics, tx != _ROLLBACK)
     sizes = f.sizes[lo:hi]
     for key, members in zip(number, groups, strict=True):
         offs = qoffs[members]
@@ -110,33 +110,15 @@ def _replay_batch(
             units = np.empty(len(members), dtype=UNIT_DTYPE)
             units["phy"] = phys[members]
             units["size"] = sizes[members]
-            units["tag"] = [tags[i] for i in members.tolist()]
+            units["tag"] = tags[members]
             cq.put_packed(int(offs[0]), units.tobytes())
         else:  # (a broker's log replayed over units already there: put checks each)
             cq.put_run(
-                [(int(offs[j]), int(phys[i]), int(sizes[i]), tags[i])
+                [(int(offs[j]), int(phys[i]), int(sizes[i]), int(tags[i]))
                  for j, i in enumerate(members.tolist())]
             )  # fmt: skip
-    index_keys: list[str] = []
-    key_phys: list[int] = []
-    key_stamps: list[int] = []
-    indexed = np.flatnonzero(tx != _ROLLBACK).tolist()
-    all_keys, uniqs = props[0], props[1]
-    phy_list, ts_list = phys.tolist(), f.store_ts[lo:hi].tolist()
-    for i in indexed:
-        uniq, keys = uniqs[i], all_keys[i]
-        if not (uniq or keys):
-            continue
-        topic = topics[i]
-        before = len(index_keys)
-        if uniq:
-            index_keys.append(f"{topic}#{uniq}")
-        if keys:
-            index_keys.extend(f"{topic}#{k}" for k in keys.split(" ") if k and k != uniq)
-        added = len(index_keys) - before
-        key_phys.extend([phy_list[i]] * added)
-        key_stamps.extend([ts_list[i]] * added)
-    store.reput_index(index_keys, key_phys, key_stamps, [])
+    if len(hashes):
+        store.reput_hashes(hashes, phys[owners], f.store_ts[lo:hi][owners])
     return hi
 
 
@@ -173,36 +155,115 @@ def _topics(buf: mmap.mmap | bytes, at: Ints, lengths: Ints) -> list[str]:
     return out
 
 
-def _wanted_properties(
-    f: Fields, lo: int, hi: int
-) -> tuple[list[str | None], list[str | None], list[str | None]]:
-    """Per record ``lo`` to ``hi``: its KEYS, UNIQ_KEY and TAGS values (None where absent), by
-    :func:`~mqtier.format.message.decode_properties`'s rules (a non-empty value; the last
-    entry of a name wins)."""
+class _Spans(NamedTuple):
+    """Per record: where the value of one property begins and ends (-1: the record has none)."""
+
+    begin: Ints
+    end: Ints
+
+
+def _last_values(
+    p: npt.NDArray[np.uint8], begin: Ints, end: Ints, owner: Ints, n: int, name: bytes
+) -> _Spans:
+    """Each record's value of property ``name`` among entries ``[begin, end)`` of ``p``:
+    decode_properties' rules, a non-empty value, the last entry of the name wins."""
+    width = len(name)
+    cand = np.flatnonzero(end - begin > width)
+    at = begin[cand]
+    match = np.ones(len(cand), dtype=bool)
+    for j, byte in enumerate(name):
+        match &= p[at + j] == byte
+    sel = cand[match]
+    o = owner[sel]
+    last = np.ones(len(sel), dtype=bool)
+    last[:-1] = o[1:] != o[:-1]
+    sel, o = sel[last], o[last]
+    vb = np.full(n, -1, dtype=np.int64)
+    ve = np.full(n, -1, dtype=np.int64)
+    vb[o] = begin[sel] + width
+    ve[o] = end[sel]
+    return _Spans(vb, ve)
+
+
+def _keys_and_tags(
+    f: Fields, lo: int, hi: int, topics: list[str], indexed: npt.NDArray[np.bool_]
+) -> tuple[Ints, Ints, Ints]:
+    """For records ``lo`` to ``hi``: each one's tags code, and the IndexFile hash of each of
+    its keys (UNIQ_KEY, then the KEYS tokens that differ from it) with the record each
+    belongs to, records in order: what dispatch_items derives from the same properties.
+
+    The hashes are taken from the bytes as arrays. A record whose keys or tags are not ASCII
+    (Java hashes UTF-16) or whose KEYS holds several tokens goes the per-record way.
+    """
     n = hi - lo
-    keys: list[str | None] = [None] * n
-    uniq: list[str | None] = [None] * n
-    tags: list[str | None] = [None] * n
-    owners = np.flatnonzero(f.props_len[lo:hi] > 0).tolist()
-    if not owners:
-        return keys, uniq, tags
-    k, rec = 0, owners[0]
-    # Each record's entries, then an empty string where its properties end.
-    for entry in f.properties_of(lo, hi).split(b"\x02"):
-        if not entry:
-            k += 1
-            rec = owners[k] if k < len(owners) else -1
-        elif entry.startswith(_WANTED):
-            name, _, value = entry.partition(b"\x01")
-            if value:
-                text = str(value, "utf-8", "replace")
-                if name == b"KEYS":
-                    keys[rec] = text
-                elif name == b"UNIQ_KEY":
-                    uniq[rec] = text
-                else:
-                    tags[rec] = text
-    return keys, uniq, tags
+    at0 = int(f.props_joined_at[lo]) - 1  # the 0x02 in front of record lo's properties
+    p = np.frombuffer(f.props_joined, dtype=np.uint8)[at0 : int(f.props_joined_at[hi]) - 1]
+    local_at = f.props_joined_at[lo : hi + 1] - at0
+    twos = np.flatnonzero(p == 2)
+    begin, end = twos[:-1] + 1, twos[1:]
+    owner = np.searchsorted(local_at, begin, side="right") - 1
+    keys = _last_values(p, begin, end, owner, n, b"KEYS\x01")
+    uniq = _last_values(p, begin, end, owner, n, b"UNIQ_KEY\x01")
+    tags = _last_values(p, begin, end, owner, n, b"TAGS\x01")
+    spaces = np.zeros(len(p) + 1, dtype=np.int64)
+    np.cumsum(p == 32, out=spaces[1:])
+    wide = np.zeros(len(p) + 1, dtype=np.int64)
+    np.cumsum(p >= 0x80, out=wide[1:])
+
+    def count(c: Ints, v: _Spans) -> Ints:
+        has = v.begin >= 0
+        out: Ints = np.where(has, c[np.maximum(v.end, 0)] - c[np.maximum(v.begin, 0)], 0)
+        return out
+
+    slow = (count(spaces, keys) > 0) | (
+        count(wide, keys) + count(wide, uniq) + count(wide, tags) > 0
+    )
+    fast = ~slow
+    # Tags codes: String.hashCode() of the TAGS value, 0 without one.
+    has_tags = np.flatnonzero(fast & (tags.begin >= 0))
+    tag_codes = np.zeros(n, dtype=np.int64)
+    th = span_hashes(p, tags.begin[has_tags], tags.end[has_tags]).astype(np.int64)
+    tag_codes[has_tags] = np.where(th >= 1 << 31, th - (1 << 32), th)
+    # Keys: hashCode(topic#key) = hashCode(topic#) * 31**len(key) + hashCode(key).
+    prefix = np.array([_topic_prefix_hash(t) for t in topics], dtype=np.uint64)
+    rec_u = np.flatnonzero(fast & indexed & (uniq.begin >= 0))
+    rec_k = np.flatnonzero(fast & indexed & (keys.begin >= 0))
+    hu = span_hashes(p, uniq.begin[rec_u], uniq.end[rec_u])
+    hk = span_hashes(p, keys.begin[rec_k], keys.end[rec_k])
+    if len(rec_k):  # a KEYS value equal to the UNIQ_KEY is indexed once
+        ku, kk = uniq.begin[rec_k], keys.begin[rec_k]
+        klen, ulen = keys.end[rec_k] - kk, uniq.end[rec_k] - ku
+        same = np.flatnonzero((ku >= 0) & (klen == ulen))
+        drop = [
+            i for i in same.tolist()
+            if p[kk[i] : kk[i] + klen[i]].tobytes() == p[ku[i] : ku[i] + ulen[i]].tobytes()
+        ]  # fmt: skip
+        if drop:
+            keep = np.ones(len(rec_k), dtype=bool)
+            keep[drop] = False
+            rec_k, hk = rec_k[keep], hk[keep]
+    full_u = (prefix[rec_u] * powers_of_31(uniq.end[rec_u] - uniq.begin[rec_u]) + hu) & _MASK32
+    full_k = (prefix[rec_k] * powers_of_31(keys.end[rec_k] - keys.begin[rec_k]) + hk) & _MASK32
+    owners = [rec_u, rec_k]
+    subs = [np.zeros(len(rec_u), dtype=np.int64), np.ones(len(rec_k), dtype=np.int64)]
+    hashes = [index_hashes_of(full_u), index_hashes_of(full_k)]
+    tag_list = tag_codes.tolist()
+    for i in np.flatnonzero(slow).tolist():
+        a, b = int(local_at[i]), int(local_at[i + 1]) - 1
+        props = decode_properties(str(p[a:b].tobytes(), "utf-8", "replace"))
+        tag_list[i] = tags_code(props.get(L.PROP_TAGS))
+        if not indexed[i]:
+            continue
+        u = props.get(L.PROP_UNIQ_KEY)
+        found = [u] if u else []
+        found += [k for k in props.get(L.PROP_KEYS, "").split(" ") if k and k != u]
+        if found:
+            owners.append(np.full(len(found), i, dtype=np.int64))
+            subs.append(np.arange(len(found), dtype=np.int64))
+            hashes.append(np.array([index_key_hash(topics[i], k) for k in found], dtype=np.int64))
+    all_owners = np.concatenate(owners)
+    order = np.lexsort((np.concatenate(subs), all_owners))
+    return np.array(tag_list, dtype=np.int64), np.concatenate(hashes)[order], all_owners[order]
 
 
 def _replay_one(

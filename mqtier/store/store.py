@@ -919,6 +919,12 @@ class Store:
             cq.put_run(run)
         self.reput_index(index_keys, key_phys, key_stamps, cached)
 
+    def reput_hashes(self, hashes: Any, key_phys: Any, key_stamps: Any) -> None:
+        """Index items whose key hashes are taken (arrays, as :func:`dispatchbatch.index_hashes`)."""
+        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
+
+        dispatchbatch.index_hashes(self.index, hashes, key_phys, key_stamps)
+
     def reput_index(
         self,
         index_keys: list[str],
