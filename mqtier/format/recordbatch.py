@@ -96,15 +96,18 @@ def follow_sizes(
     starts: list[int] = []
     sizes: list[int] = []
     heads: list[Buffer] = []
+    add_start, add_size, add_head = starts.append, sizes.append, heads.append
     end = min(limit - _HEAD, stop - 1)  # a record of the walk starts at pos <= end
-    while pos <= end and len(starts) < most:
+    for _ in range(most):
+        if pos > end:
+            break
         head = buf[pos : pos + _HEAD]
         size, magic = _SIZE_MAGIC_unpack_from(head)
         if (magic != _V1 and magic != _V2) or size < _HEAD or size > limit - pos:
             break
-        starts.append(pos)
-        sizes.append(size)
-        heads.append(head)
+        add_start(pos)
+        add_size(size)
+        add_head(head)
         pos += size
     return starts, sizes, b"".join(heads)
 
