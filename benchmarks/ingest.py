@@ -15,9 +15,13 @@ Cells (see benchmarks/README.md for the goals):
      its directory (the floor); then ``mqtier ingest`` of 5,000 1 KiB messages into another
      new store, its wall time and the disk its commit log takes (``du``: allocated blocks).
 
+  R  (``--rss SIZE`` only) peak RSS of ``mqtier ingest`` of SIZE of 1 KiB JSON lines (goal:
+     <= 256 MiB for 2 GB), the child's own maximum resident set from ``wait4``.
+
 A, B and C use the same messages and the CLI's batching rule (1024 messages or 1 MiB).
 
     .venv/bin/python benchmarks/ingest.py [--quick] [--repeats N]
+    .venv/bin/python benchmarks/ingest.py --rss 2G
 """
 
 from __future__ import annotations
@@ -463,6 +467,53 @@ def run_first_append(workdir: Path) -> dict[str, Any]:
             "commitlog_du_bytes": du, "body_bytes": wl.body_bytes}  # fmt: skip
 
 
+def run_rss(total_bytes: int) -> dict[str, Any]:
+    """Cell R: peak RSS of one ingest of ``total_bytes`` of 1 KiB JSON lines (written in
+    pieces, so this script's own memory stays small)."""
+    import orjson
+
+    workdir = C.tmp_dir("ingest-rss-")
+    try:
+        jsonl, store = workdir / "big.jsonl", workdir / "store"
+        one = workdir / "one.jsonl"
+        one.write_text('{"body": "warm-up"}\n')
+        cli_ingest(store, one)  # creates the store, as cell C does
+        count = written = 0
+        with open(jsonl, "wb") as f:
+            while written < total_bytes:
+                wl = C.make_workload("1k", 10_000, seed=count + 1)
+                lines = b"".join(
+                    orjson.dumps({"body": b.decode("ascii"), "keys": [k], "tags": t}) + b"\n"
+                    for b, k, t in zip(wl.bodies, wl.keys, wl.tags, strict=True)
+                )
+                f.write(lines)
+                written += len(lines)
+                count += wl.count
+        cmd = [*mqtier_cmd(), "ingest", "--store", str(store), "--topic", TOPIC, "--queues",
+               str(QUEUES), "--commitlog-file-size", "1G", "--json", str(jsonl)]  # fmt: skip
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t0
+        # (communicate has reaped it: its rusage is in RUSAGE_CHILDREN, the largest child yet)
+        import resource
+
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if proc.returncode != 0:
+            raise RuntimeError(f"ingest exited {proc.returncode}: {err.decode(errors='replace')}")
+        doc = json.loads(out)
+        assert doc["messages"] == count, (doc["messages"], count)
+        return {
+            "jsonl_bytes": written,
+            "messages": count,
+            "seconds": wall,
+            "msgs_per_s": count / wall,
+            "peak_rss_bytes": peak_kib * 1024,
+        }
+    finally:
+        C.remove_tree(workdir)
+
+
 def med(runs: list[dict[str, Any]], key: str) -> float:
     return C.median([r[key] for r in runs])
 
@@ -474,7 +525,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=64)
     ap.add_argument("--duration", type=float, default=None, help="thread cell seconds (5; 2)")
     ap.add_argument("--skip", default="", help="comma list of cells to skip: A,B,C,D,F")
+    ap.add_argument("--rss", default=None, help="only cell R: peak RSS of an ingest of SIZE")
     args = ap.parse_args()
+    if args.rss:
+        r = run_rss(C.parse_size(args.rss))
+        print(
+            f"R: ingest of {r['jsonl_bytes'] / 1e9:.2f} GB of JSONL ({r['messages']:,} msgs) in "
+            f"{r['seconds']:.1f} s ({r['msgs_per_s']:,.0f} msgs/s): peak RSS "
+            f"{r['peak_rss_bytes'] / 2**20:,.0f} MiB (goal <= 256 MiB for 2 GB)"
+        )
+        C.write_results("ingest-rss", {"machine": C.machine_info(), "R": r})
+        return
     scale = 10 if args.quick else 1
     repeats = args.repeats or (1 if args.quick else 3)
     duration = args.duration or (2.0 if args.quick else 5.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 from mqtier.errors import CorruptRecordError
 from mqtier.format import layout as L
 from mqtier.store.commitlog import list_offset_files
-from mqtier.store.mapped import MappedFile
+from mqtier.store.mapped import KEEP_RESIDENT_BYTES, MappedFile
 
 log = logging.getLogger(__name__)
 
@@ -394,8 +394,13 @@ class ConsumeQueue:
         return dropped
 
     def flush(self) -> None:
+        written = self.max_offset * _UB
         for f in self.files:
+            dirty = f.dirty
             f.flush()
+            if dirty and f.writable:
+                # Keep the last pages a reader of the newest units is likely to touch.
+                f.drop_resident(0, written - f.base - KEEP_RESIDENT_BYTES)
 
     def close(self) -> None:
         for f in self.files:

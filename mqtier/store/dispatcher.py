@@ -11,9 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
+
+# How many bytes of durable records may wait for the reput before the writer waits for it: a
+# bulk ingest can outrun the reput (both want the GIL), and each waiting batch holds its records.
+MAX_BACKLOG_BYTES: Final = 32 << 20
 
 
 class Dispatcher:
@@ -29,7 +33,8 @@ class Dispatcher:
         self._checkpoint = checkpoint
         self._flush_interval_s = flush_interval_s
         self._cond = threading.Condition()
-        self._pending: list[list[Any]] = []
+        self._pending: list[tuple[list[Any], int]] = []
+        self._backlog = 0  # record bytes submitted and not yet applied
         self._closed = False
         self.dispatched_offset = start_offset  # everything below is in the CQs and index
         self.checkpointed_offset = start_offset
@@ -38,9 +43,13 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="mqtier-dispatch", daemon=True)
         self._thread.start()
 
-    def submit(self, items: list[Any]) -> None:
+    def submit(self, items: list[Any], nbytes: int = 0) -> None:
+        """Queue a job of ``nbytes`` of records; first wait while the backlog is full."""
         with self._cond:
-            self._pending.append(items)
+            while self._backlog > MAX_BACKLOG_BYTES and self.error is None and not self._closed:
+                self._cond.wait()
+            self._pending.append((items, nbytes))
+            self._backlog += nbytes
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -55,10 +64,11 @@ class Dispatcher:
                 batches, self._pending = self._pending, []
                 closing = self._closed
             try:
-                for items in batches:
+                for items, nbytes in batches:
                     end = self._apply(items)
                     with self._cond:
                         self.dispatched_offset = end
+                        self._backlog -= nbytes
                         self._cond.notify_all()
                 now = time.monotonic()
                 asked = self._wanted > self.checkpointed_offset

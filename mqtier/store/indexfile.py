@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mqtier.format import layout as L
-from mqtier.store.mapped import MappedFile
+from mqtier.store.mapped import KEEP_RESIDENT_BYTES, MappedFile
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,9 @@ class IndexFile:
         self.mm[: _HDR.size] = packed
         self.file.dirty = True
         self.file.flush()
+        if self.file.writable:  # items are appended in order; the slot table stays mapped
+            written = self.items_at + self.header.index_count * L.INDEX_ITEM_BYTES
+            self.file.drop_resident(self.items_at, written - KEEP_RESIDENT_BYTES)
 
     def close(self) -> None:
         self.file.close()

@@ -835,7 +835,7 @@ class Store:
             at, lo = at + nbytes, hi
         qoffs.update(updates)
         where = Placed(phys, offsets, store_ts)
-        self._dispatcher.submit([end, batch, where])
+        self._dispatcher.submit([end, batch, where], len(batch.data))
         if len(batches) == 1:
             return [where]
         out: list[Placed] = []
