@@ -17,14 +17,16 @@ holds the two to that, on logs with every kind of damage.
 from __future__ import annotations
 
 import re
+import traceback
 from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from mqtier.errors import CorruptRecordError
 from mqtier.format import layout as L
 from mqtier.format.crc import crc32
-from mqtier.format.message import Buffer, _well_formed_properties
+from mqtier.format.message import Buffer, _verify_crcs, _well_formed_properties
 
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -43,6 +45,9 @@ _HEAD_DTYPE: Final = np.dtype(
     ]
 )  # fmt: skip
 assert _HEAD_DTYPE.itemsize == _HEAD
+# A window's records span at most about this many bytes: what its arrays and joined
+# properties hold stays small however large the records are.
+MAX_WINDOW_BYTES: Final = 8 << 20
 _V6_HOSTS: Final = L.SYSFLAG_BORNHOST_V6 | L.SYSFLAG_STOREHOST_V6
 _UNKNOWN_SYSFLAG: Final = ~L.SYSFLAG_KNOWN_BITS
 _CRC32_ENTRY: Final = b"__CRC32#\x01"
@@ -80,6 +85,11 @@ class Fields(NamedTuple):
         cut: list[object] = [a[:n] for a in self[:-2]]
         return Fields._make([*cut, self.props_joined, self.props_joined_at[: n + 1]])
 
+    def tail(self, n: int) -> Fields:
+        """The fields of the records from the ``n``-th on."""
+        cut: list[object] = [a[n:] for a in self[:-2]]
+        return Fields._make([*cut, self.props_joined, self.props_joined_at[n:]])
+
     def properties_of(self, lo: int, hi: int) -> bytes:
         """Properties of records ``lo`` to ``hi`` (each ends in 0x02, and 0x02 is between two)."""
         at = self.props_joined_at
@@ -98,8 +108,9 @@ def follow_sizes(
     heads: list[Buffer] = []
     add_start, add_size, add_head = starts.append, sizes.append, heads.append
     end = min(limit - _HEAD, stop - 1)  # a record of the walk starts at pos <= end
+    cap = pos + MAX_WINDOW_BYTES  # (at least one record: a window may hold one large one)
     for _ in range(most):
-        if pos > end:
+        if pos > end or (starts and pos >= cap):
             break
         head = buf[pos : pos + _HEAD]
         size, magic = _SIZE_MAGIC_unpack_from(head)
@@ -110,6 +121,16 @@ def follow_sizes(
         add_head(head)
         pos += size
     return starts, sizes, b"".join(heads)
+
+
+def spans(starts: Ints, lengths: Ints) -> Ints:
+    """The positions of every span ``[starts[i], starts[i] + lengths[i])``, concatenated."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    out: Ints = np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, lengths)
+    return out
 
 
 def fields(buf: Buffer, starts_list: list[int], sizes_list: list[int], heads: bytes) -> Fields:
@@ -124,6 +145,11 @@ def fields(buf: Buffer, starts_list: list[int], sizes_list: list[int], heads: by
             np.array(sizes_list, dtype=np.int64),
             np.frombuffer(heads, dtype=_HEAD_DTYPE),
         )
+    except BaseException as exc:
+        # The frames of a traceback keep their views of the map (a KeyboardInterrupt in a
+        # long scan): closing the map would fail with BufferError, hiding this exception.
+        traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         del u8  # a live view of a map would keep it from closing
 
@@ -238,7 +264,7 @@ def _is_utf8(data: bytes) -> bool:
 
 def first_doubtful(buf: Buffer, f: Fields, *, verify_crc: bool) -> int:
     """How many leading records pass: the shape checks and, with ``verify_crc``, the body CRC
-    (a record that carries a whole-record ``__CRC32#`` is left to the per-record check)."""
+    and, where a record carries one, its whole-record ``__CRC32#`` (as check_record checks)."""
     bad = np.flatnonzero(~f.shape_ok)
     n = int(bad[0]) if len(bad) else len(f.starts)
     if not verify_crc or n == 0:
@@ -253,5 +279,10 @@ def first_doubtful(buf: Buffer, f: Fields, *, verify_crc: bool) -> int:
             if crc32(mv[a:b]) & 0x7FFFFFFF != stored[i]:
                 return i
             if reserved[i] and mv[tails[i] : tails[i] + 9].tobytes() == _CRC32_ENTRY:
-                return i
+                try:
+                    _verify_crcs(
+                        buf, int(f.starts[i]), int(f.sizes[i]), a, b, int(f.props_len[i]), ""
+                    )
+                except CorruptRecordError:
+                    return i
     return n

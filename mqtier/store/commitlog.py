@@ -334,12 +334,14 @@ class CommitLog:
         if arrays:
             from mqtier.format import recordbatch as rb
         most = 16  # doubling: a caller that wants only the first records reads few more
+        rest: tuple[list[int], list[int], Fields] | None = None
         start = max(start, self.min_offset)
         i = max(0, bisect.bisect_right(self._bases, start) - 1)
         pos = start - self.files[i].base
         fb = self.file_bytes
         for f in self.files[i:]:
             mm = self.map_file(f)
+            rest = None
             try:
                 hole = _data_limit(f.fd, pos, fb)
                 stop = fb if end is None else end - f.base
@@ -351,19 +353,29 @@ class CommitLog:
                         if hole <= pos:
                             return  # a hole reads as zeros, where no record starts
                     if arrays:
-                        starts, sizes, heads = rb.follow_sizes(mm, pos, hole, stop, most)
-                        if starts:
-                            fields = rb.fields(mm, starts, sizes, heads)
+                        fields: Fields | None
+                        if rest is not None and rest[0][0] == pos:
+                            starts, sizes, fields = rest  # after a record checked on its own
+                        else:
+                            starts, sizes, heads = rb.follow_sizes(mm, pos, hole, stop, most)
+                            fields = rb.fields(mm, starts, sizes, heads) if starts else None
+                        rest = None
+                        if fields is not None:
                             n = rb.first_doubtful(mm, fields, verify_crc=verify_crc)
+                            if n < len(starts) - 1:  # the records after the doubted one
+                                rest = (starts[n + 1 :], sizes[n + 1 :], fields.tail(n + 1))
+                            whole = n == len(starts)
                             if n:
-                                if n < len(starts):
+                                if not whole:
                                     starts, sizes, fields = starts[:n], sizes[:n], fields.head(n)
                                 nbytes = sum(sizes)
                                 self.scanned_bytes += nbytes
                                 yield RecordWindow(f.base, mm, starts, sizes, fields)
                                 pos += nbytes
                                 most = min(2 * most, 4096)
-                                continue
+                                if whole:
+                                    continue
+                                # (else the doubted record is next: checked on its own below)
                     buf, at, size = self._check_one(f, mm, pos, hole, verify_crc)
                     if size == END_OF_FILE:
                         break

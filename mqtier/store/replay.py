@@ -16,12 +16,17 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from mqtier.errors import CorruptRecordError
+from mqtier.errors import CorruptRecordError, InvalidTopicError
 from mqtier.format import layout as L
 from mqtier.format.javahash import _topic_prefix_hash, index_key_hash, tags_code
 from mqtier.format.javahash_batch import _MASK32, index_hashes_of, powers_of_31, span_hashes
-from mqtier.format.message import check_record_header, decode_properties, dispatch_fields
-from mqtier.format.recordbatch import Fields, Ints
+from mqtier.format.message import (
+    check_record_header,
+    decode_properties,
+    dispatch_fields,
+    validate_topic,
+)
+from mqtier.format.recordbatch import Fields, Ints, spans
 from mqtier.store.dispatchbatch import UNIT_DTYPE
 
 if TYPE_CHECKING:
@@ -89,6 +94,10 @@ def _replay_batch(
     # Queue-offset continuity, per queue: no record may skip past the queue's next offset.
     stop = hi - lo
     for key, members in zip(number, groups, strict=True):
+        if key not in store.consume_queues and not _queue_name_ok(key[0]):
+            # No queue can be made for it (a torn topic): the per-record path reports it.
+            stop = min(stop, int(members[0]))
+            continue
         offs = qoffs[members]
         nxt = _next_offset(store, nexts, key, int(offs[0]))
         allowed = np.maximum.accumulate(np.concatenate(([nxt], offs[:-1] + 1)))
@@ -120,6 +129,14 @@ def _replay_batch(
     if len(hashes):
         store.reput_hashes(hashes, phys[owners], f.store_ts[lo:hi][owners])
     return hi
+
+
+def _queue_name_ok(topic: str) -> bool:
+    try:
+        validate_topic(topic, allow_v2=True)
+    except InvalidTopicError:
+        return False
+    return True
 
 
 def _groups(codes: Ints, members: Ints) -> list[Ints]:
@@ -185,6 +202,41 @@ def _last_values(
     return _Spans(vb, ve)
 
 
+_LONG: Final = 256
+
+
+class _Compact:
+    """Byte spans of ``p`` gathered into one small array, for counting and hashing them."""
+
+    def __init__(self, p: npt.NDArray[np.uint8], spans_of: list[tuple[Ints, Ints]]) -> None:
+        begins = np.concatenate([b for b, _ in spans_of])
+        lengths = np.concatenate([e - b for b, e in spans_of])
+        self.data = p[spans(begins, lengths)]
+        ends = np.cumsum(lengths)
+        self.starts, self.ends = ends - lengths, ends
+        self.cuts = np.cumsum([len(b) for b, _ in spans_of])[:-1]
+
+    def _split(self, values: npt.NDArray[np.generic]) -> list[npt.NDArray[np.generic]]:
+        return np.split(values, self.cuts)
+
+    def _counts(self, mask: npt.NDArray[np.bool_]) -> list[Ints]:
+        running = np.zeros(len(mask) + 1, dtype=np.int64)
+        np.cumsum(mask, out=running[1:])
+        return self._split(running[self.ends] - running[self.starts])  # type: ignore[return-value]
+
+    def count(self, byte: int) -> list[Ints]:
+        """Per span group, per span: how many times ``byte`` occurs."""
+        return self._counts(self.data == byte)
+
+    def count_wide(self) -> list[Ints]:
+        """Per span group, per span: how many bytes are not ASCII."""
+        return self._counts(self.data >= 0x80)
+
+    def hashes(self) -> list[npt.NDArray[np.uint64]]:
+        """Per span group: each span's hashCode() modulo 2**32, as text of one-byte chars."""
+        return self._split(span_hashes(self.data, self.starts, self.ends))  # type: ignore[return-value]
+
+
 def _keys_and_tags(
     f: Fields, lo: int, hi: int, topics: list[str], indexed: npt.NDArray[np.bool_]
 ) -> tuple[Ints, Ints, Ints]:
@@ -205,31 +257,36 @@ def _keys_and_tags(
     keys = _last_values(p, begin, end, owner, n, b"KEYS\x01")
     uniq = _last_values(p, begin, end, owner, n, b"UNIQ_KEY\x01")
     tags = _last_values(p, begin, end, owner, n, b"TAGS\x01")
-    spaces = np.zeros(len(p) + 1, dtype=np.int64)
-    np.cumsum(p == 32, out=spaces[1:])
-    wide = np.zeros(len(p) + 1, dtype=np.int64)
-    np.cumsum(p >= 0x80, out=wide[1:])
 
-    def count(c: Ints, v: _Spans) -> Ints:
-        has = v.begin >= 0
-        out: Ints = np.where(has, c[np.maximum(v.end, 0)] - c[np.maximum(v.begin, 0)], 0)
+    def length(v: _Spans) -> Ints:
+        out: Ints = np.where(v.begin >= 0, v.end - v.begin, 0)
         return out
 
-    slow = (count(spaces, keys) > 0) | (
-        count(wide, keys) + count(wide, uniq) + count(wide, tags) > 0
+    # Values longer than this go the per-record way: the arrays below then stay small (a
+    # window of records with 32 KiB properties would need gigabytes of them).
+    slow = (length(keys) > _LONG) | (length(uniq) > _LONG) | (length(tags) > _LONG)
+    groups = [np.flatnonzero(~slow & (v.begin >= 0)) for v in (keys, uniq, tags)]
+    values = _Compact(
+        p, [(v.begin[g], v.end[g]) for v, g in zip((keys, uniq, tags), groups, strict=True)]
     )
+    # Several KEYS tokens, or anything not ASCII (Java hashes UTF-16 code units): per record.
+    for g, spaces, wide in zip(groups, values.count(32), values.count_wide(), strict=True):
+        slow[g[wide > 0]] = True
+        if g is groups[0]:
+            slow[g[spaces > 0]] = True
     fast = ~slow
+    key_hash, uniq_hash, tag_hash = values.hashes()
+    kept = [fast[g] for g in groups]
     # Tags codes: String.hashCode() of the TAGS value, 0 without one.
-    has_tags = np.flatnonzero(fast & (tags.begin >= 0))
+    has_tags = groups[2][kept[2]]
     tag_codes = np.zeros(n, dtype=np.int64)
-    th = span_hashes(p, tags.begin[has_tags], tags.end[has_tags]).astype(np.int64)
+    th = tag_hash[kept[2]].astype(np.int64)
     tag_codes[has_tags] = np.where(th >= 1 << 31, th - (1 << 32), th)
     # Keys: hashCode(topic#key) = hashCode(topic#) * 31**len(key) + hashCode(key).
     prefix = np.array([_topic_prefix_hash(t) for t in topics], dtype=np.uint64)
-    rec_u = np.flatnonzero(fast & indexed & (uniq.begin >= 0))
-    rec_k = np.flatnonzero(fast & indexed & (keys.begin >= 0))
-    hu = span_hashes(p, uniq.begin[rec_u], uniq.end[rec_u])
-    hk = span_hashes(p, keys.begin[rec_k], keys.end[rec_k])
+    k_ok, u_ok = kept[0] & indexed[groups[0]], kept[1] & indexed[groups[1]]
+    rec_k, hk = groups[0][k_ok], key_hash[k_ok]
+    rec_u, hu = groups[1][u_ok], uniq_hash[u_ok]
     if len(rec_k):  # a KEYS value equal to the UNIQ_KEY is indexed once
         ku, kk = uniq.begin[rec_k], keys.begin[rec_k]
         klen, ulen = keys.end[rec_k] - kk, uniq.end[rec_k] - ku
