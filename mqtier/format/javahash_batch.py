@@ -47,18 +47,9 @@ def java_hashes_unsigned(strings: Sequence[str]) -> npt.NDArray[np.uint64]:
         return np.zeros(0, dtype=np.uint64)
     encoded = [s.encode("utf-8") for s in strings]
     joined = b"".join(encoded)
-    total = len(joined)
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     ends = np.cumsum(lengths)
-    starts = ends - lengths
-    chars = np.frombuffer(joined, dtype=np.uint8).astype(np.uint64)
-    weights = _powers(31, total, "31")[::-1]
-    # sums[j] = weighted sum of chars[0..j-1]; a key's weighted sum is a difference of two.
-    sums = np.zeros(total + 1, dtype=np.uint64)
-    np.cumsum(chars * weights, dtype=np.uint64, out=sums[1:])
-    span = sums[ends] - sums[starts]
-    unscale = _powers(_INV31, total + 1, "inv31")[total - ends]
-    hashes: npt.NDArray[np.uint64] = (span * unscale) & _MASK32
+    hashes = span_hashes(np.frombuffer(joined, dtype=np.uint8), ends - lengths, ends)
     if not joined.isascii():
         # Java hashes UTF-16 code units, not UTF-8 bytes: redo the few non-ASCII strings.
         for i, s in enumerate(strings):
@@ -69,16 +60,18 @@ def java_hashes_unsigned(strings: Sequence[str]) -> npt.NDArray[np.uint64]:
 
 def java_hashes(strings: Sequence[str]) -> npt.NDArray[np.int64]:
     """``String.hashCode()`` of every string, as signed 32-bit values."""
-    unsigned = java_hashes_unsigned(strings).astype(np.int64)
-    signed: npt.NDArray[np.int64] = np.where(unsigned >= 1 << 31, unsigned - (1 << 32), unsigned)
-    return signed
+    return _signed(java_hashes_unsigned(strings))
+
+
+def _signed(unsigned: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    as_int = unsigned.astype(np.int64)
+    out: npt.NDArray[np.int64] = np.where(as_int >= 1 << 31, as_int - (1 << 32), as_int)
+    return out
 
 
 def index_key_hashes(full_keys: Sequence[str]) -> npt.NDArray[np.int64]:
     """:func:`~mqtier.format.javahash.index_key_hash` of each ``topic#key`` string."""
-    out: npt.NDArray[np.int64] = np.abs(java_hashes(full_keys))
-    out[out == 1 << 31] = 0  # abs(Integer.MIN_VALUE) stays negative in Java; RocketMQ uses 0
-    return out
+    return index_hashes_of(java_hashes_unsigned(full_keys))
 
 
 def span_hashes(data: npt.NDArray[np.uint8], starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
@@ -88,6 +81,7 @@ def span_hashes(data: npt.NDArray[np.uint8], starts: Ints, ends: Ints) -> npt.ND
     if len(starts) == 0:
         return np.zeros(0, dtype=np.uint64)
     weights = _powers(31, total, "31")[::-1]
+    # sums[j] = weighted sum of data[0..j-1]; a span's weighted sum is a difference of two.
     sums = np.zeros(total + 1, dtype=np.uint64)
     np.cumsum(data.astype(np.uint64) * weights, dtype=np.uint64, out=sums[1:])
     span = sums[ends] - sums[starts]
@@ -105,10 +99,7 @@ def powers_of_31(lengths: Ints) -> npt.NDArray[np.uint64]:
 
 
 def index_hashes_of(unsigned: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-    """IndexFile key hashes from ``hashCode(topic#key)`` modulo 2**32 (as
-    :func:`index_key_hashes` does with the strings)."""
-    signed = unsigned.astype(np.int64)
-    signed = np.where(signed >= 1 << 31, signed - (1 << 32), signed)
-    out: npt.NDArray[np.int64] = np.abs(signed)
-    out[out == 1 << 31] = 0
+    """IndexFile key hashes from ``hashCode(topic#key)`` modulo 2**32."""
+    out: npt.NDArray[np.int64] = np.abs(_signed(unsigned))
+    out[out == 1 << 31] = 0  # abs(Integer.MIN_VALUE) stays negative in Java; RocketMQ uses 0
     return out

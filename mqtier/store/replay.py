@@ -93,13 +93,15 @@ def _replay_batch(
     groups = _groups(codes, queued)
     # Queue-offset continuity, per queue: no record may skip past the queue's next offset.
     stop = hi - lo
+    firsts: list[int] = []  # each queue's next offset before this batch
     for key, members in zip(number, groups, strict=True):
+        offs = qoffs[members]
+        nxt = _next_offset(store, nexts, key, int(offs[0]))
+        firsts.append(nxt)
         if key not in store.consume_queues and not _queue_name_ok(key[0]):
             # No queue can be made for it (a torn topic): the per-record path reports it.
             stop = min(stop, int(members[0]))
             continue
-        offs = qoffs[members]
-        nxt = _next_offset(store, nexts, key, int(offs[0]))
         allowed = np.maximum.accumulate(np.concatenate(([nxt], offs[:-1] + 1)))
         gaps = np.flatnonzero(offs > allowed)
         if len(gaps):
@@ -110,9 +112,9 @@ def _replay_batch(
     phys = w.origin + f.starts[lo:hi]
     tags, hashes, owners = _keys_and_tags(f, lo, hi, topics, tx != _ROLLBACK)
     sizes = f.sizes[lo:hi]
-    for key, members in zip(number, groups, strict=True):
+    for key, members, nxt in zip(number, groups, firsts, strict=True):
         offs = qoffs[members]
-        nexts[key] = max(_next_offset(store, nexts, key, int(offs[0])), int(offs.max()) + 1)
+        nexts[key] = max(nxt, int(offs.max()) + 1)
         cq = store.consume_queue(key[0], key[1], create=True)
         assert cq is not None
         if len(offs) == 1 or bool((np.diff(offs) == 1).all()):

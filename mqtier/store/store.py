@@ -58,6 +58,7 @@ from mqtier.store.lock import StoreLock
 from mqtier.store.recovery import RecoveryReport, recover
 
 if TYPE_CHECKING:
+    from mqtier.store.dispatchbatch import Int64s
     from mqtier.store.rebuild import RebuildReport
 from mqtier.store.topics import TopicTable
 
@@ -874,7 +875,7 @@ class Store:
             for at, phy, size in zip(record_starts(sizes), phys, sizes, strict=True):
                 if size <= admit:
                     cached.append((phy, bytes(view[at : at + size])))
-        self.reput_index(
+        self._index_and_cache(
             batch.index_keys,
             [phys[i] for i in batch.key_owner],
             [where.store_ts] * len(batch.key_owner),
@@ -917,15 +918,15 @@ class Store:
                 cq = self.consume_queue(topic, qid, create=True)
                 assert cq is not None
             cq.put_run(run)
-        self.reput_index(index_keys, key_phys, key_stamps, cached)
+        self._index_and_cache(index_keys, key_phys, key_stamps, cached)
 
-    def reput_hashes(self, hashes: Any, key_phys: Any, key_stamps: Any) -> None:
+    def reput_hashes(self, hashes: Int64s, key_phys: Int64s, key_stamps: Int64s) -> None:
         """Index items whose key hashes are taken (arrays, as :func:`dispatchbatch.index_hashes`)."""
         from mqtier.store import dispatchbatch  # numpy: only writers pay its import
 
         dispatchbatch.index_hashes(self.index, hashes, key_phys, key_stamps)
 
-    def reput_index(
+    def _index_and_cache(
         self,
         index_keys: list[str],
         key_phys: list[int],
