@@ -35,7 +35,7 @@ REPO_ROOT = BENCH_DIR.parent
 OUT_DIR = BENCH_DIR / "out"
 TMP_ROOT = OUT_DIR / "tmp"  # same disk as /work, never /dev/shm
 
-# The CLI's ingest chunking rule (mqtier/ingest.py CHUNK_MESSAGES / CHUNK_BYTES).
+# The CLI's ingest chunking rule (mqtier/ingest_chunks.py CHUNK_MESSAGES / CHUNK_BYTES).
 BATCH_MESSAGES = 1024
 BATCH_BYTES = 1 << 20
 

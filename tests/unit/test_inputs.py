@@ -22,6 +22,39 @@ def test_whitespace_only_lines_are_blank_whatever_their_length(block_bytes: int)
     assert got == [(1, b'{"a":1}'), (8, b"  x  "), (9, b'{"b":2}')]
 
 
+def _reference_lines(text: bytes, limit: int) -> list[tuple[int, bytes | None]]:
+    """What read_lines must give: every line numbered, blank ones dropped, a trailing CR
+    taken off, a line over ``limit`` as None."""
+    out: list[tuple[int, bytes | None]] = []
+    pieces = text.split(b"\n")
+    for n, line in enumerate(pieces, start=1):
+        if len(line) > limit:
+            out.append((n, None))
+        elif line.strip():
+            out.append((n, line[:-1] if line.endswith(b"\r") else line))
+    return out
+
+
+_line = st.sampled_from(
+    [b'{"a":1}', b"x" * 40, b"", b" ", b"\t{}", b"{}\r", b"\r", b" y", b"z" * 90]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(_line, max_size=40),
+    end_newline=st.booleans(),
+    block_bytes=st.sampled_from([1, 5, 64, 300, 1 << 20]),
+    limit=st.sampled_from([60, 1000]),
+)
+def test_lines_come_out_as_a_plain_split_gives_them(
+    lines: list[bytes], end_newline: bool, block_bytes: int, limit: int
+) -> None:
+    text = b"\n".join(lines) + (b"\n" if end_newline and lines else b"")
+    got = list(read_lines(io.BytesIO(text), "t", block_bytes=block_bytes, max_line_bytes=limit))
+    assert got == _reference_lines(text, limit)
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
