@@ -64,7 +64,8 @@ from mqtier.index.query import Hit, QueryResult, open_cold_index
 from mqtier.index.query import query_key as find_key
 from mqtier.index.query import query_msg_id as find_msg_id
 from mqtier.index.query import query_uniq as find_uniq
-from mqtier.store.store import MAX_TIME_MS, Store
+from mqtier.store.reads import MAX_TIME_MS
+from mqtier.store.store import Store
 from mqtier.tier.dispatch import check_store_history
 
 QueryStore = Annotated[

@@ -43,7 +43,8 @@ from mqtier.cli._messages import B64, Full, MessageTemplate, Template, write_mes
 from mqtier.cli._output import Output
 from mqtier.errors import ColdStoreError, ColdTimeoutError, ConfigError
 from mqtier.format.message import MessageRecord
-from mqtier.store.store import QueueOffsets, Store
+from mqtier.store.reads import QueueOffsets
+from mqtier.store.store import Store
 from mqtier.store.topics import MAX_QUEUES
 from mqtier.tier.dispatch import check_store_history
 from mqtier.tier.follow import follow as follow_store

@@ -23,7 +23,8 @@ from mqtier.format.coldindex import key_hash, offset_hash
 from mqtier.format.message import MessageRecord, parse_msg_id
 from mqtier.index.cache import ImmutableCache
 from mqtier.index.lookup import ColdHit, ColdIndex, Explain, _Timed
-from mqtier.store.store import MAX_TIME_MS, Store
+from mqtier.store.reads import MAX_TIME_MS
+from mqtier.store.store import Store
 from mqtier.tier.catalog import load_catalog
 
 DEFAULT_MAX = 64

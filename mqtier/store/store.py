@@ -2,6 +2,12 @@
 
 Threads: any number of callers append and read; one group-commit writer thread owns the commit
 log's write position; one dispatcher thread owns the consume queues and the index.
+
+This module opens, appends and closes; the rest of a store's work lives beside it, as mixins
+over :class:`~mqtier.store.state.StoreState`: reads and queries (``reads.py``), a read-only
+view's in-memory tail (``tailview.py``); recovery (``recovery.py``), the reput of records into
+consume queues and index (``replay.py``, ``dispatchbatch.py``) and framing (``framing.py``)
+are modules of their own.
 """
 
 from __future__ import annotations
@@ -11,42 +17,25 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from mqtier.errors import (
-    ConfigError,
-    CorruptRecordError,
     MqtierError,
     NotAStoreError,
-    NotFoundError,
     ReadOnlyStoreError,
 )
 from mqtier.format import layout as L
 from mqtier.format.checkpoint import Checkpoint, pack_dispatch_offset, unpack_dispatch_offset
-from mqtier.format.javahash import index_key_hash, tags_code
 from mqtier.format.message import (
-    QUEUED_TX_KINDS,
     Message,
-    MessageRecord,
-    check_record_header,
-    decode_record,
-    decode_sound_record,
-    dispatch_fields,
-    header_plausible,
     make_msg_id,
-    parse_host,
-    parse_msg_id,
-    record_queue,
-    unit_plausible,
     validate_topic,
 )
-from mqtier.store.cache import RecordCache
 from mqtier.store.commitlog import CommitLog, infer_file_bytes
 from mqtier.store.config import StoreConfig
-from mqtier.store.consumequeue import ConsumeQueue, ConsumeQueueExt, is_ext_address
+from mqtier.store.consumequeue import ConsumeQueue
 from mqtier.store.derived import manifest_doc, missing_derived, save_manifest
 from mqtier.store.dispatcher import Dispatcher
 from mqtier.store.fileio import naming, remove_stale_tmp, write_atomic
@@ -55,20 +44,15 @@ from mqtier.store.groupcommit import GroupCommitter, PendingAppend
 from mqtier.store.health import StoreHealth
 from mqtier.store.indexfile import IndexService
 from mqtier.store.lock import StoreLock
-from mqtier.store.recovery import RecoveryReport, recover
+from mqtier.store.reads import StoreReads
+from mqtier.store.recovery import recover
+from mqtier.store.tailview import ReadOnlyTail
 
 if TYPE_CHECKING:
     from mqtier.store.dispatchbatch import Int64s
-    from mqtier.store.rebuild import RebuildReport
 from mqtier.store.topics import TopicTable
 
-_TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
 log = logging.getLogger(__name__)
-
-# Most records a read-only open dispatches in memory (those durable past the consume queues).
-MEMORY_TAIL_MAX: Final = 2_000_000
-
-MAX_TIME_MS: Final = 2**63 - 1
 
 # What recovery hands the reput per record: topic, queue id, queue offset, commit-log
 # offset, size, tags code, store timestamp, keys, uniq key, sysflag, record bytes (or None).
@@ -129,18 +113,6 @@ class PendingMessages:
         ]
 
 
-@dataclass(frozen=True, slots=True)
-class QueueOffsets:
-    """One queue's range in the hot store (``max_offset`` is the next offset to be written)."""
-
-    topic: str
-    queue_id: int
-    min_offset: int
-    max_offset: int
-    min_phy: int
-    max_phy: int
-
-
 def _runs_within(sizes: list[int], limit: int) -> list[tuple[int, int]]:
     """(end, bytes) of runs of records of at most ``limit`` bytes (a record over it: a run
     alone), in order."""
@@ -185,53 +157,14 @@ def configured_broker_name(path: str | os.PathLike[str]) -> str:
     return (stored or StoreConfig()).broker_name
 
 
-def _queue_dir_name(topic: str) -> bool:
-    """Whether ``topic`` (from a record's header) can name a consume-queue directory."""
-    try:
-        validate_topic(topic, allow_v2=True)
-    except ValueError:
-        return False
-    return True
-
-
 def is_store_dir(root: Path) -> bool:
     return (root / L.DIR_COMMITLOG).is_dir() or (
         root / L.DIR_CONFIG / L.FILE_STORE_CONFIG
     ).is_file()
 
 
-class Store:
+class Store(ReadOnlyTail, StoreReads):
     """A RocketMQ-compatible store directory. Open with :meth:`open`; use as a context manager."""
-
-    def __init__(self, root: Path, config: StoreConfig, *, read_only: bool) -> None:
-        self.root = root
-        self.config = config
-        self.read_only = read_only
-        self._lock: StoreLock | None = None
-        self._writer: GroupCommitter[FramedBatch, Placed] | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._cqs: dict[tuple[str, int], ConsumeQueue] = {}
-        self._exts: dict[tuple[str, int], ConsumeQueueExt] = {}
-        self._queue_offsets: dict[tuple[str, int], int] = {}
-        self._framer: Framer | None = None  # writable: validates and frames appends
-        self._memory_keys: dict[str, list[int]] = {}  # read-only: index keys of the tail
-        self.cache = RecordCache(config.cache_bytes)
-        self.store_host = parse_host(config.store_host)
-        self.recovery: RecoveryReport | None = None
-        self.rebuild_report: RebuildReport | None = None
-        self._manifest_saved: dict[str, Any] | None = None  # as last written (mqtier.derived)
-        self._health = StoreHealth("clean", read_only=read_only)
-        # Read-only: the first record past the consume queues whose header failed its checks
-        # (the read-only view ends before it; tiering stops there with exit 4)
-        self.tail_damage: CorruptRecordError | None = None
-        self._queues_on_disk = False  # whether any consume queue existed when opened
-        self._lost: set[tuple[str, int]] = set()  # queues the manifest says went missing
-        self._closed = False
-        # Read-only: the ingest fences seen while the view was taken (see refresh)
-        self._view_fences: set[int | None] = set()
-        self.commitlog: CommitLog
-        self.index: IndexService
-        self.topics: TopicTable
 
     # ---- opening and closing ----------------------------------------------------------------
 
@@ -395,189 +328,6 @@ class Store:
             count=len,
         )
 
-    def _dispatch_tail_in_memory(self, start: int, end: int) -> int:
-        """What a read-only open cannot write: the consume-queue units and index keys of the
-        records durable past what the owner dispatched, kept in memory so that reads, queries
-        and offsets see every durable message (at most MEMORY_TAIL_MAX records kept).
-
-        Returns how many records it found missing from the consume queues or the index."""
-        for loaded in self._cqs.values():
-            # The owner may have dispatched (and checkpointed) since the queues were loaded:
-            # pick up those units, or the tail would start past a gap.
-            loaded.reload_end()
-        index_end = self.index.end_phy if self.index.files else 0
-        kept = missing = 0
-        records = self.commitlog.scan(start, verify_crc=False, end=end)
-        for phy, size, mm, pos in records:
-            topic, qid, qoff = record_queue(mm, pos)
-            cq = self._cqs.get((topic, qid))
-            queued = cq is not None and qoff < cq.max_offset
-            if queued and phy < index_end:
-                continue  # in the queue and the index on disk already: nothing to add
-            damage = self._tail_record_damage(mm, pos, phy, topic, qid, qoff, cq, queued)
-            if damage is not None:
-                # No CRC covers the header: a record whose header fails would make a phantom
-                # queue or hide a queue's later records. Show nothing from here on, and say so.
-                self.tail_damage = damage
-                records.close()
-                break
-            _, _, _, sysflag, _, _, props = dispatch_fields(mm, pos)
-            tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
-            added = False
-            if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT) and not queued:
-                if cq is None:
-                    if not _queue_dir_name(topic):
-                        continue  # not a name a queue directory can have: never dispatched
-                    cq = self._cqs[(topic, qid)] = self._read_only_queue(topic, qid)
-                added = cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
-            if tx != L.SYSFLAG_TRANSACTION_ROLLBACK and phy >= index_end:
-                keys = {k for k in props.get(L.PROP_KEYS, "").split(" ") if k}
-                uniq = props.get(L.PROP_UNIQ_KEY)
-                if uniq:
-                    keys.add(uniq)
-                for k in keys:
-                    self._memory_keys.setdefault(f"{topic}#{k}", []).append(phy)
-                added = added or bool(keys)
-            kept += added
-            # The record at the index's end is indexed again by design (IndexService.put): its
-            # keys were kept, yet it is no more missing than the records before it.
-            missing += added and not (queued and phy == index_end and bool(self.index.files))
-            if kept >= MEMORY_TAIL_MAX:
-                log.warning(
-                    "%s: over %d records are durable but not dispatched; a read-only open "
-                    "shows those before commit-log offset %d",
-                    self.root, MEMORY_TAIL_MAX, phy + size,
-                )  # fmt: skip
-                records.close()
-                break
-        return missing
-
-    def _tail_record_damage(
-        self,
-        mm: Any,
-        pos: int,
-        phy: int,
-        topic: str,
-        qid: int,
-        qoff: int,
-        cq: ConsumeQueue | None,
-        queued: bool,
-    ) -> CorruptRecordError | None:
-        """Why a record of the read-only tail cannot be shown, if it cannot."""
-        detail = None
-        try:
-            check_record_header(mm, pos, expect_phy=phy)
-        except CorruptRecordError as exc:
-            detail = exc.detail
-        if detail is None and cq is not None and not queued and qoff != cq.max_offset:
-            detail = (
-                f"header field QUEUEOFFSET: expected {cq.max_offset} (the next offset of "
-                f"{topic}/{qid}), found {qoff}"
-            )
-        if (
-            detail is None
-            and cq is None
-            and qoff > 0
-            and self._queues_on_disk
-            and (topic, qid) not in self._lost
-        ):
-            # A queue first seen here would start at 0: one whose head was cleaned keeps its
-            # directory. So a damaged TOPIC or QUEUEID (a phantom queue) is caught here.
-            detail = (
-                f"header fields TOPIC/QUEUEID/QUEUEOFFSET: {topic}/{qid} has no consume "
-                f"queue, yet this record would be its offset {qoff} (a new queue starts at 0)"
-            )
-        if detail is None:
-            return None
-        return CorruptRecordError(self.commitlog.file_for(phy).path, phy, detail)
-
-    def refresh(self) -> Literal["same", "grew", "stale"]:
-        """Read-only: extend this view by the records the store's owner made durable since.
-
-        Cheap when nothing is new (a listing of ``commitlog/`` and a look at the view's end),
-        so a follower (``read --follow``) can poll it; the queues the new records belong to
-        grow by their units, from the owner's consume-queue files or, until the owner writes
-        them, from memory. It writes nothing. It never extends into the records of an
-        unfinished ingest (they may still roll back) nor past a damaged record, and new
-        records' keys are not added to key queries.
-
-        Returns "grew" when the view's end moved, "same" when nothing new is durable, and
-        "stale" when this view cannot be extended (records it shows may have been rolled
-        back, or a file it reads was replaced): then open the store again.
-        """
-        if not self.read_only:
-            raise ReadOnlyStoreError("refresh is for read-only views; a writer sees its own")
-        cl = self.commitlog
-        old = cl.durable_end
-        fence = self.unfinished_ingest_from
-        # The open may have shown the records of an ingest that was running: once its fence
-        # moves, they were either made final or rolled back, and only a new open can tell.
-        if any(f is not None and f < old for f in self._view_fences) and (
-            len(self._view_fences) > 1 or fence not in self._view_fences
-        ):
-            return "stale"
-        if not cl.refresh_files(old):
-            return "stale"
-        if self.tail_damage is not None:
-            return "same"  # the view ends before a damaged record; reads past it would fail
-        end = cl.find_end(old, verify_crc=True).offset
-        if fence is not None:
-            end = min(end, max(fence, old))
-        if end <= old:
-            return "same"
-        cl.set_end(end)
-        self._extend_queues(old, end)
-        return "grew" if cl.durable_end > old else "same"
-
-    def _extend_queues(self, start: int, end: int) -> None:
-        """The queue units of the records in ``[start, end)``, for :meth:`refresh`."""
-        looked: set[tuple[str, int]] = set()  # queues whose files were looked at this time
-        records = self.commitlog.scan(start, verify_crc=False, end=end)
-        for phy, size, mm, pos in records:
-            topic, qid, qoff = record_queue(mm, pos)
-            key = (topic, qid)
-            cq = self._cqs.get(key)
-            if key not in looked:
-                looked.add(key)
-                new = cq is None
-                # A queue the owner created since: load its files (the name is checked first,
-                # as it comes from a record's header and becomes a path).
-                if new and _queue_dir_name(topic) and self._queue_dir(topic, qid).is_dir():
-                    cq = self._cqs[key] = self._read_only_queue(topic, qid)
-                if cq is not None:
-                    cq.refresh_view(end, new=new)
-            queued = cq is not None and qoff < cq.max_offset
-            if queued:
-                continue  # the owner has written its unit
-            damage = self._tail_record_damage(mm, pos, phy, topic, qid, qoff, cq, queued)
-            if damage is not None:
-                self.tail_damage = damage
-                records.close()
-                self.commitlog.set_end(phy)
-                for q in self._cqs.values():
-                    q.hide_past_phy(phy)
-                return
-            _, _, _, sysflag, _, _, props = dispatch_fields(mm, pos)
-            if sysflag & L.SYSFLAG_TRANSACTION_MASK not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
-                continue  # prepared or rolled back: no queue unit
-            if cq is None:
-                if not _queue_dir_name(topic):
-                    continue  # not a name a queue directory can have: never dispatched
-                cq = self._cqs[key] = self._read_only_queue(topic, qid)
-            cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
-
-    def _queue_dir(self, topic: str, qid: int) -> Path:
-        return self.root / L.DIR_CONSUMEQUEUE / topic / str(qid)
-
-    def _read_only_queue(self, topic: str, qid: int) -> ConsumeQueue:
-        return ConsumeQueue(
-            self._queue_dir(topic, qid),
-            topic,
-            qid,
-            self.config.cq_units_per_file,
-            writable=False,
-        )
-
     def _load_consume_queues(self) -> None:
         base = self.root / L.DIR_CONSUMEQUEUE
         if not base.is_dir():
@@ -650,14 +400,6 @@ class Store:
             path.unlink(missing_ok=True)
         else:
             write_atomic(path, pack_dispatch_offset(offset))
-
-    @property
-    def unfinished_ingest_from(self) -> int | None:
-        """Where the records of an ingest that may still roll back begin, if one runs."""
-        try:
-            return unpack_dispatch_offset((self.root / L.FILE_INGEST_FENCE).read_bytes())
-        except FileNotFoundError:
-            return None
 
     def rollback_to(
         self, offset: int, *, restore: Mapping[Path, bytes | None] | None = None
@@ -993,256 +735,3 @@ class Store:
         if self._dispatcher is None:
             return True
         return self._dispatcher.wait_for(self.commitlog.durable_end, timeout)
-
-    # ---- reading ----------------------------------------------------------------------------
-
-    def read_at(
-        self, phy: int, size: int | None = None, *, unit: tuple[str, int, int] | None = None
-    ) -> MessageRecord:
-        """The record at commit-log offset ``phy``, verified (size, magic, CRC, header fields).
-
-        ``unit`` is the (topic, queue id, queue offset) of the consume-queue unit that gave
-        ``phy`` and ``size``: the header must say the same. Without it (a read by key, message
-        id or time) the record must be the one its own queue's unit at its offset points to,
-        where the queue has that unit.
-
-        Raises:
-            NotFoundError: the offset is outside the local store.
-            CorruptRecordError: the bytes there fail verification.
-        """
-        cl = self.commitlog
-        # Before the cache: a record of a file `clean` has deleted may still be cached, and
-        # must not be found here when the store no longer holds it.
-        if phy < cl.min_offset or phy + 8 > cl.durable_end:
-            raise NotFoundError(
-                f"commit-log offset {phy} is outside [{cl.min_offset}, {cl.durable_end})"
-            )
-        rec = self.cache.get(phy)
-        if rec is None:
-            # Without a size, read ahead: the decode finds the record's end in the buffer
-            # (most records fit), and the slow path reads a longer one whole.
-            rec = cl.read_ahead(phy) if size is None else cl.read(phy, size)
-        msg = decode_sound_record(rec, 0, len(rec), True, phy, -1 if size is None else size)
-        if msg is None or (unit is not None and not unit_plausible(msg, unit)):
-            if size is None:
-                rec = cl.read_record(phy)
-            msg = self._decode_or_raise(rec, phy, size, unit)
-        if unit is None and msg.sysflag & _TX_MASK in QUEUED_TX_KINDS:
-            cq = self._cqs.get((msg.topic, msg.queue_id))
-            held = cq.unit_if_held(msg.queue_offset) if cq is not None else None
-            if held is not None and held[0] != phy:
-                self._check_queue_claim(msg, held[0], held[1])
-        return msg
-
-    def _decode_or_raise(
-        self, rec: bytes, phy: int, size: int | None, unit: tuple[str, int, int] | None
-    ) -> MessageRecord:
-        """:meth:`read_at`'s full checks, where the one-pass decode declined: an odd but valid
-        record is decoded, anything else raises the error that names what is wrong."""
-        try:
-            msg = decode_record(rec, 0, verify_crc=True)
-            # The CRCs do not cover the header: a flipped byte there must not become data.
-            if not header_plausible(msg, phy, unit, size):
-                if unit is None:
-                    check_record_header(rec, 0, expect_phy=phy, expect_size=size)
-                else:
-                    check_record_header(
-                        rec, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
-                        expect_queue=unit[1], expect_queue_offset=unit[2],
-                    )  # fmt: skip
-        except CorruptRecordError as exc:
-            # The file is named only on failure: looking it up costs a read ~1 us.
-            raise CorruptRecordError(self.commitlog.file_for(phy).path, phy, exc.detail) from None
-        return msg
-
-    def _check_queue_claim(self, msg: MessageRecord, unit_phy: int, unit_size: int) -> None:
-        """A record read without its unit must be the one its queue's unit at its offset names.
-
-        Called by :meth:`read_at` where that unit exists (the record is of a queued kind and
-        its queue holds its offset) and points elsewhere, at (``unit_phy``, ``unit_size``):
-        a garbled QUEUEID, QUEUEOFFSET or TOPIC usually names another record's unit.
-        """
-        if (unit_phy, unit_size, 0) == L.PRE_BLANK_UNIT:
-            return
-        raise CorruptRecordError(
-            str(self.commitlog.file_for(msg.phy_offset).path),  # named only on failure (~1 us)
-            msg.phy_offset,
-            f"header fields TOPIC, QUEUEID, QUEUEOFFSET: expected a record that its queue's "
-            f"unit points to, found {msg.topic}/{msg.queue_id} offset {msg.queue_offset}, "
-            f"whose unit points to commit-log offset {unit_phy}",
-        )
-
-    def read(
-        self,
-        topic: str,
-        queue_id: int,
-        offset: int,
-        count: int,
-        *,
-        tags: Iterable[str] | None = None,
-    ) -> list[MessageRecord]:
-        """Up to ``count`` messages of one queue from queue ``offset``, in order.
-
-        With ``tags``, only messages carrying one of them are returned (``count`` bounds the
-        queue units examined, as a broker's pull does).
-        """
-        cq = self._cqs.get((topic, queue_id))
-        if cq is None:
-            raise NotFoundError(f"topic {topic!r} queue {queue_id} does not exist in {self.root}")
-        wanted = set(tags) if tags else None
-        codes = {tags_code(t) for t in wanted} if wanted else None
-        out: list[MessageRecord] = []
-        end = self.commitlog.durable_end
-        low = self.commitlog.min_offset
-        first = max(offset, cq.min_offset)  # where cq.units() starts
-        for i, (phy, size, tag) in enumerate(cq.units(offset, count)):
-            if (phy, size, tag) == L.PRE_BLANK_UNIT or 0 <= phy < low:
-                continue  # below a queue's first offset, or its record was cleaned
-            if phy < 0 or size <= 0 or phy + size > end:
-                # Units past the end of valid data were hidden (read-only) or cut (recovery):
-                # one left inside the queue is damaged, and skipping it would hide a message.
-                raise cq.damaged_unit(
-                    first + i,
-                    f"holds commit-log offset {phy}, size {size}: no record of the valid "
-                    f"data [{low}, {end})",
-                )
-            if codes is not None:
-                code = self._ext_tags_code(topic, queue_id, tag) if is_ext_address(tag) else tag
-                if code is not None and code not in codes:
-                    continue
-            msg = self.read_at(phy, size, unit=(topic, queue_id, first + i))
-            if wanted is not None and msg.tags not in wanted:
-                continue  # the hash matched, the tag did not
-            out.append(msg)
-        return out
-
-    def _ext_tags_code(self, topic: str, queue_id: int, address: int) -> int | None:
-        ext = self._exts.get((topic, queue_id))
-        if ext is None:
-            ext = ConsumeQueueExt(self.root / L.DIR_CONSUMEQUEUE_EXT / topic / str(queue_id))
-            self._exts[(topic, queue_id)] = ext
-        return ext.tags_code(address)
-
-    def query_key(
-        self,
-        topic: str,
-        key: str,
-        *,
-        begin_ms: int = 0,
-        end_ms: int = MAX_TIME_MS,
-        max_results: int = L.INDEX_MAX_RESULTS,
-    ) -> list[MessageRecord]:
-        """Messages of ``topic`` whose KEYS contain ``key`` (or whose UNIQ_KEY is ``key``)."""
-        found: list[MessageRecord] = []
-        seen: set[int] = set()
-        # Ask for more candidates than needed: hash collisions are filtered out below.
-        candidates = self.index.query(index_key_hash(topic, key), begin_ms, end_ms, max_results * 4)
-        if self._memory_keys:  # a read-only view's tail: newer than anything indexed
-            tail = self._memory_keys.get(f"{topic}#{key}")
-            if tail:
-                candidates = [*reversed(tail), *candidates]  # newest first, as the index
-        lo, end = self.commitlog.min_offset, self.commitlog.durable_end
-        read_at = self.read_at
-        for phy in candidates:
-            if phy in seen or phy < lo or phy + 8 > end:
-                continue
-            seen.add(phy)
-            msg = read_at(phy)
-            if msg.topic != topic or not begin_ms <= msg.store_ts <= end_ms:
-                continue
-            if not msg.carries_key(key):  # the hash is no proof
-                continue
-            found.append(msg)
-            if len(found) >= max_results:
-                break
-        if len(found) > 1:
-            found.sort(key=attrgetter("phy_offset"))
-        return found
-
-    def query_uniq(self, uniq_key: str, topic: str | None = None) -> list[MessageRecord]:
-        """Messages whose UNIQ_KEY (the client-side message id) is ``uniq_key``."""
-        topics = [topic] if topic else sorted({t for t, _ in self._cqs})
-        out: list[MessageRecord] = []
-        for t in topics:
-            out.extend(m for m in self.query_key(t, uniq_key) if m.uniq_key == uniq_key)
-        return out
-
-    def query_msg_id(self, msg_id: str) -> MessageRecord:
-        """The message with this offsetMsgId (store host + commit-log offset)."""
-        try:
-            ip, port, phy = parse_msg_id(msg_id)
-        except ValueError as exc:  # an ill-formed id is bad input, not a missing message
-            raise ConfigError(str(exc)) from None
-        cl = self.commitlog
-        if cl.min_offset <= phy and phy + 8 <= cl.durable_end:
-            _, magic = L.RECORD_SIZE_MAGIC.unpack(cl.read(phy, 8))
-            if magic not in (L.MAGIC_V1, L.MAGIC_V2):
-                # An id can name any offset; no record starting there is "not found". A record
-                # whose magic is right but whose checks fail is corrupt (read_at says so).
-                raise NotFoundError(f"message id {msg_id}: no message starts at offset {phy}")
-        msg = self.read_at(phy)
-        if msg.store_host != (ip, port):
-            log.warning("message id %s names another store host than this store's", msg_id)
-        return msg
-
-    def offset_by_time(self, topic: str, queue_id: int, ts_ms: int) -> int:
-        """The first queue offset whose message was stored at or after ``ts_ms``."""
-        cq = self._cqs.get((topic, queue_id))
-        if cq is None:
-            raise NotFoundError(f"topic {topic!r} queue {queue_id} does not exist")
-        lo, hi = max(cq.min_offset, self._first_readable(cq)), cq.max_offset
-        while lo < hi:
-            mid = (lo + hi) // 2
-            phy, size, _ = cq.unit(mid)
-            if self.read_at(phy, size, unit=(topic, queue_id, mid)).store_ts < ts_ms:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-
-    def first_readable(self, topic: str, queue_id: int) -> int:
-        """First queue offset of ``topic``/``queue_id`` whose message this store still holds
-        (``clean`` deletes the oldest commit-log files; their units stay in the queue).
-
-        Raises:
-            NotFoundError: no such queue.
-        """
-        cq = self._cqs.get((topic, queue_id))
-        if cq is None:
-            raise NotFoundError(f"topic {topic!r} queue {queue_id} does not exist in {self.root}")
-        return self._first_readable(cq)
-
-    def _first_readable(self, cq: ConsumeQueue) -> int:
-        """First queue offset whose record is still in the local commit log."""
-        low = self.commitlog.min_offset
-        lo, hi = cq.min_offset, cq.max_offset
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if cq.unit(mid)[0] < low:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-
-    def offsets(self) -> list[QueueOffsets]:
-        """Per (topic, queue): the readable queue-offset range and commit-log range."""
-        out = []
-        for (topic, qid), cq in sorted(self._cqs.items()):
-            first = self._first_readable(cq)
-            if first < cq.max_offset:
-                min_phy = cq.unit(first)[0]
-                last_phy, _, _ = cq.unit(cq.max_offset - 1)
-            else:
-                min_phy = last_phy = -1
-            out.append(QueueOffsets(topic, qid, first, cq.max_offset, min_phy, last_phy))
-        return out
-
-    def stats(self) -> dict[str, Any]:
-        w = self._writer
-        return {
-            "commitlog_min_offset": self.commitlog.min_offset,
-            "commitlog_max_offset": self.commitlog.durable_end,
-            "cache": self.cache.stats(),
-            "group_commits": w.batches if w else 0,
-            "messages_committed": w.items_committed if w else 0,
-        }

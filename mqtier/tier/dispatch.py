@@ -31,7 +31,8 @@ from mqtier.format import layout as L
 from mqtier.format.coldobject import SourceRecord
 from mqtier.format.message import record_store_ts
 from mqtier.store.consumequeue import ConsumeQueue
-from mqtier.store.store import QueueOffsets, Store
+from mqtier.store.reads import QueueOffsets
+from mqtier.store.store import Store
 from mqtier.tier.catalog import (
     CatalogState,
     QueueKey,
