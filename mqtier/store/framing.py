@@ -341,8 +341,13 @@ class Framer:
         sizes = [fixed + b + p for b, p in zip(body_lens, plens, strict=True)]
         if max(sizes) > cfg.commitlog_file_bytes - L.BLANK_MIN_BYTES:
             return None
+        try:
+            # (A new topic is made here, its first choice: a default count past MAX_QUEUES,
+            # as a hand-edited config may hold, fails it before anything changed.)
+            n_queues = self.topic_queues(topic)
+        except MqtierError:
+            return None  # the per-row path reports it for each row
         # Every check passed: from here on the batch is framed, and its choices are made.
-        n_queues = self.topic_queues(topic)
         if picked:
             key_hashes = _first_key_hashes(rows)
             qids = tuple(

@@ -44,7 +44,7 @@ from mqtier.store.groupcommit import GroupCommitter, PendingAppend
 from mqtier.store.health import StoreHealth
 from mqtier.store.indexfile import IndexService
 from mqtier.store.lock import StoreLock
-from mqtier.store.reads import StoreReads
+from mqtier.store.reads import MAX_TIME_MS, QueueOffsets, StoreReads
 from mqtier.store.recovery import recover
 from mqtier.store.tailview import ReadOnlyTail
 
@@ -52,6 +52,18 @@ if TYPE_CHECKING:
     from mqtier.store.dispatchbatch import Int64s
 from mqtier.store.topics import TopicTable
 
+# QueueOffsets (what Store.offsets returns) and MAX_TIME_MS were defined here before the reads
+# moved to reads.py: importing them from here goes on working.
+__all__ = [
+    "MAX_TIME_MS",
+    "AppendResult",
+    "PendingMessages",
+    "Placed",
+    "QueueOffsets",
+    "Store",
+    "configured_broker_name",
+    "is_store_dir",
+]
 log = logging.getLogger(__name__)
 
 # What recovery hands the reput per record: topic, queue id, queue offset, commit-log

@@ -165,3 +165,18 @@ def test_properties_at_their_limit_and_one_byte_over(
         by_rows = _outcome(_framer(tmp_path / "c", prop_crc), rows)
     assert by_columns == by_rows
     assert (by_rows[0] is framing.PropertiesTooLongError) is bool(over)
+
+
+def test_a_new_topic_whose_default_count_is_out_of_range_fails_row_by_row(
+    tmp_path: Path,
+) -> None:
+    """A hand-edited config may give new topics more than MAX_QUEUES queues: each row fails
+    with its own error (ingest --skip-bad skips them), as the per-row path reports it."""
+    topics = TopicTable(tmp_path)
+    framer = Framer(topics, StoreConfig(default_queues=2000), HOST)
+    rows: list[Row] = [("fresh", b"x", None, ("k",), None, {}, 0) for _ in range(20)]
+    failed: list[int] = []
+    batch = framer.frame(rows, on_error=lambda i, exc: failed.append(i))
+    assert not batch
+    assert failed == list(range(20))
+    assert topics.queues("fresh") is None
