@@ -383,7 +383,7 @@ def fill_store(
 
     Bodies are generated ``batch`` at a time (``make_workload`` with a seed per batch, so no body
     repeats), each message goes to ``pick_queue(rng)`` (a seeded ``random.Random``), and up to
-    ``in_flight`` ``append_batch_async`` batches are in flight. Waits for the dispatcher at the end.
+    ``in_flight`` ``append_batch_async`` batches are in flight. Waits for the reput at the end.
     """
     from collections import deque
 

@@ -365,7 +365,7 @@ def run_threads(threads: int, duration: float, workdir: Path) -> dict[str, Any]:
     open_s = time.perf_counter() - t_open
     try:
         st.create_topic(TOPIC, QUEUES)
-        for i in range(64):  # warm up the writer and the dispatcher
+        for i in range(64):  # warm up the writer and the reput
             st.append(Message(TOPIC, bodies[i], keys=(keys[i],)))
         before = st.stats()
         barrier = threading.Barrier(threads + 1)

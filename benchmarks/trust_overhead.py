@@ -8,7 +8,7 @@ checked out in a temporary worktree), interleaved in ABBA order, and reports the
 ratio new/base:
 
   append    ``Store.append_batch`` of 60,000 1 KiB messages over 8 queues, then
-            ``wait_dispatched`` (writer + dispatcher: reserve, manifest)
+            ``wait_dispatched`` (writer + reput: reserve, manifest)
   read      ``Store.read`` of every message back, 32 at a time (header check per record)
   dispatch  ``run_dispatch(force=True)`` of the store to a ``file://`` tier (header check
             before packing)

@@ -60,7 +60,7 @@ class IngestSummary:
 
 def checkpoint_files(store: Store) -> dict[Path, bytes | None]:
     """The checkpoint files as an ingest found them, for a rollback to put back: the
-    dispatcher rewrites them (with new timestamps) while the run goes on."""
+    reput rewrites them (with new timestamps) while the run goes on."""
     saved: dict[Path, bytes | None] = {}
     for name in (L.FILE_CHECKPOINT, L.FILE_DISPATCH_CHECKPOINT):
         path = store.root / name
@@ -160,7 +160,7 @@ def ingest(
         while in_flight:
             settle()
         # Before the commit point: the derived files and checkpoint of the run are written
-        # now, so that a full disk (or a dispatcher that failed during the run) fails the run,
+        # now, so that a full disk (or a reput that failed during the run) fails the run,
         # which rolls back, rather than the close after it has committed.
         store.checkpoint()
         if before_commit is not None:

@@ -1,6 +1,6 @@
 """Index key hashes for a whole dispatch batch at once (numpy).
 
-The dispatcher hashes two or more keys per message. One Python loop per key costs about 2 us,
+The reput hashes two or more keys per message. One Python loop per key costs about 2 us,
 which at 100k messages/s is a core by itself; here the characters of every key of a batch are
 hashed in a handful of array operations.
 

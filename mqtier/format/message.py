@@ -775,7 +775,7 @@ def record_store_ts(buf: Buffer, pos: int = 0) -> int:
 
 
 def dispatch_fields(buf: Buffer, pos: int) -> tuple[str, int, int, int, int, int, dict[str, str]]:
-    """What the dispatcher needs from a validated record, without copying the body.
+    """What the reput needs from a validated record, without copying the body.
 
     Returns (topic, queue id, queue offset, sysflag, store timestamp, size, properties).
     """

@@ -29,7 +29,7 @@ def is_ext_address(tags_code: int) -> bool:
 
 
 class ConsumeQueue:
-    """One (topic, queue). Written by the dispatcher thread only; read by anyone."""
+    """One (topic, queue). Written by the reput thread only; read by anyone."""
 
     def __init__(
         self, directory: Path, topic: str, queue_id: int, units_per_file: int, *, writable: bool
@@ -43,7 +43,7 @@ class ConsumeQueue:
         self.max_offset = 0  # next queue offset to write (= count of units incl. pre-blank)
         self.first_offset = 0  # first unit that is not pre-blank
         # Read-only opens: units of records durable past the files, known only in memory
-        # (the owner's dispatcher has not written them yet, or a crashed broker never did).
+        # (the owner's reput has not written them yet, or a crashed broker never did).
         self._memory: list[tuple[int, int, int]] = []
         self._memory_from = 0
         self._phy_limit: int | None = None  # read-only: units past this are not shown

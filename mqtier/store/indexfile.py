@@ -48,7 +48,7 @@ class IndexHeader:
 
 
 class IndexFile:
-    """One index file. ``put`` runs on the dispatcher thread; ``query`` on any thread."""
+    """One index file. ``put`` runs on the reput thread; ``query`` on any thread."""
 
     def __init__(
         self, path: Path, slots: int, items: int, *, writable: bool, create: bool = False

@@ -47,7 +47,7 @@ class RebuildReport:
 def rebuild_derived(store: Store, missing: list[str] | None = None) -> RebuildReport:
     """Drop ``store``'s consume queues and IndexFiles and dispatch the whole commit log.
 
-    Runs on a writable open after recovery, before the writer and dispatcher threads start,
+    Runs on a writable open after recovery, before the writer and reput threads start,
     so nothing else touches the derived files meanwhile. A crash part-way leaves a store
     whose next writable open (or another rebuild) derives what is missing again.
     """

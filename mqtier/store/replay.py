@@ -27,7 +27,7 @@ from mqtier.format.message import (
     validate_topic,
 )
 from mqtier.format.recordbatch import Fields, Ints, spans
-from mqtier.store.dispatchbatch import UNIT_DTYPE
+from mqtier.store.reputbatch import UNIT_DTYPE
 
 if TYPE_CHECKING:
     from mqtier.store.commitlog import RecordWindow
@@ -244,7 +244,7 @@ def _keys_and_tags(
 ) -> tuple[Ints, Ints, Ints]:
     """For records ``lo`` to ``hi``: each one's tags code, and the IndexFile hash of each of
     its keys (UNIQ_KEY, then the KEYS tokens that differ from it) with the record each
-    belongs to, records in order: what dispatch_items derives from the same properties.
+    belongs to, records in order: what reput_items derives from the same properties.
 
     The hashes are taken from the bytes as arrays. A record whose keys or tags are not ASCII
     (Java hashes UTF-16) or whose KEYS holds several tokens goes the per-record way.
@@ -332,7 +332,7 @@ def _replay_one(
     topic, qid, qoff, sysflag, store_ts, size, props = dispatch_fields(buf, pos)
     _check_replayed(store, nexts, buf, pos, phy, (topic, qid, qoff, sysflag))
     keys = tuple(k for k in props.get(L.PROP_KEYS, "").split(" ") if k)
-    store.dispatch_items(
+    store.reput_items(
         [
             (
                 topic,

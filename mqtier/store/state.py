@@ -18,13 +18,13 @@ from mqtier.store.health import StoreHealth
 
 if TYPE_CHECKING:
     from mqtier.store.commitlog import CommitLog
-    from mqtier.store.dispatcher import Dispatcher
     from mqtier.store.framing import FramedBatch, Framer
     from mqtier.store.groupcommit import GroupCommitter
     from mqtier.store.indexfile import IndexService
     from mqtier.store.lock import StoreLock
     from mqtier.store.rebuild import RebuildReport
     from mqtier.store.recovery import RecoveryReport
+    from mqtier.store.reput import Reput
     from mqtier.store.store import Placed
     from mqtier.store.topics import TopicTable
 
@@ -38,7 +38,7 @@ class StoreState:
         self.read_only = read_only
         self._lock: StoreLock | None = None
         self._writer: GroupCommitter[FramedBatch, Placed] | None = None
-        self._dispatcher: Dispatcher | None = None
+        self._reput: Reput | None = None
         self._cqs: dict[tuple[str, int], ConsumeQueue] = {}
         self._exts: dict[tuple[str, int], ConsumeQueueExt] = {}
         self._queue_offsets: dict[tuple[str, int], int] = {}

@@ -1,12 +1,12 @@
 """``Store``: the public face of the hot store (open, append, read, query, close).
 
 Threads: any number of callers append and read; one group-commit writer thread owns the commit
-log's write position; one dispatcher thread owns the consume queues and the index.
+log's write position; one reput thread owns the consume queues and the index.
 
 This module opens, appends and closes; the rest of a store's work lives beside it, as mixins
 over :class:`~mqtier.store.state.StoreState`: reads and queries (``reads.py``), a read-only
 view's in-memory tail (``tailview.py``); recovery (``recovery.py``), the reput of records into
-consume queues and index (``replay.py``, ``dispatchbatch.py``) and framing (``framing.py``)
+consume queues and index (``replay.py``, ``reputbatch.py``) and framing (``framing.py``)
 are modules of their own.
 """
 
@@ -37,7 +37,6 @@ from mqtier.store.commitlog import CommitLog, infer_file_bytes
 from mqtier.store.config import StoreConfig
 from mqtier.store.consumequeue import ConsumeQueue
 from mqtier.store.derived import manifest_doc, missing_derived, save_manifest
-from mqtier.store.dispatcher import Dispatcher
 from mqtier.store.fileio import naming, remove_stale_tmp, write_atomic
 from mqtier.store.framing import FramedBatch, Framer, Row, merged, record_starts, row_of, stamp
 from mqtier.store.groupcommit import GroupCommitter, PendingAppend
@@ -46,10 +45,11 @@ from mqtier.store.indexfile import IndexService
 from mqtier.store.lock import StoreLock
 from mqtier.store.reads import MAX_TIME_MS, QueueOffsets, StoreReads
 from mqtier.store.recovery import recover
+from mqtier.store.reput import Reput
 from mqtier.store.tailview import ReadOnlyTail
 
 if TYPE_CHECKING:
-    from mqtier.store.dispatchbatch import Int64s
+    from mqtier.store.reputbatch import Int64s
 from mqtier.store.topics import TopicTable
 
 # QueueOffsets (what Store.offsets returns) and MAX_TIME_MS were defined here before the reads
@@ -296,7 +296,7 @@ class Store(ReadOnlyTail, StoreReads):
             self.rebuild_report = rebuild_derived(self, missing)
         undispatched = 0
         if self.read_only:
-            undispatched = self._dispatch_tail_in_memory(
+            undispatched = self._reput_tail_in_memory(
                 self.recovery.redispatch_from, self.recovery.end_offset
             )
         self._health = StoreHealth(
@@ -327,8 +327,8 @@ class Store(ReadOnlyTail, StoreReads):
         (self.root / L.FILE_INGEST_FENCE).unlink(missing_ok=True)
         self.commitlog.ensure_writable_file()
         self._framer = Framer(self.topics, cfg, self.store_host)
-        self._dispatcher = Dispatcher(
-            self._apply_dispatch,
+        self._reput = Reput(
+            self._apply_reput,
             self._write_checkpoint,
             start_offset=self.commitlog.durable_end,
             flush_interval_s=cfg.flush_interval_ms / 1000,
@@ -388,8 +388,8 @@ class Store(ReadOnlyTail, StoreReads):
             if self._writer is not None:
                 self._writer.close()
                 clean = self._writer.failed is None
-            if self._dispatcher is not None:
-                self._dispatcher.close()
+            if self._reput is not None:
+                self._reput.close()
         except BaseException:
             clean = False
             raise
@@ -428,9 +428,9 @@ class Store(ReadOnlyTail, StoreReads):
         self._closed = True
         try:
             assert self._writer is not None
-            assert self._dispatcher is not None
+            assert self._reput is not None
             self._writer.close()
-            self._dispatcher.close()
+            self._reput.close()
             cl = self.commitlog
             if cl.durable_end > offset:
                 cl.truncate(offset, dirty_bytes=cl.durable_end - offset)
@@ -549,12 +549,12 @@ class Store(ReadOnlyTail, StoreReads):
 
     def _commit_batch(self, batches: list[FramedBatch]) -> list[Placed]:
         """Writer thread: place, stamp, write, sync. Then hand the batches to the reput."""
-        assert self._dispatcher is not None
+        assert self._reput is not None
         assert self._framer is not None
-        if self._dispatcher.error is not None:
+        if self._reput.error is not None:
             # The consume queues or index could not be written (a full disk): acknowledging
             # more appends would only grow what recovery must replay. Fail them instead.
-            raise self._dispatcher.error
+            raise self._reput.error
         cl = self.commitlog
         store_ts = int(time.time() * 1000)
         batch = merged(batches)
@@ -590,7 +590,7 @@ class Store(ReadOnlyTail, StoreReads):
             at, lo = at + nbytes, hi
         qoffs.update(updates)
         where = Placed(phys, offsets, store_ts)
-        self._dispatcher.submit([end, batch, where], len(batch.data))
+        self._reput.submit([end, batch, where], len(batch.data))
         if len(batches) == 1:
             return [where]
         out: list[Placed] = []
@@ -601,20 +601,20 @@ class Store(ReadOnlyTail, StoreReads):
             lo = hi
         return out
 
-    # ---- dispatching (dispatcher thread, or recovery) ---------------------------------------
+    # ---- dispatching (reput thread, or recovery) ---------------------------------------
 
-    def _apply_dispatch(self, job: list[Any]) -> int:
+    def _apply_reput(self, job: list[Any]) -> int:
         end: int = job[0]
         self.reput_framed(job[1], job[2])
         return end
 
     def reput_framed(self, batch: FramedBatch, where: Placed) -> None:
-        """:meth:`dispatch_items` for a batch the writer placed (appends are never
+        """:meth:`reput_items` for a batch the writer placed (appends are never
         transactional: every record gets its consume-queue unit and index keys)."""
-        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
+        from mqtier.store import reputbatch  # numpy: only writers pay its import
 
         phys, sizes = where.phys, batch.sizes
-        for key, first, units in dispatchbatch.queue_runs(
+        for key, first, units in reputbatch.queue_runs(
             batch.queues, where.queue_offsets, phys, sizes, batch.tags
         ):
             cq = self._cqs.get(key)
@@ -636,12 +636,12 @@ class Store(ReadOnlyTail, StoreReads):
             cached,
         )
 
-    def dispatch_items(self, items: list[DispatchItem]) -> None:
+    def reput_items(self, items: list[DispatchItem]) -> None:
         """Apply records to consume queues, index and cache (RocketMQ's dispatchers).
 
         One pass sorts the batch into per-queue runs and a flat list of index keys; the runs
         are copied into the consume queues and the keys hashed and linked as arrays
-        (:mod:`mqtier.store.dispatchbatch`), which is what keeps up with the writer.
+        (:mod:`mqtier.store.reputbatch`), which is what keeps up with the writer.
         """
         runs: dict[tuple[str, int], list[tuple[int, int, int, int]]] = {}
         index_keys: list[str] = []
@@ -675,10 +675,10 @@ class Store(ReadOnlyTail, StoreReads):
         self._index_and_cache(index_keys, key_phys, key_stamps, cached)
 
     def reput_hashes(self, hashes: Int64s, key_phys: Int64s, key_stamps: Int64s) -> None:
-        """Index items whose key hashes are taken (arrays, as :func:`dispatchbatch.index_hashes`)."""
-        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
+        """Index items whose key hashes are taken (arrays, as :func:`reputbatch.index_hashes`)."""
+        from mqtier.store import reputbatch  # numpy: only writers pay its import
 
-        dispatchbatch.index_hashes(self.index, hashes, key_phys, key_stamps)
+        reputbatch.index_hashes(self.index, hashes, key_phys, key_stamps)
 
     def _index_and_cache(
         self,
@@ -688,10 +688,10 @@ class Store(ReadOnlyTail, StoreReads):
         cached: list[tuple[int, bytes]],
     ) -> None:
         """``topic#key`` items into the index, records into the cache: the rest of a reput."""
-        from mqtier.store import dispatchbatch  # numpy: only writers pay its import
+        from mqtier.store import reputbatch  # numpy: only writers pay its import
 
         if index_keys:
-            dispatchbatch.index_keys(self.index, index_keys, key_phys, key_stamps)
+            reputbatch.index_keys(self.index, index_keys, key_phys, key_stamps)
         if cached:
             self.cache.put_many(cached)
 
@@ -725,12 +725,12 @@ class Store(ReadOnlyTail, StoreReads):
     def dispatched_end(self) -> int:
         """Commit-log offset below which every record is in the consume queues and index.
 
-        Below ``durable_end`` while the dispatcher catches up; equal to it on a read-only or
+        Below ``durable_end`` while the reput catches up; equal to it on a read-only or
         freshly recovered store.
         """
-        if self._dispatcher is None:
+        if self._reput is None:
             return self.commitlog.durable_end
-        return min(self._dispatcher.dispatched_offset, self.commitlog.durable_end)
+        return min(self._reput.dispatched_offset, self.commitlog.durable_end)
 
     def checkpoint(self) -> None:
         """Dispatch, flush and checkpoint every acknowledged append now (a bulk ingest does,
@@ -739,11 +739,11 @@ class Store(ReadOnlyTail, StoreReads):
         Raises:
             OSError: the derived files or the checkpoint could not be written.
         """
-        if self._dispatcher is not None:
-            self._dispatcher.checkpoint_through(self.commitlog.durable_end)
+        if self._reput is not None:
+            self._reput.checkpoint_through(self.commitlog.durable_end)
 
     def wait_dispatched(self, timeout: float | None = None) -> bool:
         """Block until every acknowledged append is visible to reads and queries."""
-        if self._dispatcher is None:
+        if self._reput is None:
             return True
-        return self._dispatcher.wait_for(self.commitlog.durable_end, timeout)
+        return self._reput.wait_for(self.commitlog.durable_end, timeout)

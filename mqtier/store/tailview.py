@@ -23,7 +23,7 @@ MEMORY_TAIL_MAX: Final = 2_000_000
 class ReadOnlyTail(StoreState):
     """The in-memory tail of a read-only view (mixed into Store)."""
 
-    def _dispatch_tail_in_memory(self, start: int, end: int) -> int:
+    def _reput_tail_in_memory(self, start: int, end: int) -> int:
         """What a read-only open cannot write: the consume-queue units and index keys of the
         records durable past what the owner dispatched, kept in memory so that reads, queries
         and offsets see every durable message (at most MEMORY_TAIL_MAX records kept).

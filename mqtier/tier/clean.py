@@ -7,7 +7,7 @@ stays. Consume-queue and index files that then point only below the new minimum 
 (1) is decided with one number: the smallest commit-log offset of any queue's first message that
 is *not* committed cold (``safe_below``). A queue's messages sit in the commit log in queue
 order, so everything below that offset is committed, whichever queue it belongs to. Records
-the hot dispatcher has not yet put in a consume queue belong to no queue yet, so the number
+the hot reput has not yet put in a consume queue belong to no queue yet, so the number
 starts from the dispatched end, not the durable end. And the cold tier must hold *this*
 store's messages (the history check dispatch makes): another store tiering under the same
 broker name would otherwise make this store's untiered messages look committed.

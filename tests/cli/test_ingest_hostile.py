@@ -373,7 +373,7 @@ def test_a_failed_ingest_leaves_the_checkpoints_byte_identical(
     assert before[L.FILE_CHECKPOINT] is not None
     src = tmp_path / "bad.jsonl"
     with src.open("w") as fh:
-        for i in range(good_lines):  # enough for the dispatcher to checkpoint meanwhile
+        for i in range(good_lines):  # enough for the reput to checkpoint meanwhile
             fh.write(json.dumps({"body": f"good {i}"}) + "\n")
         fh.write("{broken\n")
     time.sleep(0.01)  # a rewritten checkpoint would carry a later timestamp

@@ -121,9 +121,7 @@ def test_clean_refuses_a_cold_tier_of_another_store(
     assert _all_hot(hot) == before
 
 
-def test_clean_keeps_records_the_hot_dispatcher_has_not_reached(
-    hot: Store, cold: ColdStore
-) -> None:
+def test_clean_keeps_records_the_hot_reput_has_not_reached(hot: Store, cold: ColdStore) -> None:
     """Durable records not yet in any consume queue are not committed cold either."""
     fill(hot, 300)
     run_dispatch(hot, cold, DispatchOptions(force=True))

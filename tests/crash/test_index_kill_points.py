@@ -24,7 +24,7 @@ import pytest
 
 from mqtier import Message, Store
 from mqtier.format import layout as L
-from mqtier.store import dispatchbatch, indexfile
+from mqtier.store import indexfile, reputbatch
 from tests.geometry import TINY
 
 pytestmark = pytest.mark.crash
@@ -103,7 +103,7 @@ def test_every_kill_point_of_a_roll_and_of_the_next_recovery_keeps_every_key(
         acked = _append(st, 0, 100)  # 200 items; the close stores the header with 201
 
     def roll() -> None:
-        with Store.open(live, writable=True) as st:  # its dispatcher thread is traced
+        with Store.open(live, writable=True) as st:  # its reput thread is traced
             acked.update(_append(st, 100, 300))  # the file fills at message 255 and rolls
             assert st.wait_dispatched(10)
 
@@ -115,7 +115,7 @@ def test_every_kill_point_of_a_roll_and_of_the_next_recovery_keeps_every_key(
     for image1 in kills1:
         # the recovery of image1, killed before each line of its first put_items
         kills2 = _images_at_each_line(
-            dispatchbatch.put_items.__code__,
+            reputbatch.put_items.__code__,
             image1,
             tmp_path / "k2" / image1.name,
             lambda image1=image1: Store.open(image1, writable=True).close(),  # type: ignore[misc]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class LaggingOwner:
-    """A writable store whose dispatcher stalls from :meth:`lag` until :meth:`catch_up`."""
+    """A writable store whose reput stalls from :meth:`lag` until :meth:`catch_up`."""
 
     def __init__(self, root: Path) -> None:
         self.store = Store.open(root, create=True, config=TINY)

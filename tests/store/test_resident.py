@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mqtier.store import dispatcher as dispatcher_module
-from mqtier.store.dispatcher import Dispatcher
+from mqtier.store import reput as reput_module
 from mqtier.store.mapped import MappedFile
+from mqtier.store.reput import Reput
 
 MIB = 1 << 20
 
@@ -47,7 +47,7 @@ def test_dropped_pages_leave_the_resident_set_and_keep_their_bytes(tmp_path: Pat
 
 
 def test_a_writer_waits_while_the_reput_backlog_is_full(monkeypatch: Any) -> None:
-    monkeypatch.setattr(dispatcher_module, "MAX_BACKLOG_BYTES", 100)
+    monkeypatch.setattr(reput_module, "MAX_BACKLOG_BYTES", 100)
     release = threading.Event()
     applied: list[int] = []
 
@@ -56,7 +56,7 @@ def test_a_writer_waits_while_the_reput_backlog_is_full(monkeypatch: Any) -> Non
         applied.append(job[0])
         return int(job[0])
 
-    d = Dispatcher(apply, lambda _: None, start_offset=0, flush_interval_s=60)
+    d = Reput(apply, lambda _: None, start_offset=0, flush_interval_s=60)
     try:
         d.submit([1], 150)  # over the limit by itself: taken, and the next one waits
         second = threading.Thread(target=d.submit, args=([2], 10))

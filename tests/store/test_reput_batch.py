@@ -13,9 +13,9 @@ from mqtier.format import layout as L
 from mqtier.format.javahash import index_key_hash, java_string_hash
 from mqtier.format.javahash_batch import index_key_hashes, java_hashes
 from mqtier.store.consumequeue import ConsumeQueue
-from mqtier.store.dispatchbatch import index_keys, put_items
 from mqtier.store.indexfile import IndexFile, IndexService
 from mqtier.store.mapped import MappedFile
+from mqtier.store.reputbatch import index_keys, put_items
 
 # Keys mix ASCII with characters outside ASCII and outside the BMP (two UTF-16 units).
 keys = st.text(alphabet=st.sampled_from("aZ09#_-. é中😀"), min_size=0, max_size=40)

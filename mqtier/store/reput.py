@@ -1,4 +1,4 @@
-"""The dispatcher thread: builds consume queues and the index off the append path.
+"""The reput thread: builds consume queues and the index off the append path.
 
 The group-commit writer hands over what it just made durable; this thread applies it (RocketMQ's
 reput) and every ``flush_interval_s`` flushes the derived files, then records how far it got in
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 MAX_BACKLOG_BYTES: Final = 32 << 20
 
 
-class Dispatcher:
+class Reput:
     def __init__(
         self,
         apply: Callable[[list[Any]], int],
@@ -40,7 +40,7 @@ class Dispatcher:
         self.checkpointed_offset = start_offset
         self._wanted = start_offset  # checkpoint_through asks for a checkpoint up to here
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="mqtier-dispatch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="mqtier-reput", daemon=True)
         self._thread.start()
 
     def submit(self, items: list[Any], nbytes: int = 0) -> None:
@@ -102,14 +102,14 @@ class Dispatcher:
         now rather than at the next interval.
 
         Raises:
-            BaseException: the dispatcher's error, if it failed (a full disk).
+            BaseException: the reput's error, if it failed (a full disk).
         """
         with self._cond:
             self._wanted = max(self._wanted, offset)
             self._cond.notify_all()
             while self.checkpointed_offset < offset and self.error is None:
                 if not self._thread.is_alive():
-                    raise RuntimeError("the dispatcher has stopped")  # closed: a caller's bug
+                    raise RuntimeError("the reput has stopped")  # closed: a caller's bug
                 self._cond.wait(0.5)
         if self.error is not None:
             raise self.error

@@ -1,6 +1,6 @@
 """The numpy half of dispatching: hash and link a whole batch of index keys as arrays.
 
-Per key, a Python ``IndexFile.put`` plus the hash costs about 4 us; the dispatcher indexes two
+Per key, a Python ``IndexFile.put`` plus the hash costs about 4 us; the reput indexes two
 or more keys per message, so at 100k messages/s that alone would need most of a core. Here the
 batch costs a few array operations, and the bytes written are exactly those of the same items
 put one by one (a property test holds the two to it), item bytes before slot heads. Kept apart
