@@ -128,7 +128,7 @@ def _raw_item(
 
 def _json_parts(
     source: str,
-    blocks: Iterator[tuple[Sequence[int], list[bytes | None]]],
+    blocks: Iterator[tuple[Sequence[int], Sequence[bytes | None]]],
     defaults: Defaults,
     limit: int,
     max_bytes: int,

@@ -168,7 +168,7 @@ def _plain_row(doc: Any, defaults: Defaults) -> Row | None:
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
-def _all_start_plain(lines: list[bytes | None]) -> bool:
+def _all_start_plain(lines: list[bytes]) -> bool:
     """No line is empty or starts with whitespace (the kept lines are then all of them).
     A bytes prefix test per line costs less than any scan of the block for b"\\n ": the
     search stops at every newline."""
@@ -206,7 +206,7 @@ def read_line_blocks(
     block_bytes: int = 4 << 20,
     max_line_bytes: int | None = None,
     on_read: Callable[[int], None] | None = None,
-) -> Iterator[tuple[Sequence[int], list[bytes | None]]]:
+) -> Iterator[tuple[Sequence[int], Sequence[bytes | None]]]:
     """The input's lines a block at a time: (their line numbers, the lines without their
     newlines), blank lines left out.
 
@@ -241,8 +241,8 @@ def read_line_blocks(
             block = block[cut + 1 :]
             skipping = False
         data = rest + block if rest else block
-        lines: list[bytes | None] = data.split(b"\n")  # type: ignore[assignment]
-        rest = lines.pop()  # type: ignore[assignment]
+        lines = data.split(b"\n")
+        rest = lines.pop()
         checked = len(data) > limit  # else no line here can be too long: skip the check
         if lines and not checked and b"\r" not in data and _all_start_plain(lines):
             yield range(n + 1, n + 1 + len(lines)), lines
@@ -252,7 +252,6 @@ def read_line_blocks(
             kept: list[bytes | None] = []
             for line in lines:
                 n += 1
-                assert line is not None
                 if checked and len(line) > limit:
                     numbers.append(n)
                     kept.append(None)

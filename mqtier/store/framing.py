@@ -53,6 +53,8 @@ _COUNTS_PER_CLOCK: Final = 1 << 15
 # by column (see Framer._frame_uniform); a shorter one costs less row by row.
 _UNIFORM_MIN: Final = 16
 _PROP_CRC_PLACEHOLDER_STR: Final = _PROP_CRC_PLACEHOLDER.decode("ascii")
+_KEY_SPOILERS: Final = frozenset(" \x01\x02")
+_TAG_SPOILERS: Final = frozenset("\x01\x02")
 
 
 def row_of(msg: Message) -> Row:
@@ -268,12 +270,7 @@ class Framer:
             queues.append((topic, qid))
             tag_codes.append(tags_code(tags))
             uniq_keys.append(uniq)
-            index_keys.append(f"{topic}#{uniq}")
-            key_owner.append(n)
-            for k in keys:
-                if k != uniq:
-                    index_keys.append(f"{topic}#{k}")
-                    key_owner.append(n)
+            _add_index_keys(index_keys, key_owner, n, f"{topic}#", uniq, keys)
             batch.body_bytes += len(body)
         batch.data = bytearray().join(parts)
         return batch
@@ -307,22 +304,14 @@ class Framer:
         if picked not in (0, n) or (not picked and not 0 <= min(qids) <= max(qids) < queue_count):
             return None
         keys_flat = list(itertools.chain.from_iterable(keyss))
-        if keys_flat:
-            joined = "\x02".join(keys_flat)
-            if (
-                " " in joined
-                or "\x01" in joined
-                or joined.count("\x02") != len(keys_flat) - 1
-                or "" in keys_flat
-            ):
-                return None
-        tag_text = "".join(filter(None, tagss))
-        if "\x01" in tag_text or "\x02" in tag_text:
+        key_text, tag_text = "".join(keys_flat), "".join(filter(None, tagss))
+        # What _properties refuses (an empty key, a space in one, a separator in a key or
+        # the tags), and anything outside ASCII (so that a property's length in bytes is its
+        # length in characters): tested over all keys and tags at once.
+        if "" in keys_flat or not _KEY_SPOILERS.isdisjoint(key_text):
             return None
-        if not (tag_text.isascii() and all(map(str.isascii, keys_flat))):
-            return None  # (so that a property's length in bytes is its length in characters)
-        # The UNIQ_KEYs: the counter's next n values (taken at once, so contiguous) under one
-        # reading of the clock, as the per-row path gives a batch of at most _CLOCK_EVERY.
+        if not _TAG_SPOILERS.isdisjoint(tag_text) or not (key_text + tag_text).isascii():
+            return None
         key_parts = [f"KEYS\x01{' '.join(ks)}\x02" if ks else "" for ks in keyss]
         tag_parts = [f"TAGS\x01{t}\x02" if t else "" for t in tagss]
         prop_crc = cfg.append_prop_crc
@@ -356,7 +345,10 @@ class Framer:
                 else self._round_robin_next(topic) % n_queues
                 for i, ks in enumerate(keyss)
             )
-        counts = list(itertools.islice(self._uniq_counter, n))  # one C call: no thread cuts in
+        # The UNIQ_KEYs: the counter's next n values (taken in one C call, so contiguous: no
+        # thread cuts in) under one reading of the clock, as the per-row path gives a batch of
+        # at most _CLOCK_EVERY.
+        counts = list(itertools.islice(self._uniq_counter, n))
         uniq_base, born_ts = self._clock()
         uniqs = [f"{uniq_base}{c & 0xFFFF:04X}" for c in counts]
         props = [
@@ -416,14 +408,8 @@ class Framer:
                 itertools.chain.from_iterable(zip(range(n), range(n), strict=True))
             )
         else:
-            index_keys, key_owner = batch.index_keys, batch.key_owner
             for i, (u, ks) in enumerate(zip(uniqs, keyss, strict=True)):
-                index_keys.append(prefix + u)
-                key_owner.append(i)
-                for k in ks:
-                    if k != u:
-                        index_keys.append(prefix + k)
-                        key_owner.append(i)
+                _add_index_keys(batch.index_keys, batch.key_owner, i, prefix, u, ks)
         return batch
 
     def _properties(
@@ -465,6 +451,24 @@ class Framer:
         now_ms = int(time.time() * 1000)
         ms = (now_ms - self._month_start_ms) & 0xFFFFFFFF
         return f"{self._uniq_prefix}{ms:08X}", now_ms
+
+
+def _add_index_keys(
+    index_keys: list[str],
+    key_owner: list[int],
+    owner: int,
+    prefix: str,
+    uniq: str,
+    keys: Sequence[str],
+) -> None:
+    """Record ``owner``'s index keys (``topic#``-prefixed): its UNIQ_KEY, then each key that
+    is not the same string."""
+    index_keys.append(prefix + uniq)
+    key_owner.append(owner)
+    for k in keys:
+        if k != uniq:
+            index_keys.append(prefix + k)
+            key_owner.append(owner)
 
 
 def _first_key_hashes(rows: Sequence[Row]) -> list[int] | None:

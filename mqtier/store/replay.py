@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from mqtier.errors import CorruptRecordError, InvalidTopicError
+from mqtier.errors import CorruptRecordError
 from mqtier.format import layout as L
 from mqtier.format.javahash import _topic_prefix_hash, index_key_hash, tags_code
 from mqtier.format.javahash_batch import _MASK32, index_hashes_of, powers_of_31, span_hashes
@@ -24,10 +24,10 @@ from mqtier.format.message import (
     check_record_header,
     decode_properties,
     dispatch_fields,
-    validate_topic,
 )
 from mqtier.format.recordbatch import Fields, Ints, spans
 from mqtier.store.reputbatch import UNIT_DTYPE
+from mqtier.store.state import queue_dir_name
 
 if TYPE_CHECKING:
     from mqtier.store.commitlog import RecordWindow
@@ -98,7 +98,7 @@ def _replay_batch(
         offs = qoffs[members]
         nxt = _next_offset(store, nexts, key, int(offs[0]))
         firsts.append(nxt)
-        if key not in store.consume_queues and not _queue_name_ok(key[0]):
+        if key not in store.consume_queues and not queue_dir_name(key[0]):
             # No queue can be made for it (a torn topic): the per-record path reports it.
             stop = min(stop, int(members[0]))
             continue
@@ -131,14 +131,6 @@ def _replay_batch(
     if len(hashes):
         store.reput_hashes(hashes, phys[owners], f.store_ts[lo:hi][owners])
     return hi
-
-
-def _queue_name_ok(topic: str) -> bool:
-    try:
-        validate_topic(topic, allow_v2=True)
-    except InvalidTopicError:
-        return False
-    return True
 
 
 def _groups(codes: Ints, members: Ints) -> list[Ints]:
