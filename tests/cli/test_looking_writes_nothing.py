@@ -78,10 +78,14 @@ def crashed_mqtier_store(tmp_path: Path) -> Path:
     with Store.open(root) as st:  # read-only: where the durable data ends
         end = st.commitlog.durable_end
         last = st.commitlog.file_for(end)
-    # A torn tail: the start of a record whose body never reached the disk.
+        file_bytes = st.commitlog.file_bytes
+    # A torn tail: the start of a record whose body never reached the disk. Where the kill
+    # left the end within a few bytes of the file's end (at least the 8 of a BLANK remain),
+    # only what fits is written: a longer write would make the file longer than its size.
+    torn = (500).to_bytes(4, "big") + bytes.fromhex("DAA320A7") + b"\x07" * 40
     with open(last.path, "r+b") as fh:
         fh.seek(end - last.base)
-        fh.write((500).to_bytes(4, "big") + bytes.fromhex("DAA320A7") + b"\x07" * 40)
+        fh.write(torn[: file_bytes - (end - last.base)])
     return root
 
 
