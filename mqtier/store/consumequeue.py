@@ -9,6 +9,8 @@ through :class:`ConsumeQueueExt`.
 from __future__ import annotations
 
 import logging
+import mmap
+from collections.abc import Callable
 from pathlib import Path
 
 from mqtier.errors import CorruptRecordError
@@ -22,6 +24,13 @@ _UNIT = L.CQ_UNIT
 _UB = L.CQ_UNIT_BYTES
 _PRE_BLANK = _UNIT.pack(*L.PRE_BLANK_UNIT)
 _ZERO_UNIT = bytes(_UB)  # a unit never written
+# Most zero units a torn copy of a run of units can leave before units it did store: the first
+# vector of a copy (at most 64 bytes with AVX-512) spans at most 4 units; twice that, to spare.
+_HOLE_UNITS = 8
+
+
+# (queue offset, commit-log offset, size) -> whether the commit log holds that unit's record
+UnitCheck = Callable[[int, int, int], bool]
 
 
 def is_ext_address(tags_code: int) -> bool:
@@ -46,7 +55,11 @@ class ConsumeQueue:
         # (the owner's reput has not written them yet, or a crashed broker never did).
         self._memory: list[tuple[int, int, int]] = []
         self._memory_from = 0
+        # Read-only: the first unit on disk found to disagree with the commit log (torn by a
+        # crash); from there on the view shows units from memory only.
+        self._torn_from: int | None = None
         self._phy_limit: int | None = None  # read-only: units past this are not shown
+        self._matches: UnitCheck | None = None  # (and the check hide_past_phy was given)
         self._load()
 
     def _load(self) -> None:
@@ -68,23 +81,31 @@ class ConsumeQueue:
         self.first_offset = self._skip_pre_blank()
 
     def _scan_end(self) -> int:
+        end = self._written_end()
+        return end if self._torn_from is None else min(end, self._torn_from)
+
+    def _written_end(self) -> int:
         for f in reversed(self.files):
             mm = f.mm
             # Units are written front to back: none lies past the file's first hole.
             n = f.data_end() // _UB
             if n == 0:
                 continue
-            # Binary search works because units are written front to back without holes. It
-            # looks for never-written (all-zero) units, not invalid ones: a damaged unit inside
-            # the queue that the search happened to probe would otherwise end the queue there,
-            # hiding the units after it and letting the next append overwrite them.
-            lo, hi = 0, n
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if mm[mid * _UB : (mid + 1) * _UB] == _ZERO_UNIT:
-                    hi = mid
-                else:
-                    lo = mid + 1
+            # Binary search works because units are written front to back (but for the holes
+            # a torn copy leaves, see below). It looks for never-written (all-zero) units, not
+            # invalid ones: a damaged unit inside the queue that the search happened to probe
+            # would otherwise end the queue there, hiding the units after it and letting the
+            # next append overwrite them.
+            lo = self._first_zero_unit(mm, 0, n)
+            while True:
+                # A kill can stop the reput while it copies a run of units, with the run's
+                # first bytes not yet stored (a copy may store its first vector last): a few
+                # zero units with written ones after them are a hole, not the queue's end.
+                after = mm[(lo + 1) * _UB : min(n, lo + 1 + _HOLE_UNITS) * _UB]
+                written = len(after.rstrip(b"\0"))
+                if lo >= n or not written:
+                    break
+                lo = self._first_zero_unit(mm, lo + 1 + (written - 1) // _UB + 1, n)
             while lo > 0:  # a unit torn by a crash ends the queue before it
                 phy, size, _ = _UNIT.unpack_from(mm, (lo - 1) * _UB)
                 if phy >= 0 and size > 0:
@@ -142,7 +163,7 @@ class ConsumeQueue:
             if not self.first_offset:
                 self.first_offset = self._skip_pre_blank()
             if self._phy_limit is not None:
-                self.hide_past_phy(self._phy_limit)
+                self.hide_past_phy(self._phy_limit, self._matches)
 
     def refresh_view(self, phy_end: int, *, new: bool = False) -> None:
         """Read-only: see the units the owner wrote since the last look, those of records that
@@ -152,6 +173,15 @@ class ConsumeQueue:
         assert not self.writable
         shown = self.first_offset if new else self.max_offset
         memory, memory_from = self._memory, self._memory_from
+        torn = self._torn_from
+        if (
+            torn is not None
+            and memory_from <= torn < memory_from + len(memory)
+            and self._unit_on_disk(torn) == memory[torn - memory_from]
+        ):
+            # A live owner may only have been copying that unit: now that its file agrees
+            # with the log, the files serve the view again.
+            self._torn_from = None
         self._memory, self._phy_limit = [], None
         on_disk = self._scan_end() if self.files else None
         if on_disk is not None and on_disk < (self.files[-1].base + self.file_bytes) // _UB:
@@ -172,6 +202,16 @@ class ConsumeQueue:
                 hi = mid
         self.max_offset = lo
         self._phy_limit = phy_end
+
+    def hide_torn(self, offset: int) -> None:
+        """Read-only: the unit at queue ``offset`` disagrees with the record the commit log
+        holds for it (a crash tore it): show no unit from disk at or past it; the read-only
+        tail adds the log's own from memory instead."""
+        assert not self.writable
+        if self._memory:
+            return  # units in memory come from the log itself, and the records come in order
+        self._torn_from = offset if self._torn_from is None else min(self._torn_from, offset)
+        self.max_offset = min(self.max_offset, offset)
 
     def add_in_memory(self, offset: int, phy: int, size: int, tags_code: int) -> bool:
         """Extend a read-only queue in memory by the unit of queue ``offset``.
@@ -195,10 +235,14 @@ class ConsumeQueue:
         if self._memory and offset >= self._memory_from:
             i = offset - self._memory_from
             return self._memory[i] if i < len(self._memory) else (-1, 0, 0)
+        on_disk = self._unit_on_disk(offset)
+        return (-1, 0, 0) if on_disk is None else on_disk
+
+    def _unit_on_disk(self, offset: int) -> tuple[int, int, int] | None:
         pos = offset * _UB
         f = self._file_for(pos, create=False)
         if f is None:
-            return (-1, 0, 0)
+            return None
         result: tuple[int, int, int] = _UNIT.unpack_from(f.mm, pos - f.base)
         return result
 
@@ -338,32 +382,68 @@ class ConsumeQueue:
         self.max_offset = offset
         self.first_offset = min(self.first_offset, offset)
 
-    def end_within(self, phy_end: int) -> int:
+    @staticmethod
+    def _first_zero_unit(mm: mmap.mmap, lo: int, hi: int) -> int:
+        """The first never-written (all-zero) unit in ``[lo, hi)`` (``hi`` if none), by binary
+        search: units are written front to back, so the written ones come first."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if mm[mid * _UB : (mid + 1) * _UB] == _ZERO_UNIT:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def end_within(self, phy_end: int, matches: UnitCheck | None = None) -> int:
         """The queue offset after the last unit whose record ends by commit-log ``phy_end``
-        (units past it belong to a torn tail or a rolled-back run)."""
+        (units past it belong to a torn tail or a rolled-back run).
+
+        Such a unit must also lie past the record of the unit before it (a queue's records are
+        in commit-log order), or else ``matches(offset, phy, size)`` must find its record there:
+        a kill can stop the reput half-way through copying a run of units, leaving the first
+        unit torn (seen: its size written, its commit-log offset still zero, so that it "ends"
+        far below ``phy_end``). Kept, it would stay in the queue for good, pointing at another
+        queue's record. (``matches`` keeps a unit whose predecessor is damaged.)
+        """
         off = self.max_offset
         while off > self.first_offset:
             phy, size, _ = self.unit(off - 1)
-            if phy + size <= phy_end and phy >= 0 and size > 0:
+            if (
+                phy >= 0
+                and size > 0
+                and phy + size <= phy_end
+                and (self._follows(off - 1, phy) or (matches and matches(off - 1, phy, size)))
+            ):
                 break
             off -= 1
         return off
 
-    def truncate_phy(self, phy_end: int) -> int:
-        """Drop units whose record reaches past commit-log offset ``phy_end``; return how many."""
-        off = self.end_within(phy_end)
+    def _follows(self, offset: int, phy: int) -> bool:
+        """Whether the unit at queue ``offset`` (record at ``phy``) begins past the record of
+        the unit before it (the first unit of the queue always does). Zero units between are
+        passed over: the copy a kill tore may have left whole units unstored before it."""
+        for before in range(offset - 1, max(self.first_offset, offset - _HOLE_UNITS) - 1, -1):
+            prev, size, _ = self.unit(before)
+            if size > 0:
+                return prev >= 0 and prev + size <= phy
+        return True
+
+    def truncate_phy(self, phy_end: int, matches: UnitCheck | None = None) -> int:
+        """Drop units whose record reaches past commit-log offset ``phy_end``; return how many
+        (``matches``: see :meth:`end_within`)."""
+        off = self.end_within(phy_end, matches)
         dropped = self.max_offset - off
         if dropped:
             self.truncate_to(off)
         return dropped
 
-    def hide_past_phy(self, phy_end: int) -> int:
+    def hide_past_phy(self, phy_end: int, matches: UnitCheck | None = None) -> int:
         """Read-only: stop showing units whose record reaches past ``phy_end`` (a torn tail,
         an unfinished ingest) without writing; they stay hidden across :meth:`reload_end`.
-        Returns how many were hidden."""
+        Returns how many were hidden (``matches``: see :meth:`end_within`)."""
         assert not self.writable
-        self._phy_limit = phy_end
-        off = self.end_within(phy_end)
+        self._phy_limit, self._matches = phy_end, matches
+        off = self.end_within(phy_end, matches)
         hidden = self.max_offset - off
         self.max_offset = off
         return hidden

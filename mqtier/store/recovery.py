@@ -35,7 +35,7 @@ from mqtier.format.message import (
 from mqtier.store.lock import is_locked_elsewhere
 
 if TYPE_CHECKING:
-    from mqtier.store.consumequeue import ConsumeQueue
+    from mqtier.store.consumequeue import ConsumeQueue, UnitCheck
     from mqtier.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -235,10 +235,12 @@ def recover(
         cl.set_end(end)
         if store.read_only:  # what a repair would drop is not shown either
             queues = store.consume_queues.values()
-            report.cq_units_dropped = sum(cq.hide_past_phy(end) for cq in queues)
+            report.cq_units_dropped = sum(
+                cq.hide_past_phy(end, unit_check(store, cq)) for cq in queues
+            )
         else:
             report.cq_units_dropped = sum(
-                _units_past(cq, end) for cq in store.consume_queues.values()
+                _units_past(store, cq, end) for cq in store.consume_queues.values()
             )
         files = store.index.files
         report.index_files_dropped = [f.path.name for f in files if f.header.end_phy >= end]
@@ -258,7 +260,7 @@ def recover(
     else:
         cl.set_end(end)
     for cq in store.consume_queues.values():
-        report.cq_units_dropped += cq.truncate_phy(end)
+        report.cq_units_dropped += cq.truncate_phy(end, unit_check(store, cq))
     if abnormal or store.index.end_phy >= end:
         # After a crash the file being written cannot be trusted past its last flush: its slot
         # heads may point at items its stored header does not count. Rewind it to that header
@@ -293,8 +295,22 @@ def recover(
     return report
 
 
+def unit_check(store: Store, cq: ConsumeQueue) -> UnitCheck:
+    """For :meth:`ConsumeQueue.end_within`: whether a record of the unit's size starts at its
+    commit-log offset, its header naming this queue and queue offset. The CRC is not checked:
+    a damaged body is the record's damage, for reads to report, not a sign of a torn unit."""
+    return lambda off, phy, size: _record_intact(
+        store, phy, size, (cq.topic, cq.queue_id, off), verify_crc=False
+    )
+
+
 def _record_intact(
-    store: Store, phy: int, size: int, unit: tuple[str, int, int] | None = None
+    store: Store,
+    phy: int,
+    size: int,
+    unit: tuple[str, int, int] | None = None,
+    *,
+    verify_crc: bool = True,
 ) -> bool:
     """Whether a whole, verified record of ``size`` bytes starts at ``phy`` (and, with
     ``unit``, its header agrees with that consume-queue unit: topic, queue, queue offset)."""
@@ -308,7 +324,7 @@ def _record_intact(
         return False
     buf = os.pread(f.fd, size, pos)
     try:
-        if check_record(buf, 0, len(buf), verify_crc=True) != size:
+        if check_record(buf, 0, len(buf), verify_crc=verify_crc) != size:
             return False
     except CorruptRecordError:
         return False
@@ -337,7 +353,7 @@ def _covered_by_queues(store: Store) -> int | None:
     files_end = cl.files[-1].base + cl.file_bytes
     covered = None
     for (topic, qid), cq in store.consume_queues.items():
-        last = _last_unit_within(cq, files_end)
+        last = _last_unit_within(store, cq, files_end)
         if last is None or last[1] < cl.min_offset:
             continue  # (a quiet queue's last record may lie in a file `clean` has deleted)
         qoff, phy, size = last
@@ -347,16 +363,14 @@ def _covered_by_queues(store: Store) -> int | None:
     return covered
 
 
-def _last_unit_within(cq: ConsumeQueue, limit: int) -> tuple[int, int, int] | None:
+def _last_unit_within(store: Store, cq: ConsumeQueue, limit: int) -> tuple[int, int, int] | None:
     """(queue offset, commit-log offset, size) of the last record ``cq`` points to that ends
     at or below commit-log offset ``limit``."""
-    off = cq.max_offset
-    while off > cq.min_offset:
-        phy, size, _ = cq.unit(off - 1)
-        if phy >= 0 and size > 0 and phy + size <= limit:
-            return off - 1, phy, size
-        off -= 1
-    return None
+    off = cq.end_within(limit, unit_check(store, cq))
+    if off <= cq.min_offset:
+        return None
+    phy, size, _ = cq.unit(off - 1)
+    return off - 1, phy, size
 
 
 def _damage_below(store: Store, ckpt: int) -> int | None:
@@ -372,7 +386,7 @@ def _damage_below(store: Store, ckpt: int) -> int | None:
         return None
     suspects = []
     for (topic, qid), cq in store.consume_queues.items():
-        last = _last_unit_within(cq, ckpt)
+        last = _last_unit_within(store, cq, ckpt)
         if last is None or last[1] < cl.min_offset:
             continue  # (a quiet queue's last record may lie in a file `clean` has deleted)
         if not _record_intact(store, last[1], last[2], (topic, qid, last[0])):
@@ -411,7 +425,7 @@ def _start_without_gaps(store: Store, start: int, end: int) -> int:
     the range added is checked the same way. Queues without units are taken as they are.
     """
     cl = store.commitlog
-    tails = {key: _last_unit_within(cq, end) for key, cq in store.consume_queues.items()}
+    tails = {key: _last_unit_within(store, cq, end) for key, cq in store.consume_queues.items()}
     # A queue whose units reach ``start`` already holds every record of it below ``start``
     # (units are dense): only one ending earlier can lag. Usually there is none to look for.
     if all(t is None or t[1] + t[2] >= start for t in tails.values()):
@@ -434,5 +448,5 @@ def _start_without_gaps(store: Store, start: int, end: int) -> int:
     return start
 
 
-def _units_past(cq: ConsumeQueue, end: int) -> int:
-    return cq.max_offset - cq.end_within(end)
+def _units_past(store: Store, cq: ConsumeQueue, end: int) -> int:
+    return cq.max_offset - cq.end_within(end, unit_check(store, cq))

@@ -44,7 +44,7 @@ from mqtier.store.health import StoreHealth
 from mqtier.store.indexfile import IndexService
 from mqtier.store.lock import StoreLock
 from mqtier.store.reads import MAX_TIME_MS, QueueOffsets, StoreReads
-from mqtier.store.recovery import recover
+from mqtier.store.recovery import recover, unit_check
 from mqtier.store.reput import Reput
 from mqtier.store.tailview import ReadOnlyTail
 
@@ -435,7 +435,7 @@ class Store(ReadOnlyTail, StoreReads):
             if cl.durable_end > offset:
                 cl.truncate(offset, dirty_bytes=cl.durable_end - offset)
                 for cq in self._cqs.values():
-                    cq.truncate_phy(offset)
+                    cq.truncate_phy(offset, unit_check(self, cq))
                 dropped = self.index.drop_after(offset)
                 if dropped:
                     from mqtier.store.replay import replay

@@ -40,6 +40,9 @@ class ReadOnlyTail(StoreState):
             topic, qid, qoff = record_queue(mm, pos)
             cq = self._cqs.get((topic, qid))
             queued = cq is not None and qoff < cq.max_offset
+            if queued and cq is not None and _torn(cq, qoff, phy, size):
+                cq.hide_torn(qoff)  # a unit a crash tore: the view takes the log's instead
+                queued = False
             if queued and phy < index_end:
                 continue  # in the queue and the index on disk already: nothing to add
             damage = self._tail_record_damage(mm, pos, phy, topic, qid, qoff, cq, queued)
@@ -175,6 +178,9 @@ class ReadOnlyTail(StoreState):
                 if cq is not None:
                     cq.refresh_view(end, new=new)
             queued = cq is not None and qoff < cq.max_offset
+            if queued and cq is not None and _torn(cq, qoff, phy, size):
+                cq.hide_torn(qoff)  # the owner may be copying it now: take the log's
+                queued = False
             if queued:
                 continue  # the owner has written its unit
             damage = self._tail_record_damage(mm, pos, phy, topic, qid, qoff, cq, queued)
@@ -193,3 +199,9 @@ class ReadOnlyTail(StoreState):
                     continue  # not a name a queue directory can have: never dispatched
                 cq = self._cqs[key] = self._read_only_queue(topic, qid)
             cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
+
+
+def _torn(cq: ConsumeQueue, qoff: int, phy: int, size: int) -> bool:
+    """Whether ``cq``'s unit for the record at ``phy`` (queue offset ``qoff``) says otherwise:
+    a unit the reput was copying when it died (or is copying now)."""
+    return qoff >= cq.first_offset and cq.unit(qoff)[:2] != (phy, size)
