@@ -51,6 +51,8 @@ UINT32: Final = struct.Struct(">I")
 
 MAX_TOPIC_BYTES_V1: Final = 127
 MAX_TOPIC_BYTES_V2: Final = 32767
+# A topic names its consume-queue directory: at most NAME_MAX (255) bytes on Linux.
+MAX_TOPIC_DIR_BYTES: Final = 255
 MAX_PROPERTIES_BYTES: Final = 32767  # Short.MAX_VALUE
 DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024  # maxMessageSize
 

@@ -84,7 +84,8 @@ def validate_topic(topic: str, *, allow_v2: bool = False) -> bytes:
     """Check a topic name and return its UTF-8 bytes.
 
     Raises:
-        InvalidTopicError: empty, too long for the record version, or unsafe as a directory name.
+        InvalidTopicError: empty, too long (127 bytes for a v1 record; with ``allow_v2``, 255,
+            the most a directory name holds), or unsafe as a directory name.
     """
     try:
         raw = topic.encode("utf-8")
@@ -100,7 +101,8 @@ def validate_topic(topic: str, *, allow_v2: bool = False) -> bytes:
         # A newline or escape in a directory name, a log line or a terminal misleads whoever
         # reads it; RocketMQ's own TopicValidator allows only [%|a-zA-Z0-9_-].
         raise InvalidTopicError(f"topic {topic!r} contains a control character")
-    limit = L.MAX_TOPIC_BYTES_V2 if allow_v2 else L.MAX_TOPIC_BYTES_V1
+    # A v2 record may name a longer topic, but no queue directory can have that name.
+    limit = L.MAX_TOPIC_DIR_BYTES if allow_v2 else L.MAX_TOPIC_BYTES_V1
     if len(raw) > limit:
         raise InvalidTopicError(
             f"topic {topic[:40]!r}... is {len(raw)} bytes; the limit is {limit}"

@@ -11,7 +11,7 @@ import bisect
 import logging
 import mmap
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
@@ -412,15 +412,33 @@ class CommitLog:
             raise CorruptRecordError(f.path, f.base + pos + exc.offset - at, exc.detail) from None
         return buf, at, size
 
-    def find_end(self, start: int, *, verify_crc: bool = True, arrays: bool = False) -> ScanStop:
+    def find_end(
+        self,
+        start: int,
+        *,
+        verify_crc: bool = True,
+        arrays: bool = False,
+        each: Callable[[RecordWindow], None] | None = None,
+    ) -> ScanStop:
         """Scan from ``start`` and report where valid data ends, without changing anything
-        (``arrays``: see :meth:`scan_windows`; worth its numpy import for long scans)."""
+        (``arrays``: see :meth:`scan_windows`; worth its numpy import for long scans).
+        ``each`` is given every window of records that passed, in order, as the scan goes (what
+        it raises is its own: never taken for where valid data ends)."""
         last = max(start, self.min_offset)
+        windows = self.scan_windows(start, verify_crc=verify_crc, arrays=arrays)
         try:
-            for w in self.scan_windows(start, verify_crc=verify_crc, arrays=arrays):
+            while True:
+                try:
+                    w = next(windows, None)
+                except CorruptRecordError as exc:
+                    return ScanStop(exc.offset, "corrupt", exc)
+                if w is None:
+                    break
+                if each is not None:
+                    each(w)
                 last = w.origin + w.starts[-1] + w.sizes[-1]
-        except CorruptRecordError as exc:
-            return ScanStop(exc.offset, "corrupt", exc)
+        finally:
+            windows.close()
         # A file that ends with BLANK is fully used: the end is the next file's start.
         if self.files:
             f = self.file_for(last) if last < self.files[-1].base + self.file_bytes else None

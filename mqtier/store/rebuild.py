@@ -17,6 +17,7 @@ from mqtier.format import layout as L
 from mqtier.store.replay import replay
 
 if TYPE_CHECKING:
+    from mqtier.store.recovery import RecoveryReport
     from mqtier.store.store import Store
 
 
@@ -44,15 +45,28 @@ class RebuildReport:
         return doc
 
 
-def rebuild_derived(store: Store, missing: list[str] | None = None) -> RebuildReport:
+def rebuild_derived(
+    store: Store, missing: list[str] | None = None, *, replayed: RecoveryReport | None = None
+) -> RebuildReport:
     """Drop ``store``'s consume queues and IndexFiles and dispatch the whole commit log.
 
     Runs on a writable open after recovery, before the writer and reput threads start,
     so nothing else touches the derived files meanwhile. A crash part-way leaves a store
     whose next writable open (or another rebuild) derives what is missing again.
+    ``replayed``: the recovery of a store with no derived file left, which replayed the
+    whole log as it scanned it; only the checkpoint is left to write.
     """
     t0 = time.monotonic()
     report = RebuildReport(missing=list(missing or []))
+    cl = store.commitlog
+    if replayed is not None:
+        report.replayed_from, report.replayed_to = replayed.redispatch_from, cl.durable_end
+        report.messages = replayed.messages_redispatched
+        store.write_checkpoint(cl.durable_end)
+        report.queues = len(store.consume_queues)
+        report.index_files = len(store.index.files)
+        report.seconds = round(replayed.seconds + time.monotonic() - t0, 6)
+        return report
     queues = store.consume_queues
     for cq in queues.values():
         report.consume_queue_files_removed += len(cq.files)
@@ -62,7 +76,6 @@ def rebuild_derived(store: Store, missing: list[str] | None = None) -> RebuildRe
     if cq_root.is_dir():
         shutil.rmtree(cq_root)
     report.index_files_removed = [p.name for p in store.index.drop_after(-1)]
-    cl = store.commitlog
     report.replayed_from, report.replayed_to = cl.min_offset, cl.durable_end
     report.messages = replay(store, cl.min_offset, cl.durable_end)
     store.write_checkpoint(cl.durable_end)  # flushes what was rebuilt, then records it

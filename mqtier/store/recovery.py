@@ -162,7 +162,20 @@ def recover(
     suspect = _damage_below(store, ckpt) if abnormal and ckpt is not None else None
     if suspect is not None:
         scan_from = cl.file_for(suspect).base
-    stop = cl.find_end(scan_from, verify_crc=True, arrays=arrays)
+    as_scanned = None
+    if replay and not dry_run and _nothing_derived(store) and scan_from == cl.min_offset:
+        # Nothing derived on disk (deleted, or a log copied on its own): the replay starts at
+        # the log's first record, as this scan does, so each window of records is replayed
+        # as soon as the scan has checked it: one pass over the log instead of two. What
+        # the scan's end then cuts off is cut from the derived files below, as after a crash.
+        from mqtier.store.replay import Replayer  # numpy: writable opens only
+
+        as_scanned = Replayer(store)
+    stop = cl.find_end(
+        scan_from, verify_crc=True, arrays=arrays, each=as_scanned.window if as_scanned else None
+    )
+    if as_scanned is not None:
+        store.index.flush()  # its stored headers count every item: a rewind keeps them all
     while suspect is not None and stop.offset == scan_from and scan_from > cl.min_offset:
         # Even the first record of that file is lost: the damage began in an earlier file.
         scan_from = cl.file_for(scan_from - 1).base
@@ -224,6 +237,8 @@ def recover(
     # Where to replay from: the checkpoint, or (without one) everything the scan covered.
     if ckpt is not None:
         redispatch = ckpt if abnormal else end
+    elif as_scanned is not None:
+        redispatch = as_scanned.end if as_scanned.end is not None else scan_from
     elif abnormal:
         redispatch = scan_from
     else:
@@ -283,10 +298,19 @@ def recover(
         # (a broker's store); with it they were, up to the checkpoint, before it was written.
         redispatch = _start_without_gaps(store, redispatch, end)
     report.redispatch_from = redispatch
+    if as_scanned is not None:
+        # The whole log was replayed during the scan; what the index lost to a cut below its
+        # end (an unfinished ingest's records) is replayed again from the index's end.
+        report.redispatch_from = scan_from
+        report.messages_redispatched = as_scanned.records_before(end)
+        if end == (as_scanned.end if as_scanned.end is not None else scan_from):
+            replay = False
     if replay:
         from mqtier.store.replay import replay as replay_log  # numpy: writable opens only
 
-        report.messages_redispatched = replay_log(store, redispatch, end)
+        replayed = replay_log(store, redispatch, end)
+        if as_scanned is None:
+            report.messages_redispatched = replayed
     if report.messages_redispatched or report.cq_units_dropped or report.files_removed:
         store.index.flush()
         for cq in store.consume_queues.values():
@@ -302,6 +326,11 @@ def unit_check(store: Store, cq: ConsumeQueue) -> UnitCheck:
     return lambda off, phy, size: _record_intact(
         store, phy, size, (cq.topic, cq.queue_id, off), verify_crc=False
     )
+
+
+def _nothing_derived(store: Store) -> bool:
+    """Whether the store holds no consume queue and no IndexFile at all."""
+    return not store.consume_queues and not store.index.files
 
 
 def _record_intact(

@@ -10,6 +10,7 @@ the same bytes).
 
 from __future__ import annotations
 
+import bisect
 import mmap
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 QueueKey = tuple[str, int]
 _TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
+_QID_MASK: Final = 0xFFFFFFFF
+_WIDEST_TOPIC_ROW: Final = 255  # topics longer than this are looked up one by one
 _COMMIT: Final = L.SYSFLAG_TRANSACTION_COMMIT
 _ROLLBACK: Final = L.SYSFLAG_TRANSACTION_ROLLBACK
 
@@ -49,13 +52,39 @@ def replay(store: Store, start: int, end: int) -> int:
             would write a unit where it does not belong (or fill a queue with placeholders).
             The units of the records before it are in place.
     """
-    n = 0
-    nexts: dict[QueueKey, int] = {}  # each queue's next offset, as replayed
+    replayer = Replayer(store)
     for w in store.commitlog.scan_windows(start, verify_crc=False, end=end):
+        replayer.window(w)
+    return replayer.records
+
+
+class Replayer:
+    """Replays windows of records handed to it in log order (:func:`replay`, or recovery's
+    scan as it goes); raises as :func:`replay` does."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.nexts: dict[QueueKey, int] = {}  # each queue's next offset, as replayed
+        self.records = 0
+        self.end: int | None = None  # where the last record replayed ends
+        self._windows: list[tuple[int, int]] = []  # each window's first record, and records before
+
+    def window(self, w: RecordWindow) -> None:
         assert w.fields is not None
-        _replay_window(store, w, w.fields, nexts)
-        n += len(w.starts)
-    return n
+        _replay_window(self.store, w, w.fields, self.nexts)
+        self._windows.append((w.origin + w.starts[0], self.records))
+        self.records += len(w.starts)
+        self.end = w.origin + w.starts[-1] + w.sizes[-1]
+
+    def records_before(self, end: int) -> int:
+        """How many of the records replayed begin before commit-log offset ``end``."""
+        if self.end is None or end >= self.end:
+            return self.records
+        i = bisect.bisect_right(self._windows, (end, self.records)) - 1
+        if i < 0:
+            return 0
+        first, before = self._windows[i]
+        return before + sum(1 for _ in self.store.commitlog.scan(first, verify_crc=False, end=end))
 
 
 def _replay_window(store: Store, w: RecordWindow, f: Fields, nexts: dict[QueueKey, int]) -> None:
@@ -82,13 +111,11 @@ def _replay_batch(
     topics = _topics(buf, f.topic_at[lo:hi], f.topic_len[lo:hi])
     tx = f.sysflag[lo:hi] & _TX_MASK
     queued = np.flatnonzero((tx == 0) | (tx == _COMMIT))
-    qids = f.queue_id[lo:hi].tolist()
-    number: dict[QueueKey, int] = {}
-    codes = np.fromiter(
-        (number.setdefault((topics[i], qids[i]), len(number)) for i in queued.tolist()),
-        dtype=np.int64,
-        count=len(queued),
-    )
+    # Each queued record's queue as one number (topic code, queue id: never negative here),
+    # numbered by np.unique: the window's queues, and which records are each one's.
+    keyed = (topics.codes[queued] << 32) | f.queue_id[lo:hi][queued]
+    distinct, codes = np.unique(keyed, return_inverse=True)
+    number: list[QueueKey] = [(topics.names[k >> 32], k & _QID_MASK) for k in distinct.tolist()]
     qoffs = f.queue_offset[lo:hi]
     groups = _groups(codes, queued)
     # Queue-offset continuity, per queue: no record may skip past the queue's next offset.
@@ -154,16 +181,51 @@ def _next_offset(store: Store, nexts: dict[QueueKey, int], key: QueueKey, first:
     return cq.max_offset
 
 
-def _topics(buf: mmap.mmap | bytes, at: Ints, lengths: Ints) -> list[str]:
-    cache: dict[bytes, str] = {}
-    out: list[str] = []
-    for a, n in zip(at.tolist(), lengths.tolist(), strict=True):
-        raw = buf[a : a + n]
-        topic = cache.get(raw)
-        if topic is None:
-            topic = cache[raw] = str(raw, "utf-8", "replace")
-        out.append(topic)
-    return out
+class _Topics(NamedTuple):
+    """The records' topics: each one's code, an index into the distinct names."""
+
+    codes: Ints
+    names: list[str]
+
+
+def _topics(buf: mmap.mmap | bytes, at: Ints, lengths: Ints) -> _Topics:
+    """The topics of the records whose topic bytes are at ``at`` (``lengths`` long), found
+    with one gather and one sort per window rather than a slice and a lookup per record."""
+    width = int(lengths.max()) if len(lengths) else 0
+    if width > _WIDEST_TOPIC_ROW:
+        return _topics_one_by_one(buf, at, lengths)
+    u8 = np.frombuffer(buf, dtype=np.uint8)
+    try:
+        cols = np.arange(width)
+        # Each topic's bytes in a row, zeros past its length, after 2 bytes of that length
+        # (topics of different lengths then never share a row).
+        rows = np.zeros((len(at), width + 2), dtype=np.uint8)
+        rows[:, 0], rows[:, 1] = lengths >> 8, lengths & 0xFF
+        inside = cols < lengths[:, None]
+        rows[:, 2:][inside] = u8[(at[:, None] + cols)[inside]]
+    finally:
+        del u8  # a live view of a map would keep it from closing
+    if (rows == rows[0]).all():  # (the usual window: one topic)
+        return _Topics(np.zeros(len(at), dtype=np.int64), [_topic_name(rows[0])])
+    distinct, codes = np.unique(rows.view(np.dtype((np.void, width + 2))), return_inverse=True)
+    names = [_topic_name(np.frombuffer(row.tobytes(), dtype=np.uint8)) for row in distinct]
+    return _Topics(codes.reshape(len(at)).astype(np.int64), names)
+
+
+def _topic_name(row: npt.NDArray[np.uint8]) -> str:
+    n = (int(row[0]) << 8) | int(row[1])
+    return str(row[2 : 2 + n].tobytes(), "utf-8", "replace")
+
+
+def _topics_one_by_one(buf: mmap.mmap | bytes, at: Ints, lengths: Ints) -> _Topics:
+    """:func:`_topics` for a window with a long topic name (its rows would be wide)."""
+    number: dict[bytes, int] = {}
+    codes = [
+        number.setdefault(bytes(buf[a : a + n]), len(number))
+        for a, n in zip(at.tolist(), lengths.tolist(), strict=True)
+    ]
+    names = [str(raw, "utf-8", "replace") for raw in number]
+    return _Topics(np.array(codes, dtype=np.int64), names)
 
 
 class _Spans(NamedTuple):
@@ -232,7 +294,7 @@ class _Compact:
 
 
 def _keys_and_tags(
-    f: Fields, lo: int, hi: int, topics: list[str], indexed: npt.NDArray[np.bool_]
+    f: Fields, lo: int, hi: int, topics: _Topics, indexed: npt.NDArray[np.bool_]
 ) -> tuple[Ints, Ints, Ints]:
     """For records ``lo`` to ``hi``: each one's tags code, and the IndexFile hash of each of
     its keys (UNIQ_KEY, then the KEYS tokens that differ from it) with the record each
@@ -277,7 +339,8 @@ def _keys_and_tags(
     th = tag_hash[kept[2]].astype(np.int64)
     tag_codes[has_tags] = np.where(th >= 1 << 31, th - (1 << 32), th)
     # Keys: hashCode(topic#key) = hashCode(topic#) * 31**len(key) + hashCode(key).
-    prefix = np.array([_topic_prefix_hash(t) for t in topics], dtype=np.uint64)
+    prefix = np.array([_topic_prefix_hash(t) for t in topics.names], dtype=np.uint64)
+    prefix = prefix[topics.codes]
     k_ok, u_ok = kept[0] & indexed[groups[0]], kept[1] & indexed[groups[1]]
     rec_k, hk = groups[0][k_ok], key_hash[k_ok]
     rec_u, hu = groups[1][u_ok], uniq_hash[u_ok]
@@ -311,7 +374,8 @@ def _keys_and_tags(
         if found:
             owners.append(np.full(len(found), i, dtype=np.int64))
             subs.append(np.arange(len(found), dtype=np.int64))
-            hashes.append(np.array([index_key_hash(topics[i], k) for k in found], dtype=np.int64))
+            topic = topics.names[topics.codes[i]]
+            hashes.append(np.array([index_key_hash(topic, k) for k in found], dtype=np.int64))
     all_owners = np.concatenate(owners)
     order = np.lexsort((np.concatenate(subs), all_owners))
     return np.array(tag_list, dtype=np.int64), np.concatenate(hashes)[order], all_owners[order]

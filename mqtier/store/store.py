@@ -286,14 +286,24 @@ class Store(ReadOnlyTail, StoreReads):
                 ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if missing[5:] else ""),
             )
             rebuild = True
-        # A rebuild dispatches the whole log: recovery only finds its end (and cuts a torn tail).
+        # A rebuild dispatches the whole log: recovery only finds its end (and cuts a torn tail),
+        # unless nothing derived is left to throw away: then recovery's replay is the rebuild.
+        replayed = rebuild and not self._cqs and not self.index.files
         self.recovery = recover(
-            self, dry_run=dry_run, view=self.read_only and not dry_run, replay=not rebuild
+            self,
+            dry_run=dry_run,
+            view=self.read_only and not dry_run,
+            replay=replayed or not rebuild,
         )
         if rebuild:
             from mqtier.store.rebuild import rebuild_derived
 
-            self.rebuild_report = rebuild_derived(self, missing)
+            # (Its scan may have begun past the log's first record, at a checkpoint: then
+            # it replayed only from there, and the rebuild replays the whole log.)
+            whole = replayed and self.recovery.redispatch_from <= self.commitlog.min_offset
+            self.rebuild_report = rebuild_derived(
+                self, missing, replayed=self.recovery if whole else None
+            )
         undispatched = 0
         if self.read_only:
             undispatched = self._reput_tail_in_memory(

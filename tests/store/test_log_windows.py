@@ -48,8 +48,9 @@ same_key = st.tuples(values.filter(bool), st.sampled_from(["", " b"])).map(
 records = st.lists(
     st.fixed_dictionaries(
         {
-            # v2 past 127 bytes; a NUL inside (a torn topic no queue can be made for)
-            "topic": st.sampled_from(["t", "orders", "é" * 3, "x" * 130, "o\x00s"]),
+            # v2 past 127 bytes, and past the widest topic replay groups as arrays; a NUL
+            # inside (a torn topic no queue can be made for)
+            "topic": st.sampled_from(["t", "orders", "é" * 3, "x" * 130, "y" * 300, "o\x00s"]),
             "queue_id": st.integers(0, 2),
             "sysflag": st.sampled_from([0, 0, 0, 4, 8, 12]),  # prepared, commit, rollback
             "born_host": st.sampled_from([V4, V4, V6]),

@@ -33,6 +33,12 @@ def files_under(root: Path) -> dict[str, bytes]:
     }
 
 
+def derived_bytes(root: Path) -> tuple[dict[str, bytes], list[bytes]]:
+    """The consume queues by path, and the IndexFiles in order (named by the clock when made)."""
+    index = [p.read_bytes() for p in sorted((root / "index").iterdir())]
+    return files_under(root / "consumequeue"), index
+
+
 def test_recover_rebuild_derives_a_deleted_queue_and_index_byte_for_byte(tmp_path: Path) -> None:
     root = tmp_path / "s"
     build(root)
@@ -118,3 +124,59 @@ def test_an_empty_index_file_a_crash_left_is_removed_by_a_writable_open_only(
         assert [m.phy_offset for m in st.query_key("t1", "K7")] == want
     assert not empty.exists()
     assert not caplog.records
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest-kept", "log-alone"])
+def test_a_store_with_no_derived_file_left_is_rebuilt_in_one_pass_byte_for_byte(
+    tmp_path: Path, manifest: bool
+) -> None:
+    """With every consume queue and IndexFile gone, recovery replays each window of records as
+    its scan checks them (one pass over the log): the files are those the store had built."""
+    root = tmp_path / "s"
+    build(root)
+    before = derived_bytes(root)
+    for name in ("consumequeue", "index"):
+        shutil.rmtree(root / name)
+    for name in ("checkpoint", "mqtier.dispatch", *([] if manifest else ["mqtier.derived"])):
+        (root / name).unlink()
+    (root / "abort").write_text("0")  # as after a crash: the scan starts at the first file
+    with Store.open(root, writable=True) as st:
+        assert st.recovery is not None
+        assert st.recovery.scan_from == st.recovery.redispatch_from == 0
+        assert st.recovery.messages_redispatched == 300
+        if manifest:
+            assert st.rebuild_report is not None and st.rebuild_report.messages == 300
+        assert [r.body for r in st.query_key("t1", "K7")] == [b"m7"]
+    assert derived_bytes(root) == before
+
+
+@pytest.mark.parametrize("checkpoints", [False, True], ids=["one-pass", "checkpoints-kept"])
+def test_a_rebuild_cuts_an_unfinished_ingest_from_what_it_replayed(
+    tmp_path: Path, checkpoints: bool
+) -> None:
+    """Without checkpoints the scan starts at the first record and replays as it goes, the
+    cut at the fence coming after; with them it starts at the checkpoint, and the rebuild
+    replays the whole log itself. Either way the run is gone and every other message kept."""
+    root = tmp_path / "s"
+    build(root)
+    with Store.open(root, writable=True) as st:  # an ingest that died before it finished
+        st.fence_ingest(st.commitlog.durable_end)
+        st.append_batch([Message("t1", b"run", keys=(f"R{i}",)) for i in range(40)])
+        assert st.wait_dispatched(10)
+        st._writer = None  # (its close would not lift the fence either: that is the ingest's)
+    before = files_under(root / "consumequeue")
+    assert (root / "mqtier.ingest").exists()
+    for name in ("consumequeue", "index"):
+        shutil.rmtree(root / name)
+    if not checkpoints:
+        (root / "checkpoint").unlink()
+        (root / "mqtier.dispatch").unlink()
+    (root / "abort").write_text("0")
+    with Store.open(root, writable=True) as st:
+        assert st.recovery is not None and st.recovery.ingest_rolled_back_from is not None
+        assert st.rebuild_report is not None and st.rebuild_report.messages == 300
+        assert (st.recovery.scan_from == 0) is not checkpoints
+        assert sum(q.max_offset - q.min_offset for q in st.offsets()) == 300
+        assert [r.body for r in st.query_key("t1", "K299")] == [b"m299"]
+        assert st.query_key("t1", "R0") == []
+    assert len(before) >= 4

@@ -668,10 +668,14 @@ def test_validate_topic_accepts(topic):
 
 
 def test_validate_topic_v2_limits():
+    """A v2 record may carry a topic of up to 32,767 bytes, but a topic that names a queue
+    directory holds at most 255 (NAME_MAX): a longer one is refused, not an OSError later."""
     assert validate_topic("x" * 128, allow_v2=True) == b"x" * 128
-    assert validate_topic("x" * 32767, allow_v2=True) == b"x" * 32767
-    with pytest.raises(InvalidTopicError):
-        validate_topic("x" * 32768, allow_v2=True)
+    assert validate_topic("x" * 255, allow_v2=True) == b"x" * 255
+    assert validate_topic("é" * 127, allow_v2=True) == "é".encode() * 127  # 254 bytes
+    for long in ("x" * 256, "é" * 128, "x" * 32767, "x" * 32768):
+        with pytest.raises(InvalidTopicError, match=f"is {len(long.encode())} bytes"):
+            validate_topic(long, allow_v2=True)
     with pytest.raises(InvalidTopicError):
         validate_topic("a/b", allow_v2=True)
 
