@@ -191,7 +191,8 @@ def timed_open(root: Path, *, cold: bool) -> dict[str, Any]:
     finally:
         st.close()
     redispatch_from = rebuilt.replayed_from if rebuilt is not None else rep.redispatch_from
-    messages = rep.messages_redispatched + (rebuilt.messages if rebuilt is not None else 0)
+    # (When no derived file was left, recovery's replay is the rebuild: the same records.)
+    messages = max(rep.messages_redispatched, rebuilt.messages if rebuilt is not None else 0)
     close_s = time.perf_counter() - t1
     scanned = rep.end_offset - rep.scan_from
     return {
