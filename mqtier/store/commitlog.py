@@ -303,6 +303,11 @@ class CommitLog:
         """A read-only map of a whole file, for scans."""
         return mmap.mmap(f.fd, self.file_bytes, access=mmap.ACCESS_READ)
 
+    def copier(self) -> RecordCopier:
+        """A reader of many records that copies them out of maps of the files (no system
+        call per record), up to what is durable now; close it to unmap them."""
+        return RecordCopier(self, self.durable_end)
+
     def scan(
         self, start: int, *, verify_crc: bool = True, end: int | None = None
     ) -> Generator[tuple[int, int, mmap.mmap | bytes, int], None, None]:
@@ -623,3 +628,27 @@ class CommitLog:
         self._current_file(self._write_pos)
         if self.prewrite:
             self._pre_writer().claim(self._write_pos, self._write_pos)
+
+
+class RecordCopier:
+    """See :meth:`CommitLog.copier`."""
+
+    def __init__(self, log: CommitLog, end: int) -> None:
+        self._log = log
+        self.end = end  # what it may read: durable when it was made
+        self._maps: dict[int, mmap.mmap] = {}
+
+    def read(self, phy: int, size: int) -> bytes:
+        """The ``size`` bytes at commit-log offset ``phy``, which must end by :attr:`end`."""
+        f = self._log.file_for(phy)
+        if phy + size > self.end:
+            raise NotFoundError(f"commit-log offset {phy} is past the durable end {self.end}")
+        mm = self._maps.get(f.base)
+        if mm is None:
+            mm = self._maps[f.base] = self._log.map_file(f)
+        return mm[phy - f.base : phy - f.base + size]
+
+    def close(self) -> None:
+        for mm in self._maps.values():
+            mm.close()
+        self._maps.clear()

@@ -409,6 +409,20 @@ class Store(ReadOnlyTail, StoreReads):
                 (self.root / L.FILE_ABORT).unlink(missing_ok=True)
             self._close_files()
 
+    def drop_files_below(self, offset: int) -> tuple[list[Path], list[Path]]:
+        """Delete the commit-log files that lie wholly below commit-log ``offset`` (never the
+        last), then the consume-queue files and IndexFiles that point only below it; returns
+        the commit-log files and the derived files deleted. The commit-log files go first: a
+        crash between leaves derived files that point below the log's minimum, which reads
+        skip and the next call deletes."""
+        self._check_writable()
+        log_files = self.commitlog.drop_head_files(offset)
+        derived: list[Path] = []
+        for cq in self._cqs.values():
+            derived.extend(cq.drop_head_files(offset))
+        derived.extend(self.index.drop_head_files(offset))
+        return log_files, derived
+
     def fence_ingest(self, offset: int | None) -> None:
         """Mark records from ``offset`` on as an unfinished ingest (``None`` lifts the mark).
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mqtier.backend.base import ColdStore
@@ -156,12 +155,6 @@ def clean(
         check_objects(cold, state, drop_below)
     if dry_run:
         return report
-    # Commit-log files first: a crash after this leaves derived files that point below the
-    # minimum, which reads skip and the next clean removes.
-    cl.drop_head_files(drop_below)
-    derived: list[Path] = []
-    for cq in store.consume_queues.values():
-        derived.extend(cq.drop_head_files(drop_below))
-    derived.extend(store.index.drop_head_files(drop_below))
+    _, derived = store.drop_files_below(drop_below)
     report.derived_files = len(derived)
     return report

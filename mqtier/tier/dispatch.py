@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import mmap
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -332,29 +331,6 @@ def hot_store_ts(store: Store, phy: int, size: int) -> int:
     return record_store_ts(store.commitlog.read(phy, min(size, 80)))
 
 
-class _HotReader:
-    """Copies records out of maps of the commit-log files: no system call per record."""
-
-    def __init__(self, store: Store) -> None:
-        self.log = store.commitlog
-        self.end = self.log.durable_end  # what the run may read: durable when it started
-        self.maps: dict[int, mmap.mmap] = {}
-
-    def read(self, phy: int, size: int) -> bytes:
-        f = self.log.file_for(phy)
-        if phy + size > self.end:
-            raise NotFoundError(f"commit-log offset {phy} is past the durable end {self.end}")
-        mm = self.maps.get(f.base)
-        if mm is None:
-            mm = self.maps[f.base] = self.log.map_file(f)
-        return mm[phy - f.base : phy - f.base + size]
-
-    def close(self) -> None:
-        for mm in self.maps.values():
-            mm.close()
-        self.maps.clear()
-
-
 def run_dispatch(
     store: Store,
     cold: ColdStore,
@@ -588,7 +564,7 @@ class _Attempt:
         # Records go to the object in pieces of about a block, so a full object is noticed in
         # time.
         piece_bytes = max(1, min(opts.block_bytes, opts.object_bytes))
-        hot = _HotReader(store)
+        hot = store.commitlog.copier()
         report.stopped_by = None  # a retried attempt decides again
         try:
             # What earlier attempts committed counts against --max-bytes (their uncommitted
