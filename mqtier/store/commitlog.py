@@ -71,6 +71,10 @@ class ScanStop:
     error: CorruptRecordError | None = None
 
 
+# A scan asked to choose (``arrays=None``) goes as arrays once it has read this much.
+ARRAYS_AFTER_BYTES: Final = 16 << 20
+
+
 def list_offset_files(directory: Path) -> list[tuple[int, Path]]:
     """Files named by a 20-digit offset, in offset order."""
     if not directory.is_dir():
@@ -328,14 +332,17 @@ class CommitLog:
         *,
         verify_crc: bool = True,
         end: int | None = None,
-        arrays: bool = True,
+        arrays: bool | None = True,
     ) -> Generator[RecordWindow, None, None]:
         """:meth:`scan`, up to 4096 consecutive records at a time, with their fields and checks
         computed as arrays (:mod:`mqtier.format.recordbatch`, numpy). A record the array checks
         doubt is checked on its own, as ``arrays=False`` checks every record (one per window,
-        no fields), so the records yielded and the error raised are the same either way."""
+        no fields), so the records yielded and the error raised are the same either way.
+        ``arrays=None``: record by record, then as arrays once the scan has read
+        ARRAYS_AFTER_BYTES (worth numpy's import for a long scan, not for a short one)."""
         if not self.files:
             return
+        switch_at = self.scanned_bytes + ARRAYS_AFTER_BYTES if arrays is None else None
         if arrays:
             from mqtier.format import recordbatch as rb
         most = 16  # doubling: a caller that wants only the first records reads few more
@@ -357,6 +364,10 @@ class CommitLog:
                         hole = _data_limit(f.fd, pos, fb)
                         if hole <= pos:
                             return  # a hole reads as zeros, where no record starts
+                    if switch_at is not None and self.scanned_bytes >= switch_at:
+                        from mqtier.format import recordbatch as rb
+
+                        arrays, switch_at = True, None
                     if arrays:
                         fields: Fields | None
                         if rest is not None and rest[0][0] == pos:
@@ -422,7 +433,7 @@ class CommitLog:
         start: int,
         *,
         verify_crc: bool = True,
-        arrays: bool = False,
+        arrays: bool | None = False,
         each: Callable[[RecordWindow], None] | None = None,
     ) -> ScanStop:
         """Scan from ``start`` and report where valid data ends, without changing anything

@@ -149,7 +149,9 @@ def recover(
     dispatches what it finds in memory (implies ``dry_run``). ``replay=False``: a rebuild of
     every derived file follows, so the records are not dispatched here too."""
     dry_run = dry_run or view
-    arrays = not store.read_only  # scans as arrays: worth numpy's import where one writes
+    # Scans as arrays where one writes (numpy's import is worth it there); a read-only open
+    # switches to them only if its scan turns out long (a crashed broker's last file).
+    arrays = True if not store.read_only else None
     t0 = time.monotonic()
     cl = store.commitlog
     abnormal = (store.root / L.FILE_ABORT).exists()
@@ -264,7 +266,8 @@ def recover(
         if ckpt is None:
             redispatch = _start_without_gaps(store, redispatch, end)
         report.redispatch_from = redispatch
-        report.messages_redispatched = sum(1 for _ in cl.scan(redispatch, end=end))
+        if not view:  # (a view dispatches them in memory next, and counts them then)
+            report.messages_redispatched = sum(1 for _ in cl.scan(redispatch, end=end))
         report.seconds = time.monotonic() - t0
         return report
 

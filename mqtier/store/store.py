@@ -306,9 +306,11 @@ class Store(ReadOnlyTail, StoreReads):
             )
         undispatched = 0
         if self.read_only:
-            undispatched = self._reput_tail_in_memory(
+            undispatched, read = self._reput_tail_in_memory(
                 self.recovery.redispatch_from, self.recovery.end_offset
             )
+            if not dry_run:  # a view's recovery leaves the count to its replay in memory
+                self.recovery.messages_redispatched = read
         self._health = StoreHealth(
             state,
             read_only=self.read_only,

@@ -23,20 +23,22 @@ MEMORY_TAIL_MAX: Final = 2_000_000
 class ReadOnlyTail(StoreState):
     """The in-memory tail of a read-only view (mixed into Store)."""
 
-    def _reput_tail_in_memory(self, start: int, end: int) -> int:
+    def _reput_tail_in_memory(self, start: int, end: int) -> tuple[int, int]:
         """What a read-only open cannot write: the consume-queue units and index keys of the
         records durable past what the owner dispatched, kept in memory so that reads, queries
         and offsets see every durable message (at most MEMORY_TAIL_MAX records kept).
 
-        Returns how many records it found missing from the consume queues or the index."""
+        Returns how many records it found missing from the consume queues or the index, and
+        how many it read."""
         for loaded in self._cqs.values():
             # The owner may have dispatched (and checkpointed) since the queues were loaded:
             # pick up those units, or the tail would start past a gap.
             loaded.reload_end()
         index_end = self.index.end_phy if self.index.files else 0
-        kept = missing = 0
+        kept = missing = read = 0
         records = self.commitlog.scan(start, verify_crc=False, end=end)
         for phy, size, mm, pos in records:
+            read += 1
             topic, qid, qoff = record_queue(mm, pos)
             cq = self._cqs.get((topic, qid))
             queued = cq is not None and qoff < cq.max_offset
@@ -81,7 +83,7 @@ class ReadOnlyTail(StoreState):
                 )  # fmt: skip
                 records.close()
                 break
-        return missing
+        return missing, read
 
     def _tail_record_damage(
         self,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from mqtier.format.message import (
     dispatch_fields,
     encode_record,
 )
+from mqtier.store import commitlog as commitlog_module
 from mqtier.store import replay as replay_module
 from mqtier.store.commitlog import CommitLog
 
@@ -181,6 +183,16 @@ def test_windows_accept_and_reject_exactly_what_the_per_record_scan_does(
         end_plain = cl.find_end(0, verify_crc=verify_crc)
         end_windows = cl.find_end(0, verify_crc=verify_crc, arrays=True)
         assert (end_windows.offset, end_windows.reason) == (end_plain.offset, end_plain.reason)
+        # A scan that chooses (a read-only open's) switches to arrays part-way: the same again.
+        with mock.patch.object(commitlog_module, "ARRAYS_AFTER_BYTES", 600):
+            switched = _outcome(
+                (w.origin + at, size)
+                for w in cl.scan_windows(0, verify_crc=verify_crc, arrays=None)
+                for at, size in zip(w.starts, w.sizes, strict=True)
+            )
+            end_switched = cl.find_end(0, verify_crc=verify_crc, arrays=None)
+        assert switched == (plain, plain_error)
+        assert (end_switched.offset, end_switched.reason) == (end_plain.offset, end_plain.reason)
     finally:
         cl.close()
 
