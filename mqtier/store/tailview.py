@@ -42,7 +42,7 @@ class ReadOnlyTail(StoreState):
             topic, qid, qoff = record_queue(mm, pos)
             cq = self._cqs.get((topic, qid))
             queued = cq is not None and qoff < cq.max_offset
-            if queued and cq is not None and _torn(cq, qoff, phy, size):
+            if queued and cq is not None and _torn(cq, qoff, phy, size, mm, pos):
                 cq.hide_torn(qoff)  # a unit a crash tore: the view takes the log's instead
                 queued = False
             if queued and phy < index_end:
@@ -180,7 +180,7 @@ class ReadOnlyTail(StoreState):
                 if cq is not None:
                     cq.refresh_view(end, new=new)
             queued = cq is not None and qoff < cq.max_offset
-            if queued and cq is not None and _torn(cq, qoff, phy, size):
+            if queued and cq is not None and _torn(cq, qoff, phy, size, mm, pos):
                 cq.hide_torn(qoff)  # the owner may be copying it now: take the log's
                 queued = False
             if queued:
@@ -203,7 +203,12 @@ class ReadOnlyTail(StoreState):
             cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
 
 
-def _torn(cq: ConsumeQueue, qoff: int, phy: int, size: int) -> bool:
+def _torn(cq: ConsumeQueue, qoff: int, phy: int, size: int, buf: Any, pos: int) -> bool:
     """Whether ``cq``'s unit for the record at ``phy`` (queue offset ``qoff``) says otherwise:
-    a unit the reput was copying when it died (or is copying now)."""
+    a unit the reput was copying when it died (or is copying now). Only a record the reput
+    puts in a queue has one: a prepared or rolled-back transaction's record carries a queue
+    offset (0, from RocketMQ) that is another record's."""
+    tx = L.INT32.unpack_from(buf, pos + L.POS_SYSFLAG)[0] & L.SYSFLAG_TRANSACTION_MASK
+    if tx not in (0, L.SYSFLAG_TRANSACTION_COMMIT):
+        return False
     return qoff >= cq.first_offset and cq.unit(qoff)[:2] != (phy, size)

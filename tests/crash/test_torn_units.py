@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from mqtier import Store
 from mqtier.format import layout as L
+from mqtier.format.message import encode_record
 from mqtier.store.consumequeue import ConsumeQueue
 from tests.conftest import ROOT
 from tests.crash.killed_writer import QUEUES, message
@@ -219,3 +221,30 @@ def test_a_damaged_unit_does_not_cost_the_units_after_it(tmp_path: Path, writabl
         assert _counts(st) == [PER_QUEUE] * QUEUES
         last = st.read("t", 1, PER_QUEUE - 1, 1)
         assert [r.body for r in last] == [message("base", BASE - 3).body]
+
+
+def test_a_transactions_records_past_the_queues_are_no_torn_units(tmp_path: Path) -> None:
+    """A prepared or rolled-back transaction's record carries queue offset 0 (RocketMQ writes
+    it so) and has no unit: the view must not take the queue's unit 0 for a torn one of it."""
+    root = tmp_path / "store"
+    with Store.open(root, create=True, config=CONFIG) as st:
+        st.append_batch([message("base", i) for i in range(BASE)])
+        end = st.commitlog.durable_end
+    now = int(time.time() * 1000)
+    host = (bytes([10, 0, 0, 1]), 10911)
+    data = b""
+    # A broker's records past what mqtier dispatched: prepared, rolled back, then a plain one.
+    for sysflag, qoff, body in ((4, 0, b"half"), (12, 0, b"undo"), (0, PER_QUEUE, b"next")):
+        data += encode_record(
+            topic=b"t", queue_id=0, flag=0, queue_offset=qoff, phy_offset=end + len(data),
+            sysflag=sysflag, born_ts=now, born_host=host, store_ts=now, store_host=host,
+            body=body, properties=b"",
+        )  # fmt: skip
+    with (root / L.DIR_COMMITLOG / f"{0:020d}").open("r+b") as fh:
+        fh.seek(end)
+        fh.write(data)
+    (root / L.FILE_ABORT).write_text("0")  # a crashed writer: the view reads past the queues
+    with Store.open(root) as st:
+        assert _counts(st) == [PER_QUEUE + 1] + [PER_QUEUE] * (QUEUES - 1)
+        expect = [message("base", i).body for i in range(0, BASE, QUEUES)] + [b"next"]
+        assert _bodies(st, 0) == expect
