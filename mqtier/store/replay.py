@@ -26,7 +26,7 @@ from mqtier.format.message import (
     decode_properties,
     dispatch_fields,
 )
-from mqtier.format.recordbatch import Fields, Ints, spans
+from mqtier.format.recordbatch import Fields, Ints, Topics, spans, topics_of
 from mqtier.store.reputbatch import UNIT_DTYPE
 from mqtier.store.state import queue_dir_name
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 QueueKey = tuple[str, int]
 _TX_MASK: Final = L.SYSFLAG_TRANSACTION_MASK
 _QID_MASK: Final = 0xFFFFFFFF
-_WIDEST_TOPIC_ROW: Final = 255  # topics longer than this are looked up one by one
 _COMMIT: Final = L.SYSFLAG_TRANSACTION_COMMIT
 _ROLLBACK: Final = L.SYSFLAG_TRANSACTION_ROLLBACK
 
@@ -108,7 +107,7 @@ def _replay_batch(
     """Dispatch records ``lo`` to ``hi`` of a window whose headers passed; stop before the
     first whose queue offset would leave a gap (returned: where the batch stopped)."""
     buf = w.buf
-    topics = _topics(buf, f.topic_at[lo:hi], f.topic_len[lo:hi])
+    topics = topics_of(buf, f.topic_at[lo:hi], f.topic_len[lo:hi])
     tx = f.sysflag[lo:hi] & _TX_MASK
     queued = np.flatnonzero((tx == 0) | (tx == _COMMIT))
     # Each queued record's queue as one number (topic code, queue id: never negative here),
@@ -181,53 +180,6 @@ def _next_offset(store: Store, nexts: dict[QueueKey, int], key: QueueKey, first:
     return cq.max_offset
 
 
-class _Topics(NamedTuple):
-    """The records' topics: each one's code, an index into the distinct names."""
-
-    codes: Ints
-    names: list[str]
-
-
-def _topics(buf: mmap.mmap | bytes, at: Ints, lengths: Ints) -> _Topics:
-    """The topics of the records whose topic bytes are at ``at`` (``lengths`` long), found
-    with one gather and one sort per window rather than a slice and a lookup per record."""
-    width = int(lengths.max()) if len(lengths) else 0
-    if width > _WIDEST_TOPIC_ROW:
-        return _topics_one_by_one(buf, at, lengths)
-    u8 = np.frombuffer(buf, dtype=np.uint8)
-    try:
-        cols = np.arange(width)
-        # Each topic's bytes in a row, zeros past its length, after 2 bytes of that length
-        # (topics of different lengths then never share a row).
-        rows = np.zeros((len(at), width + 2), dtype=np.uint8)
-        rows[:, 0], rows[:, 1] = lengths >> 8, lengths & 0xFF
-        inside = cols < lengths[:, None]
-        rows[:, 2:][inside] = u8[(at[:, None] + cols)[inside]]
-    finally:
-        del u8  # a live view of a map would keep it from closing
-    if (rows == rows[0]).all():  # (the usual window: one topic)
-        return _Topics(np.zeros(len(at), dtype=np.int64), [_topic_name(rows[0])])
-    distinct, codes = np.unique(rows.view(np.dtype((np.void, width + 2))), return_inverse=True)
-    names = [_topic_name(np.frombuffer(row.tobytes(), dtype=np.uint8)) for row in distinct]
-    return _Topics(codes.reshape(len(at)).astype(np.int64), names)
-
-
-def _topic_name(row: npt.NDArray[np.uint8]) -> str:
-    n = (int(row[0]) << 8) | int(row[1])
-    return str(row[2 : 2 + n].tobytes(), "utf-8", "replace")
-
-
-def _topics_one_by_one(buf: mmap.mmap | bytes, at: Ints, lengths: Ints) -> _Topics:
-    """:func:`_topics` for a window with a long topic name (its rows would be wide)."""
-    number: dict[bytes, int] = {}
-    codes = [
-        number.setdefault(bytes(buf[a : a + n]), len(number))
-        for a, n in zip(at.tolist(), lengths.tolist(), strict=True)
-    ]
-    names = [str(raw, "utf-8", "replace") for raw in number]
-    return _Topics(np.array(codes, dtype=np.int64), names)
-
-
 class _Spans(NamedTuple):
     """Per record: where the value of one property begins and ends (-1: the record has none)."""
 
@@ -294,7 +246,7 @@ class _Compact:
 
 
 def _keys_and_tags(
-    f: Fields, lo: int, hi: int, topics: _Topics, indexed: npt.NDArray[np.bool_]
+    f: Fields, lo: int, hi: int, topics: Topics, indexed: npt.NDArray[np.bool_]
 ) -> tuple[Ints, Ints, Ints]:
     """For records ``lo`` to ``hi``: each one's tags code, and the IndexFile hash of each of
     its keys (UNIQ_KEY, then the KEYS tokens that differ from it) with the record each

@@ -5,6 +5,7 @@ writes nothing), and :meth:`refresh` to extend the view as the owner appends."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from mqtier.errors import CorruptRecordError, ReadOnlyStoreError
@@ -18,6 +19,16 @@ log = logging.getLogger("mqtier.store.store")
 
 # Most records a read-only open dispatches in memory (those durable past the consume queues).
 MEMORY_TAIL_MAX: Final = 2_000_000
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the read-only tail has done so far."""
+
+    index_end: int  # where the IndexFiles on disk end: records past it have their keys kept
+    kept: int = 0
+    missing: int = 0
+    read: int = 0
 
 
 class ReadOnlyTail(StoreState):
@@ -34,56 +45,73 @@ class ReadOnlyTail(StoreState):
             # The owner may have dispatched (and checkpointed) since the queues were loaded:
             # pick up those units, or the tail would start past a gap.
             loaded.reload_end()
-        index_end = self.index.end_phy if self.index.files else 0
-        kept = missing = read = 0
-        records = self.commitlog.scan(start, verify_crc=False, end=end)
-        for phy, size, mm, pos in records:
-            read += 1
-            topic, qid, qoff = record_queue(mm, pos)
-            cq = self._cqs.get((topic, qid))
-            queued = cq is not None and qoff < cq.max_offset
-            if queued and cq is not None and _torn(cq, qoff, phy, size, mm, pos):
-                cq.hide_torn(qoff)  # a unit a crash tore: the view takes the log's instead
-                queued = False
-            if queued and phy < index_end:
-                continue  # in the queue and the index on disk already: nothing to add
-            damage = self._tail_record_damage(mm, pos, phy, topic, qid, qoff, cq, queued)
-            if damage is not None:
-                # No CRC covers the header: a record whose header fails would make a phantom
-                # queue or hide a queue's later records. Show nothing from here on, and say so.
-                self.tail_damage = damage
-                records.close()
-                break
-            _, _, _, sysflag, _, _, props = dispatch_fields(mm, pos)
-            tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
-            added = False
-            if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT) and not queued:
-                if cq is None:
-                    if not queue_dir_name(topic):
-                        continue  # not a name a queue directory can have: never dispatched
-                    cq = self._cqs[(topic, qid)] = self._read_only_queue(topic, qid)
-                added = cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
-            if tx != L.SYSFLAG_TRANSACTION_ROLLBACK and phy >= index_end:
-                keys = {k for k in props.get(L.PROP_KEYS, "").split(" ") if k}
-                uniq = props.get(L.PROP_UNIQ_KEY)
-                if uniq:
-                    keys.add(uniq)
-                for k in keys:
-                    self._memory_keys.setdefault(f"{topic}#{k}", []).append(phy)
-                added = added or bool(keys)
-            kept += added
-            # The record at the index's end is indexed again by design (IndexService.put): its
-            # keys were kept, yet it is no more missing than the records before it.
-            missing += added and not (queued and phy == index_end and bool(self.index.files))
-            if kept >= MEMORY_TAIL_MAX:
-                log.warning(
-                    "%s: over %d records are durable but not dispatched; a read-only open "
-                    "shows those before commit-log offset %d",
-                    self.root, MEMORY_TAIL_MAX, phy + size,
-                )  # fmt: skip
-                records.close()
-                break
-        return missing, read
+        tally = _Tally(self.index.end_phy if self.index.files else 0)
+        # A long tail (a crashed broker's last file) comes in windows checked as arrays: the
+        # records plainly in their queue and IndexFile are passed over a window at a time.
+        windows = self.commitlog.scan_windows(start, verify_crc=False, end=end, arrays=None)
+        try:
+            for w in windows:
+                there = None
+                if w.fields is not None:
+                    from mqtier.store.tailbatch import already_there  # numpy: long tails only
+
+                    there = already_there(w, w.fields, self._cqs, tally.index_end).tolist()
+                for i, at in enumerate(w.starts):
+                    tally.read += 1
+                    if there is not None and there[i]:
+                        continue
+                    if not self._tail_record(w.buf, at, w.origin + at, w.sizes[i], tally):
+                        return tally.missing, tally.read
+        finally:
+            windows.close()
+        return tally.missing, tally.read
+
+    def _tail_record(self, mm: Any, pos: int, phy: int, size: int, tally: _Tally) -> bool:
+        """The read-only tail's work for one record; False when the tail ends at it."""
+        index_end = tally.index_end
+        topic, qid, qoff = record_queue(mm, pos)
+        cq = self._cqs.get((topic, qid))
+        queued = cq is not None and qoff < cq.max_offset
+        if queued and cq is not None and _torn(cq, qoff, phy, size, mm, pos):
+            cq.hide_torn(qoff)  # a unit a crash tore: the view takes the log's instead
+            queued = False
+        if queued and phy < index_end:
+            return True  # in the queue and the index on disk already: nothing to add
+        damage = self._tail_record_damage(mm, pos, phy, topic, qid, qoff, cq, queued)
+        if damage is not None:
+            # No CRC covers the header: a record whose header fails would make a phantom
+            # queue or hide a queue's later records. Show nothing from here on, and say so.
+            self.tail_damage = damage
+            return False
+        _, _, _, sysflag, _, _, props = dispatch_fields(mm, pos)
+        tx = sysflag & L.SYSFLAG_TRANSACTION_MASK
+        added = False
+        if tx in (0, L.SYSFLAG_TRANSACTION_COMMIT) and not queued:
+            if cq is None:
+                if not queue_dir_name(topic):
+                    return True  # not a name a queue directory can have: never dispatched
+                cq = self._cqs[(topic, qid)] = self._read_only_queue(topic, qid)
+            added = cq.add_in_memory(qoff, phy, size, tags_code(props.get(L.PROP_TAGS)))
+        if tx != L.SYSFLAG_TRANSACTION_ROLLBACK and phy >= index_end:
+            keys = {k for k in props.get(L.PROP_KEYS, "").split(" ") if k}
+            uniq = props.get(L.PROP_UNIQ_KEY)
+            if uniq:
+                keys.add(uniq)
+            for k in keys:
+                self._memory_keys.setdefault(f"{topic}#{k}", []).append(phy)
+            added = added or bool(keys)
+        tally.kept += added
+        # The record at the index's end is indexed again by design (IndexService.put): its
+        # keys were kept, yet it is no more missing than the records before it.
+        tally.missing += added and not (queued and phy == index_end and bool(self.index.files))
+        if tally.kept >= MEMORY_TAIL_MAX:
+            log.warning(
+                "%s: over %d records are durable but not dispatched; a read-only open "
+                "shows those before commit-log offset %d",
+                self.root, MEMORY_TAIL_MAX, phy + size,
+            )  # fmt: skip
+            return False
+        return True
 
     def _tail_record_damage(
         self,

@@ -18,12 +18,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from mqtier import Store
 from mqtier.format import layout as L
 from mqtier.format.message import encode_record
+from mqtier.store import commitlog as commitlog_module
 from mqtier.store.consumequeue import ConsumeQueue
 from tests.conftest import ROOT
 from tests.crash.killed_writer import QUEUES, message
@@ -248,3 +250,44 @@ def test_a_transactions_records_past_the_queues_are_no_torn_units(tmp_path: Path
         assert _counts(st) == [PER_QUEUE + 1] + [PER_QUEUE] * (QUEUES - 1)
         expect = [message("base", i).body for i in range(0, BASE, QUEUES)] + [b"next"]
         assert _bodies(st, 0) == expect
+
+
+@pytest.mark.parametrize("tear", TEARS)
+def test_a_long_tail_read_a_window_at_a_time_shows_what_the_per_record_tail_shows(
+    tmp_path: Path, tear: str
+) -> None:
+    """A view whose tail is long passes over the records plainly in their queue a window at
+    a time (tailbatch.already_there): with a lagging queue, a torn unit and the records in
+    memory, it must show exactly what the record-by-record tail shows."""
+    root = tmp_path / "store"
+    with Store.open(root, create=True, config=CONFIG) as st:
+        st.append_batch([message("base", i) for i in range(BASE)])
+        st.append_batch([message("run", i) for i in range(RUN)])
+    # As a crashed broker leaves its store (no mqtier checkpoint, `abort`): the view reads
+    # the whole log, nearly all of it in its queue and IndexFile already.
+    (root / L.FILE_DISPATCH_CHECKPOINT).unlink()
+    (root / L.FILE_ABORT).write_text("0")
+    _tear(root, 2, PER_QUEUE + 7, tear)
+    lagging = root / L.DIR_CONSUMEQUEUE / "t" / "1" / f"{0:020d}"
+    with lagging.open("r+b") as fh:  # queue 1 lost its last 20 units (its file lags)
+        fh.seek((PER_QUEUE + RUN // QUEUES - 20) * UB)
+        fh.write(bytes(20 * UB))
+
+    def view(switch_after: int) -> tuple[object, ...]:
+        with (
+            mock.patch.object(commitlog_module, "ARRAYS_AFTER_BYTES", switch_after),
+            Store.open(root) as st,
+        ):
+            assert st.recovery is not None
+            keys = [[r.body for r in st.query_key("t", f"run-{i}")] for i in range(RUN)]
+            return (
+                [(q.topic, q.queue_id, q.min_offset, q.max_offset) for q in st.offsets()],
+                [_bodies(st, q) for q in range(QUEUES)],
+                keys,
+                st.health.undispatched,
+                st.recovery.messages_redispatched,
+            )
+
+    by_record = view(1 << 40)
+    assert by_record == view(0)
+    assert by_record[0] == [("t", q, 0, PER_QUEUE + RUN // QUEUES) for q in range(QUEUES)]
