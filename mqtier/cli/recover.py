@@ -96,7 +96,8 @@ def recover(
         out.answer(f"  {verb} drop {report.cq_units_dropped:,} consume-queue units past the end")
     if report.index_files_dropped:
         out.answer(f"  {verb} rebuild index files: {', '.join(report.index_files_dropped)}")
-    if report.messages_redispatched:
+    # (A rebuild's line above already counts them when recovery's replay was the rebuild.)
+    if report.messages_redispatched and st.rebuild_report is None:
         out.answer(
             f"  {verb} re-dispatch {report.messages_redispatched:,} messages from offset "
             f"{report.redispatch_from:,} into consume queues and index"

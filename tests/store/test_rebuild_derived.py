@@ -180,3 +180,19 @@ def test_a_rebuild_cuts_an_unfinished_ingest_from_what_it_replayed(
         assert [r.body for r in st.query_key("t1", "K299")] == [b"m299"]
         assert st.query_key("t1", "R0") == []
     assert len(before) >= 4
+
+
+def test_recover_says_once_what_a_one_pass_rebuild_replayed(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    build(root)
+    for name in ("consumequeue", "index"):
+        shutil.rmtree(root / name)
+    for name in ("checkpoint", "mqtier.dispatch"):
+        (root / name).unlink()
+    res = runner.invoke(app, ["recover", "--store", str(root), "--rebuild"])
+    assert res.exit_code == 0, res.output
+    assert "from 300 messages" in res.stdout
+    assert "re-dispatch" not in res.stdout  # (recovery's replay was the rebuild: not twice)
+    res = runner.invoke(app, ["recover", "--store", str(root), "--rebuild", "--json"])
+    doc = json.loads(res.stdout)
+    assert doc["rebuild"]["messages"] == 300
