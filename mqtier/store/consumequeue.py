@@ -399,34 +399,36 @@ class ConsumeQueue:
         (units past it belong to a torn tail or a rolled-back run).
 
         Such a unit must also lie past the record of the unit before it (a queue's records are
-        in commit-log order), or else ``matches(offset, phy, size)`` must find its record there:
+        in commit-log order), or else (none before it, or out of order) ``matches(offset, phy,
+        size)`` must let it stay (recovery's check: it does not point at another record):
         a kill can stop the reput half-way through copying a run of units, leaving the first
         unit torn (seen: its size written, its commit-log offset still zero, so that it "ends"
         far below ``phy_end``). Kept, it would stay in the queue for good, pointing at another
-        queue's record. (``matches`` keeps a unit whose predecessor is damaged.)
+        queue's record. (``matches`` keeps a unit whose predecessor is damaged, or whose record
+        was lost.) Without ``matches`` a unit with none before it stays.
         """
         off = self.max_offset
         while off > self.first_offset:
             phy, size, _ = self.unit(off - 1)
-            if (
-                phy >= 0
-                and size > 0
-                and phy + size <= phy_end
-                and (self._follows(off - 1, phy) or (matches and matches(off - 1, phy, size)))
-            ):
-                break
+            if phy >= 0 and size > 0 and phy + size <= phy_end:
+                follows = self._follows(off - 1, phy)
+                if follows or (matches is None and follows is None):
+                    break
+                if matches is not None and matches(off - 1, phy, size):
+                    break
             off -= 1
         return off
 
-    def _follows(self, offset: int, phy: int) -> bool:
+    def _follows(self, offset: int, phy: int) -> bool | None:
         """Whether the unit at queue ``offset`` (record at ``phy``) begins past the record of
-        the unit before it (the first unit of the queue always does). Zero units between are
-        passed over: the copy a kill tore may have left whole units unstored before it."""
+        the unit before it; None when no unit comes before it (the queue's first, or only
+        zero units between: the copy a kill tore may have left whole units unstored before
+        it), so that order cannot tell."""
         for before in range(offset - 1, max(self.first_offset, offset - _HOLE_UNITS) - 1, -1):
             prev, size, _ = self.unit(before)
             if size > 0:
                 return prev >= 0 and prev + size <= phy
-        return True
+        return None
 
     def truncate_phy(self, phy_end: int, matches: UnitCheck | None = None) -> int:
         """Drop units whose record reaches past commit-log offset ``phy_end``; return how many

@@ -59,6 +59,9 @@ class RecoveryReport:
     ingest_rolled_back_from: int | None = None  # an unfinished ingest's records began here
     ingest_bytes_dropped: int = 0
     seconds: float = 0.0
+    # The replay as the scan went covered the whole log (nothing derived was on disk): a
+    # rebuild asked for is done. (Not in --json: the rebuild's own report says it.)
+    replayed_whole_log: bool = False
 
     @property
     def changed(self) -> bool:
@@ -74,6 +77,7 @@ class RecoveryReport:
     def to_json(self) -> dict[str, Any]:
         # "torn_at", the name offsets' health gives the same offset (docs/cli-json.md, v2)
         doc = {("torn_at" if k == "torn_bytes_at" else k): v for k, v in asdict(self).items()}
+        del doc["replayed_whole_log"]
         doc["seconds"] = round(self.seconds, 3)  # durations: seconds, to the millisecond
         doc["changed"] = self.changed
         return doc
@@ -143,11 +147,19 @@ def _rocketmq_scan_start(store: Store, abnormal: bool, view: bool) -> int:
 
 
 def recover(
-    store: Store, *, dry_run: bool, view: bool = False, replay: bool = True
+    store: Store,
+    *,
+    dry_run: bool,
+    view: bool = False,
+    replay: bool = True,
+    rebuild_in_one_pass: bool = False,
 ) -> RecoveryReport:
     """Recover ``store`` (see the module's docstring); ``view``: for a read-only view, which
     dispatches what it finds in memory (implies ``dry_run``). ``replay=False``: a rebuild of
-    every derived file follows, so the records are not dispatched here too."""
+    every derived file follows, so the records are not dispatched here too, unless
+    ``rebuild_in_one_pass`` and the scan starts at the log's first record with nothing derived
+    on disk: then the replay as it scans is that rebuild (``redispatch_from`` says the log's
+    first offset)."""
     dry_run = dry_run or view
     # Scans as arrays where one writes (numpy's import is worth it there); a read-only open
     # switches to them only if its scan turns out long (a crashed broker's last file).
@@ -165,14 +177,16 @@ def recover(
     if suspect is not None:
         scan_from = cl.file_for(suspect).base
     as_scanned = None
-    if replay and not dry_run and _nothing_derived(store) and scan_from == cl.min_offset:
+    one_pass = replay or rebuild_in_one_pass
+    if one_pass and not dry_run and _nothing_derived(store) and scan_from == cl.min_offset:
         # Nothing derived on disk (deleted, or a log copied on its own): the replay starts at
         # the log's first record, as this scan does, so each window of records is replayed
         # as soon as the scan has checked it: one pass over the log instead of two. What
         # the scan's end then cuts off is cut from the derived files below, as after a crash.
         from mqtier.store.replay import Replayer  # numpy: writable opens only
 
-        as_scanned = Replayer(store)
+        # (Never the records of an ingest that died unfinished: the cut below drops them.)
+        as_scanned = Replayer(store, below=_unfinished_ingest(store, abnormal))
     stop = cl.find_end(
         scan_from, verify_crc=True, arrays=arrays, each=as_scanned.window if as_scanned else None
     )
@@ -302,12 +316,12 @@ def recover(
         redispatch = _start_without_gaps(store, redispatch, end)
     report.redispatch_from = redispatch
     if as_scanned is not None:
-        # The whole log was replayed during the scan; what the index lost to a cut below its
-        # end (an unfinished ingest's records) is replayed again from the index's end.
+        # The whole log was replayed during the scan, up to where it ends or an unfinished
+        # ingest's records begin: the end of data (past its last record, at most a BLANK).
         report.redispatch_from = scan_from
-        report.messages_redispatched = as_scanned.records_before(end)
-        if end == (as_scanned.end if as_scanned.end is not None else scan_from):
-            replay = False
+        report.replayed_whole_log = True
+        report.messages_redispatched = as_scanned.records
+        replay = False
     if replay:
         from mqtier.store.replay import replay as replay_log  # numpy: writable opens only
 
@@ -323,12 +337,47 @@ def recover(
 
 
 def unit_check(store: Store, cq: ConsumeQueue) -> UnitCheck:
-    """For :meth:`ConsumeQueue.end_within`: whether a record of the unit's size starts at its
-    commit-log offset, its header naming this queue and queue offset. The CRC is not checked:
-    a damaged body is the record's damage, for reads to report, not a sign of a torn unit."""
-    return lambda off, phy, size: _record_intact(
-        store, phy, size, (cq.topic, cq.queue_id, off), verify_crc=False
+    """For :meth:`ConsumeQueue.end_within`: whether a unit that order cannot vouch for may
+    stay. It goes only when it points at another record: an intact record starts at its
+    commit-log offset, and its size or header (topic, queue, queue offset) is not the unit's,
+    as with a unit a kill tore (its offset still zero: the log's first record). Where no intact
+    record starts (zeros of a lost write, a damaged record) the unit stays, for reads to report
+    the record's damage: dropping it would hand its queue offset to the next append."""
+    return lambda off, phy, size: (
+        not _points_at_another_record(store, phy, size, (cq.topic, cq.queue_id, off))
     )
+
+
+def _points_at_another_record(
+    store: Store, phy: int, size: int, unit: tuple[str, int, int]
+) -> bool:
+    cl = store.commitlog
+    try:
+        f = cl.file_for(phy)
+    except NotFoundError:
+        return False
+    pos = phy - f.base
+    if pos + 8 > cl.file_bytes:
+        return False
+    own = L.INT32.unpack_from(os.pread(f.fd, 4, pos))[0]
+    if own <= 0 or pos + own > cl.file_bytes:
+        return False
+    buf = os.pread(f.fd, own, pos)
+    try:
+        if check_record(buf, 0, len(buf), verify_crc=True) != own:
+            return False
+    except CorruptRecordError:
+        return False  # no intact record there: the record's damage, not the unit's
+    if own != size:
+        return True
+    try:
+        check_record_header(
+            buf, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
+            expect_queue=unit[1], expect_queue_offset=unit[2], path=str(f.path),
+        )  # fmt: skip
+    except CorruptRecordError:
+        return True
+    return False
 
 
 def _nothing_derived(store: Store) -> bool:
@@ -341,8 +390,6 @@ def _record_intact(
     phy: int,
     size: int,
     unit: tuple[str, int, int] | None = None,
-    *,
-    verify_crc: bool = True,
 ) -> bool:
     """Whether a whole, verified record of ``size`` bytes starts at ``phy`` (and, with
     ``unit``, its header agrees with that consume-queue unit: topic, queue, queue offset)."""
@@ -356,7 +403,7 @@ def _record_intact(
         return False
     buf = os.pread(f.fd, size, pos)
     try:
-        if check_record(buf, 0, len(buf), verify_crc=verify_crc) != size:
+        if check_record(buf, 0, len(buf), verify_crc=True) != size:
             return False
     except CorruptRecordError:
         return False

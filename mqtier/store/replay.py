@@ -59,31 +59,27 @@ def replay(store: Store, start: int, end: int) -> int:
 
 class Replayer:
     """Replays windows of records handed to it in log order (:func:`replay`, or recovery's
-    scan as it goes); raises as :func:`replay` does."""
+    scan as it goes), none from commit-log offset ``below`` on; raises as :func:`replay` does."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, below: int | None = None) -> None:
         self.store = store
+        self.below = below
         self.nexts: dict[QueueKey, int] = {}  # each queue's next offset, as replayed
         self.records = 0
         self.end: int | None = None  # where the last record replayed ends
-        self._windows: list[tuple[int, int]] = []  # each window's first record, and records before
 
     def window(self, w: RecordWindow) -> None:
         assert w.fields is not None
+        n = len(w.starts)
+        if self.below is not None and w.origin + w.starts[-1] >= self.below:
+            n = bisect.bisect_left(w.starts, self.below - w.origin)
+            if n == 0:
+                return
+            w = w._replace(starts=w.starts[:n], sizes=w.sizes[:n], fields=w.fields.head(n))
+        assert w.fields is not None
         _replay_window(self.store, w, w.fields, self.nexts)
-        self._windows.append((w.origin + w.starts[0], self.records))
-        self.records += len(w.starts)
+        self.records += n
         self.end = w.origin + w.starts[-1] + w.sizes[-1]
-
-    def records_before(self, end: int) -> int:
-        """How many of the records replayed begin before commit-log offset ``end``."""
-        if self.end is None or end >= self.end:
-            return self.records
-        i = bisect.bisect_right(self._windows, (end, self.records)) - 1
-        if i < 0:
-            return 0
-        first, before = self._windows[i]
-        return before + sum(1 for _ in self.store.commitlog.scan(first, verify_crc=False, end=end))
 
 
 def _replay_window(store: Store, w: RecordWindow, f: Fields, nexts: dict[QueueKey, int]) -> None:

@@ -288,19 +288,19 @@ class Store(ReadOnlyTail, StoreReads):
             rebuild = True
         # A rebuild dispatches the whole log: recovery only finds its end (and cuts a torn tail),
         # unless nothing derived is left to throw away: then recovery's replay is the rebuild.
-        replayed = rebuild and not self._cqs and not self.index.files
         self.recovery = recover(
             self,
             dry_run=dry_run,
             view=self.read_only and not dry_run,
-            replay=replayed or not rebuild,
+            replay=not rebuild,
+            rebuild_in_one_pass=rebuild,
         )
         if rebuild:
             from mqtier.store.rebuild import rebuild_derived
 
-            # (Its scan may have begun past the log's first record, at a checkpoint: then
-            # it replayed only from there, and the rebuild replays the whole log.)
-            whole = replayed and self.recovery.redispatch_from <= self.commitlog.min_offset
+            # Recovery replayed the whole log as it scanned it, or (its scan began at a
+            # checkpoint, or derived files were there to throw away) replayed nothing.
+            whole = self.recovery.replayed_whole_log
             self.rebuild_report = rebuild_derived(
                 self, missing, replayed=self.recovery if whole else None
             )

@@ -52,13 +52,13 @@ TEARS = {
 }
 
 
-def _killed_store(tmp_path: Path, *, fence: bool) -> Path:
+def _killed_store(tmp_path: Path, *, fence: bool, topic: str = "t") -> Path:
     root = tmp_path / "store"
     with Store.open(root, create=True, config=CONFIG) as st:
         st.append_batch([message("base", i) for i in range(BASE)])
     cmd = [sys.executable, "-m", "tests.crash.killed_writer", str(root), str(RUN), "run"]
     done = subprocess.run(
-        [*cmd, *(["--fence"] if fence else [])],
+        [*cmd, *(["--fence"] if fence else []), f"--topic={topic}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -70,9 +70,9 @@ def _killed_store(tmp_path: Path, *, fence: bool) -> Path:
     return root
 
 
-def _tear(root: Path, queue: int, offset: int, tear: str) -> None:
+def _tear(root: Path, queue: int, offset: int, tear: str, topic: str = "t") -> None:
     start, end = TEARS[tear]
-    path = root / L.DIR_CONSUMEQUEUE / "t" / str(queue) / f"{0:020d}"
+    path = root / L.DIR_CONSUMEQUEUE / topic / str(queue) / f"{0:020d}"
     with path.open("r+b") as fh:
         fh.seek(offset * UB)
         unit = fh.read(UB)
@@ -86,7 +86,11 @@ def _counts(st: Store) -> list[int]:
 
 
 def _bodies(st: Store, queue: int) -> list[bytes]:
-    return [r.body for r in st.read("t", queue, 0, 10_000)]
+    return _bodies_of(st, "t", queue)
+
+
+def _bodies_of(st: Store, topic: str, queue: int) -> list[bytes]:
+    return [r.body for r in st.read(topic, queue, 0, 10_000)]
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -291,3 +295,22 @@ def test_a_long_tail_read_a_window_at_a_time_shows_what_the_per_record_tail_show
     by_record = view(1 << 40)
     assert by_record == view(0)
     assert by_record[0] == [("t", q, 0, PER_QUEUE + RUN // QUEUES) for q in range(QUEUES)]
+
+
+@pytest.mark.parametrize("tear", ["offset-unstored", "unit-and-offset-unstored"])
+def test_a_torn_first_unit_of_a_queue_the_fenced_run_made_neither_shows_nor_stays(
+    tmp_path: Path, tear: str
+) -> None:
+    """No unit comes before a new queue's first one to tell a torn unit by order: its record
+    is looked at instead (it is another queue's record at offset 0)."""
+    root = _killed_store(tmp_path, fence=True, topic="newt")
+    _tear(root, 0, 0, tear, topic="newt")
+    with Store.open(root) as st:
+        assert {(q.topic, q.queue_id): q.max_offset - q.min_offset for q in st.offsets()} == {
+            **{("t", q): PER_QUEUE for q in range(QUEUES)},
+            **{("newt", q): 0 for q in range(QUEUES)},
+        }
+    with Store.open(root, writable=True) as st:
+        st.append_batch([message("after", i, "newt") for i in range(4)])
+    with Store.open(root) as st:
+        assert _bodies_of(st, "newt", 0) == [message("after", 0, "newt").body]

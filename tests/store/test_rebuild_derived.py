@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from mqtier import Message, Store
 from mqtier.cli import app
+from mqtier.format import layout as L
+from mqtier.format.checkpoint import pack_dispatch_offset
 from mqtier.store.consumequeue import ConsumeQueue
 from tests.geometry import TINY
 
@@ -162,6 +164,7 @@ def test_a_rebuild_cuts_an_unfinished_ingest_from_what_it_replayed(
     with Store.open(root, writable=True) as st:  # an ingest that died before it finished
         st.fence_ingest(st.commitlog.durable_end)
         st.append_batch([Message("t1", b"run", keys=(f"R{i}",)) for i in range(40)])
+        st.append_batch([Message("t9", b"new", keys=(f"N{i}",)) for i in range(8)])
         assert st.wait_dispatched(10)
         st._writer = None  # (its close would not lift the fence either: that is the ingest's)
     before = files_under(root / "consumequeue")
@@ -179,6 +182,13 @@ def test_a_rebuild_cuts_an_unfinished_ingest_from_what_it_replayed(
         assert sum(q.max_offset - q.min_offset for q in st.offsets()) == 300
         assert [r.body for r in st.query_key("t1", "K299")] == [b"m299"]
         assert st.query_key("t1", "R0") == []
+        # The run's own topic leaves no queue behind, as a replay that stopped at the end
+        # would not have made one; and nothing was built only to be thrown away.
+        assert sorted(st.consume_queues) == [("t1", q) for q in range(4)]
+        assert st.rebuild_report.queues == 4
+        assert st.rebuild_report.consume_queue_files_removed == 0
+        assert st.rebuild_report.index_files_removed == []
+    assert not (root / "consumequeue" / "t9").exists()
     assert len(before) >= 4
 
 
@@ -196,3 +206,48 @@ def test_recover_says_once_what_a_one_pass_rebuild_replayed(tmp_path: Path) -> N
     res = runner.invoke(app, ["recover", "--store", str(root), "--rebuild", "--json"])
     doc = json.loads(res.stdout)
     assert doc["rebuild"]["messages"] == 300
+
+
+def test_a_rebuild_whose_scan_starts_at_a_checkpoint_builds_nothing_twice(tmp_path: Path) -> None:
+    """The dispatch checkpoint behind the end (a crash between two flushes), nothing derived
+    left: recovery's scan starts at the checkpoint, so it replays nothing of its own, and the
+    rebuild replays the whole log once (no queue made from the checkpoint on, then deleted)."""
+    root = tmp_path / "s"
+    build(root)
+    with Store.open(root) as st:
+        middle = st.read("t1", 2, 20, 1)[0].phy_offset
+    (root / "mqtier.dispatch").write_bytes(pack_dispatch_offset(middle))
+    for name in ("consumequeue", "index"):
+        shutil.rmtree(root / name)
+    (root / "abort").write_text("0")
+    with Store.open(root, writable=True) as st:
+        assert st.recovery is not None and st.recovery.scan_from == middle
+        assert st.rebuild_report is not None and st.rebuild_report.messages == 300
+        assert st.rebuild_report.consume_queue_files_removed == 0
+        assert st.rebuild_report.index_files_removed == []
+        assert sum(q.max_offset - q.min_offset for q in st.offsets()) == 300
+
+
+def test_a_one_pass_rebuild_never_replays_an_unfinished_ingests_records(tmp_path: Path) -> None:
+    """The run's records are cut whatever they hold: one whose queue offset would leave a gap
+    (a replay refuses it) must not fail the open, as it does not in a rebuild of two passes."""
+    root = tmp_path / "s"
+    build(root)
+    with Store.open(root, writable=True) as st:
+        st.fence_ingest(st.commitlog.durable_end)
+        placed = st.append_batch([Message("t1", b"run", queue_id=0) for _ in range(3)])
+        assert st.wait_dispatched(10)
+        st._writer = None
+    log = root / "commitlog" / f"{0:020d}"
+    with log.open("r+b") as fh:  # the run's second record now skips ahead in its queue
+        fh.seek(placed[1].phy_offset + L.POS_QUEUE_OFFSET)
+        fh.write((10_000).to_bytes(8, "big"))
+    for name in ("consumequeue", "index"):
+        shutil.rmtree(root / name)
+    for name in ("checkpoint", "mqtier.dispatch"):
+        (root / name).unlink()
+    (root / "abort").write_text("0")
+    with Store.open(root, writable=True) as st:
+        assert st.recovery is not None and st.recovery.ingest_rolled_back_from is not None
+        assert st.rebuild_report is not None and st.rebuild_report.messages == 300
+        assert sum(q.max_offset - q.min_offset for q in st.offsets()) == 300
