@@ -356,28 +356,13 @@ def _points_at_another_record(
         f = cl.file_for(phy)
     except NotFoundError:
         return False
-    pos = phy - f.base
-    if pos + 8 > cl.file_bytes:
+    if phy - f.base + 8 > cl.file_bytes:
         return False
-    own = L.INT32.unpack_from(os.pread(f.fd, 4, pos))[0]
-    if own <= 0 or pos + own > cl.file_bytes:
-        return False
-    buf = os.pread(f.fd, own, pos)
-    try:
-        if check_record(buf, 0, len(buf), verify_crc=True) != own:
-            return False
-    except CorruptRecordError:
+    own = L.INT32.unpack_from(os.pread(f.fd, 4, phy - f.base))[0]
+    found = _intact_record_at(store, phy, own)
+    if found is None:
         return False  # no intact record there: the record's damage, not the unit's
-    if own != size:
-        return True
-    try:
-        check_record_header(
-            buf, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
-            expect_queue=unit[1], expect_queue_offset=unit[2], path=str(f.path),
-        )  # fmt: skip
-    except CorruptRecordError:
-        return True
-    return False
+    return own != size or _header_disagrees(found, phy, size, unit) is not None
 
 
 def _nothing_derived(store: Store) -> bool:
@@ -393,32 +378,52 @@ def _record_intact(
 ) -> bool:
     """Whether a whole, verified record of ``size`` bytes starts at ``phy`` (and, with
     ``unit``, its header agrees with that consume-queue unit: topic, queue, queue offset)."""
-    cl = store.commitlog
-    try:
-        f = cl.file_for(phy)
-    except NotFoundError:
-        return False
-    pos = phy - f.base
-    if size <= 0 or pos + size > cl.file_bytes:
-        return False
-    buf = os.pread(f.fd, size, pos)
-    try:
-        if check_record(buf, 0, len(buf), verify_crc=True) != size:
-            return False
-    except CorruptRecordError:
+    found = _intact_record_at(store, phy, size)
+    if found is None:
         return False
     if unit is None:
         return True
-    try:
-        check_record_header(
-            buf, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
-            expect_queue=unit[1], expect_queue_offset=unit[2], path=str(f.path),
-        )  # fmt: skip
-    except CorruptRecordError as exc:
+    exc = _header_disagrees(found, phy, size, unit)
+    if exc is not None:
         # The scan checks shapes and CRCs only and would pass this record: say so here.
         log.warning("%s; reading it will report it", exc)
         return False
     return True
+
+
+def _intact_record_at(store: Store, phy: int, size: int) -> tuple[bytes, Path] | None:
+    """The bytes (and file) of the whole record of ``size`` bytes at ``phy`` if its shape
+    and CRC pass, else None."""
+    cl = store.commitlog
+    try:
+        f = cl.file_for(phy)
+    except NotFoundError:
+        return None
+    pos = phy - f.base
+    if size <= 0 or pos + size > cl.file_bytes:
+        return None
+    buf = os.pread(f.fd, size, pos)
+    try:
+        if check_record(buf, 0, len(buf), verify_crc=True) != size:
+            return None
+    except CorruptRecordError:
+        return None
+    return buf, f.path
+
+
+def _header_disagrees(
+    found: tuple[bytes, Path], phy: int, size: int, unit: tuple[str, int, int]
+) -> CorruptRecordError | None:
+    """Why the record's header is not that of ``unit`` (topic, queue, queue offset), if not."""
+    buf, path = found
+    try:
+        check_record_header(
+            buf, 0, expect_phy=phy, expect_size=size, expect_topic=unit[0],
+            expect_queue=unit[1], expect_queue_offset=unit[2], path=str(path),
+        )  # fmt: skip
+    except CorruptRecordError as exc:
+        return exc
+    return None
 
 
 def _covered_by_queues(store: Store) -> int | None:
